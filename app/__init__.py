@@ -1,0 +1,101 @@
+"""Rallypoint: campaign email and action alerts for unions and movements."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+from flask import Flask
+
+from config.log import configure_logging
+from config.settings import ROOT, BaseConfig, config_from_env
+
+
+def create_app(config: BaseConfig | None = None) -> Flask:
+    """Build the Flask application.
+
+    Args:
+        config: a settings object; read from the environment (RALLYPOINT_ENV) when omitted.
+
+    Raises:
+        config.settings.ConfigError: a required setting is missing (e.g. SECRET_KEY in production).
+    """
+    config = config or config_from_env()
+    config.validate()
+    configure_logging(config.LOG_LEVEL)
+
+    app = Flask(
+        __name__,
+        template_folder="templates",
+        static_folder="static",
+        instance_path=str(ROOT / "var" / "instance"),
+    )
+    app.config.from_mapping(config.to_dict())
+    app.config["SETTINGS"] = config
+
+    _init_extensions(app)
+    celery_init_app(app)
+    _register_blueprints(app)
+
+    from app.cli import register_cli
+
+    register_cli(app)
+    return app
+
+
+def _init_extensions(app: Flask) -> None:
+    from app import models  # noqa: F401 - registers every table on the metadata
+    from app.extensions import csrf, db, limiter, login_manager, migrate
+    from app.services import redis_client
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(ROOT / "migrations"))
+    csrf.init_app(app)
+    limiter.init_app(app)
+    login_manager.init_app(app)
+    redis_client.init_app(app)
+
+    if app.config["SETTINGS"].is_sqlite:
+        _tune_sqlite(app)
+
+
+def _tune_sqlite(app: Flask) -> None:
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    with app.app_context():
+        engine = db.engine
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        # WAL lets the web read while a worker writes; foreign keys are off by default in SQLite.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+
+def celery_init_app(app: Flask) -> Celery:
+    """Create the Celery app whose tasks run inside this Flask app's context (pallets' pattern)."""
+    from config.celeryconfig import celery_settings
+
+    class FlaskTask(Task):  # type: ignore[misc]
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            with app.app_context():
+                return self.run(*args, **kwargs)
+
+    celery = Celery(app.name, task_cls=FlaskTask)
+    celery.config_from_object(celery_settings(app.config["REDIS_URL"]))
+    celery.set_default()
+    app.extensions["celery"] = celery
+    return celery
+
+
+def _register_blueprints(app: Flask) -> None:
+    from app.api import init_api
+    from app.web import init_web
+
+    init_web(app)
+    init_api(app)

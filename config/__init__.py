@@ -1,0 +1,1 @@
+"""Configuration: settings classes read from the environment, logging, Celery and gunicorn."""

@@ -1,0 +1,81 @@
+"""`flask` commands: users, API tokens and demo data."""
+
+from __future__ import annotations
+
+import click
+import sqlalchemy as sa
+from flask import Flask
+from flask.cli import AppGroup
+
+from app.extensions import db
+from app.models import User
+from app.services import users
+
+users_cli = AppGroup("users", help="Manage the people who log in.")
+tokens_cli = AppGroup("tokens", help="Manage API tokens.")
+demo_cli = AppGroup("demo", help="Demo data for `make run`.")
+
+
+@users_cli.command("create")
+@click.option("--email", required=True)
+@click.option("--role", required=True, type=click.Choice(["admin", "organizer", "viewer"]))
+@click.option("--name", default="")
+@click.option(
+    "--password",
+    prompt=True,
+    hide_input=True,
+    confirmation_prompt=True,
+    help="Prompted when omitted.",
+)
+def create_user_command(email: str, role: str, name: str, password: str) -> None:
+    """Create a user who can log in."""
+    try:
+        user = users.create_user(db.session, email=email, password=password, role=role, name=name)
+    except users.UserError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    db.session.commit()
+    click.echo(f"Created {user.role} {user.email}")
+
+
+@tokens_cli.command("create")
+@click.option("--email", required=True)
+@click.option("--name", default="cli")
+def create_token_command(email: str, name: str) -> None:
+    """Print a new API token for a user (shown once)."""
+    user = db.session.scalar(sa.select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise click.ClickException(f"No user with the email {email}.")
+    issued = users.create_token(db.session, user, name=name)
+    db.session.commit()
+    click.echo(issued.secret)
+
+
+@tokens_cli.command("revoke")
+@click.option("--id", "token_id", required=True, type=int)
+def revoke_token_command(token_id: int) -> None:
+    """Revoke an API token by its id."""
+    try:
+        users.revoke_token(db.session, token_id)
+    except users.UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    db.session.commit()
+    click.echo(f"Revoked token {token_id}")
+
+
+@demo_cli.command("load")
+@click.option("--email", default="admin@example.org")
+@click.option("--password", default="rallypoint-demo")
+def load_demo_command(email: str, password: str) -> None:
+    """Create the demo admin (and demo content) unless it exists; print the login."""
+    from app.services import demo
+
+    created = demo.load(db.session, admin_email=email, admin_password=password)
+    db.session.commit()
+    click.echo(("Created" if created else "Kept") + f" demo admin {email} / {password}")
+
+
+def register_cli(app: Flask) -> None:
+    app.cli.add_command(users_cli)
+    app.cli.add_command(tokens_cli)
+    app.cli.add_command(demo_cli)

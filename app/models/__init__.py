@@ -1,0 +1,58 @@
+"""All models, imported here so Alembic and the app see one metadata."""
+
+from app.models.base import Base
+from app.models.campaigns import (
+    TRANSITIONS,
+    Campaign,
+    CampaignStatus,
+    CampaignVariant,
+    Link,
+    campaign_lists,
+)
+from app.models.deliveries import Delivery, DeliveryStatus, Event, EventKind, WebhookBatch
+from app.models.members import (
+    ConsentBasis,
+    Language,
+    MailingList,
+    Member,
+    Segment,
+    Subscription,
+    SubscriptionSource,
+    SubscriptionStatus,
+    Suppression,
+    SuppressionReason,
+    UnsubscribeSource,
+)
+from app.models.settings import OrgSettings, Sender
+from app.models.users import ApiToken, Role, User
+
+__all__ = [
+    "TRANSITIONS",
+    "ApiToken",
+    "Base",
+    "Campaign",
+    "CampaignStatus",
+    "CampaignVariant",
+    "ConsentBasis",
+    "Delivery",
+    "DeliveryStatus",
+    "Event",
+    "EventKind",
+    "Language",
+    "Link",
+    "MailingList",
+    "Member",
+    "OrgSettings",
+    "Role",
+    "Segment",
+    "Sender",
+    "Subscription",
+    "SubscriptionSource",
+    "SubscriptionStatus",
+    "Suppression",
+    "SuppressionReason",
+    "UnsubscribeSource",
+    "User",
+    "WebhookBatch",
+    "campaign_lists",
+]

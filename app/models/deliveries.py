@@ -1,0 +1,102 @@
+"""The send ledger (one delivery per campaign x member), tracking events and webhook batches."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.models.base import Base, BigId, JSONType, utcnow
+
+
+class DeliveryStatus(StrEnum):
+    QUEUED = "queued"  # frozen into the audience, waiting for its batch
+    SENDING = "sending"  # claimed by a batch; the transport call may be under way
+    SENT = "sent"  # the transport accepted it
+    FAILED = "failed"  # the transport refused it for good
+    UNKNOWN = "unknown"  # a crash left it unknown whether it left; reconciled by webhooks
+    SKIPPED = "skipped"  # unsubscribed, suppressed or cancelled before it left
+
+
+class Delivery(Base):
+    """The truth about who gets a campaign. UNIQUE (campaign, member) makes double sends
+    impossible to record; batch tasks claim rows by status, so a redelivered task is harmless."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        sa.UniqueConstraint("campaign_id", "member_id"),
+        sa.CheckConstraint(
+            "status IN ('queued', 'sending', 'sent', 'failed', 'unknown', 'skipped')",
+            name="status",
+        ),
+        # Batch claims read (campaign, batch, status); progress counts read (campaign, status).
+        sa.Index("ix_deliveries_campaign_batch", "campaign_id", "batch_no", "status"),
+        sa.Index("ix_deliveries_campaign_status", "campaign_id", "status"),
+        sa.Index("ix_deliveries_member", "member_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    campaign_id: Mapped[int] = mapped_column(sa.ForeignKey("campaigns.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(BigId, sa.ForeignKey("members.id", ondelete="CASCADE"))
+    email: Mapped[str] = mapped_column(sa.String(254))
+    language: Mapped[str] = mapped_column(sa.String(2), default="en")
+    batch_no: Mapped[int] = mapped_column(default=0)
+    status: Mapped[str] = mapped_column(sa.String(10), default=DeliveryStatus.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(default=0)
+    provider_message_id: Mapped[str | None] = mapped_column(sa.String(100))
+    error: Mapped[str | None] = mapped_column(sa.Text)
+    outcome: Mapped[str | None] = mapped_column(sa.String(20))  # delivered/bounced/dropped/...
+    queued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EventKind(StrEnum):
+    OPEN = "open"
+    CLICK = "click"
+    UNSUBSCRIBE = "unsubscribe"
+    PROCESSED = "processed"
+    DELIVERED = "delivered"
+    DEFERRED = "deferred"
+    BOUNCE = "bounce"
+    DROPPED = "dropped"
+    SPAMREPORT = "spamreport"
+
+
+class Event(Base):
+    """Something that happened to a delivery: a tracking hit or a SendGrid event."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        sa.Index("ix_events_campaign_kind", "campaign_id", "kind"),
+        sa.Index("ix_events_delivery", "delivery_id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    campaign_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("campaigns.id", ondelete="CASCADE")
+    )
+    delivery_id: Mapped[int | None] = mapped_column(BigId)
+    member_id: Mapped[int | None] = mapped_column(BigId)
+    link_id: Mapped[int | None]
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+    is_machine: Mapped[bool] = mapped_column(default=False)
+    # SendGrid's own id for webhook events: the deduplication key (retries are normal).
+    sg_event_id: Mapped[str | None] = mapped_column(sa.String(100), unique=True)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class WebhookBatch(Base):
+    """A raw, verified Event Webhook body, stored before it is processed so nothing is lost."""
+
+    __tablename__ = "webhook_batches"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    body: Mapped[str] = mapped_column(sa.Text)
+    processed_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(sa.Text)

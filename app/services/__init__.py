@@ -1,0 +1,1 @@
+"""Domain logic: the only code that changes models. Views, API and tasks call it."""

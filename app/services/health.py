@@ -1,0 +1,61 @@
+"""Health of the three parts the service needs: database, Redis and a live Celery worker."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from celery import Celery
+from redis import Redis
+from sqlalchemy.orm import Session
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PartHealth:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check_database(session: Session) -> PartHealth:
+    try:
+        session.execute(sa.text("SELECT 1"))
+        return PartHealth("database", True, "ok")
+    except Exception as exc:  # any driver error means "down"
+        session.rollback()
+        log.warning("health: database check failed: %s", exc)
+        return PartHealth("database", False, f"unreachable: {type(exc).__name__}")
+
+
+def check_redis(client: Redis) -> PartHealth:
+    try:
+        client.ping()
+        return PartHealth("redis", True, "ok")
+    except Exception as exc:
+        log.warning("health: redis check failed: %s", exc)
+        return PartHealth("redis", False, f"unreachable: {type(exc).__name__}")
+
+
+def check_worker(celery: Celery, timeout: float = 1.0) -> PartHealth:
+    """Ping the workers through the broker; at least one must answer within `timeout`."""
+    try:
+        replies = celery.control.ping(timeout=timeout)
+    except Exception as exc:
+        log.warning("health: worker ping failed: %s", exc)
+        return PartHealth("worker", False, f"cannot ping: {type(exc).__name__}")
+    if not replies:
+        return PartHealth("worker", False, "no worker answered the ping")
+    names = sorted(name for reply in replies for name in reply)
+    return PartHealth("worker", True, f"{len(names)} worker(s): {', '.join(names)}")
+
+
+def check_all(session: Session, client: Redis, celery: Celery) -> list[PartHealth]:
+    parts = [check_database(session), check_redis(client)]
+    if parts[1].ok:
+        parts.append(check_worker(celery))
+    else:
+        parts.append(PartHealth("worker", False, "not checked: Redis, the broker, is down"))
+    return parts

@@ -1,0 +1,69 @@
+"""The server-rendered web UI: blueprints, login handling and role checks."""
+
+from __future__ import annotations
+
+from flask import Flask, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from app.extensions import db, login_manager
+from app.models import Role, User
+
+
+def init_web(app: Flask) -> None:
+    from app.web import auth, health, main, settings
+
+    login_manager.login_view = "auth.login"
+    login_manager.login_message = "Please log in to continue."
+    login_manager.login_message_category = "info"
+    login_manager.session_protection = "strong"
+
+    @login_manager.user_loader
+    def _load_user(user_id: str) -> User | None:
+        if not user_id.isdigit():
+            return None
+        user = db.session.get(User, int(user_id))
+        return user if user is not None and user.is_active else None
+
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(main.bp)
+    app.register_blueprint(settings.bp)
+    app.register_blueprint(health.bp)
+
+    @app.context_processor
+    def _nav() -> dict[str, object]:
+        return {"Role": Role}
+
+    @app.errorhandler(CSRFError)
+    def _csrf_error(exc: CSRFError) -> tuple[str, int]:
+        return render_template(
+            "errors/error.html",
+            code=400,
+            title="This form has expired",
+            message="Please go back, reload the page and try again.",
+        ), 400
+
+    @app.after_request
+    def _security_headers(response):  # type: ignore[no-untyped-def]
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.path.startswith("/dev/"):
+            response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
+        return response
+
+
+def render_http_error(exc: HTTPException) -> tuple[str, int]:
+    """An HTML page for an HTTP error outside the API."""
+    code = exc.code or 500
+    titles = {
+        403: "You don't have access to this page",
+        404: "Page not found",
+        405: "That action isn't allowed here",
+        429: "Too many attempts",
+    }
+    return render_template(
+        "errors/error.html",
+        code=code,
+        title=titles.get(code, exc.name),
+        message=exc.description if code not in (403, 404) else "",
+    ), code

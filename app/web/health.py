@@ -1,0 +1,28 @@
+"""/healthz: database, Redis and a live worker, each with its state."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+from flask.typing import ResponseReturnValue
+
+from app.extensions import db
+from app.jobs import celery_app
+from app.services import health
+from app.services.redis_client import get_redis
+
+bp = Blueprint("health", __name__)
+
+
+@bp.route("/healthz")
+def healthz() -> ResponseReturnValue:
+    parts = health.check_all(db.session, get_redis(), celery_app())
+    ok = all(p.ok for p in parts)
+    body = {
+        "status": "ok" if ok else "unavailable",
+        "failing": [p.name for p in parts if not p.ok],
+        "parts": {p.name: {"ok": p.ok, "detail": p.detail} for p in parts},
+    }
+    response = jsonify(body)
+    response.status_code = 200 if ok else 503
+    response.headers["Cache-Control"] = "no-store"
+    return response

@@ -1,0 +1,100 @@
+"""Settings: users and roles (admins only), and each user's own API tokens."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask.typing import ResponseReturnValue
+from flask_login import current_user
+
+from app.extensions import db
+from app.models import ApiToken, Role, User
+from app.services import users
+from app.web.forms import CreateUserForm, RoleForm, TokenForm
+from app.web.roles import role_required
+
+bp = Blueprint("settings", __name__, url_prefix="/settings")
+
+
+@bp.route("/")
+@role_required(Role.VIEWER)
+def index() -> ResponseReturnValue:
+    if current_user.can(Role.ADMIN):
+        return redirect(url_for("settings.users_page"))
+    return redirect(url_for("settings.tokens_page"))
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def users_page() -> ResponseReturnValue:
+    form = CreateUserForm()
+    if form.validate_on_submit():
+        try:
+            user = users.create_user(
+                db.session,
+                email=form.email.data or "",
+                password=form.password.data or "",
+                role=form.role.data or "",
+                name=form.name.data or "",
+            )
+        except users.UserError as exc:
+            db.session.rollback()
+            form.email.errors = [*form.email.errors, str(exc)]
+        else:
+            db.session.commit()
+            flash(f"{user.email} can now log in as {user.role}.", "success")
+            return redirect(url_for("settings.users_page"))
+    all_users = db.session.scalars(sa.select(User).order_by(User.email)).all()
+    return render_template(
+        "settings/users.html", form=form, users=all_users, role_form=RoleForm()
+    ), (422 if form.errors else 200)
+
+
+@bp.route("/users/<int:user_id>/role", methods=["POST"])
+@role_required(Role.ADMIN)
+def change_role(user_id: int) -> ResponseReturnValue:
+    user = db.session.get(User, user_id) or abort(404)
+    form = RoleForm()
+    if not form.validate_on_submit():
+        abort(400)
+    if user.id == current_user.id and form.role.data != Role.ADMIN.value:
+        flash("You can't remove your own admin role.", "error")
+        return redirect(url_for("settings.users_page"))
+    users.set_role(db.session, user, form.role.data or "")
+    db.session.commit()
+    flash(f"{user.email} is now {user.role}.", "success")
+    return redirect(url_for("settings.users_page"))
+
+
+@bp.route("/tokens", methods=["GET", "POST"])
+@role_required(Role.VIEWER)
+def tokens_page() -> ResponseReturnValue:
+    form = TokenForm()
+    new_secret = None
+    if form.validate_on_submit():
+        issued = users.create_token(db.session, current_user, name=form.name.data or "")
+        db.session.commit()
+        new_secret = issued.secret
+    tokens = db.session.scalars(
+        sa.select(ApiToken)
+        .where(ApiToken.user_id == current_user.id)
+        .order_by(ApiToken.created_at.desc())
+    ).all()
+    return render_template(
+        "settings/tokens.html", form=form, tokens=tokens, new_secret=new_secret
+    )
+
+
+@bp.route("/tokens/<int:token_id>/revoke", methods=["POST"])
+@role_required(Role.VIEWER)
+def revoke_token(token_id: int) -> ResponseReturnValue:
+    token = db.session.get(ApiToken, token_id)
+    if token is None or token.user_id != current_user.id:
+        abort(404)
+    form = TokenForm()
+    if not form.validate_on_submit():
+        abort(400)
+    users.revoke_token(db.session, token_id)
+    db.session.commit()
+    flash("The token is revoked.", "success")
+    return redirect(url_for("settings.tokens_page"))

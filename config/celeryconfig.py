@@ -1,0 +1,57 @@
+"""Celery settings: at-least-once delivery made harmless by the ledger (DESIGN.md, Celery on Redis)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue
+
+QUEUE_BULK = "bulk"
+QUEUE_TRANSACTIONAL = "transactional"
+QUEUE_DEFAULT = "default"
+
+# Every batch task finishes in seconds; an hour leaves a wide margin before Redis redelivers
+# a task that is still running (kombu's visibility timeout counts from delivery, not start).
+VISIBILITY_TIMEOUT = 3600
+
+
+def celery_settings(broker_url: str) -> dict[str, Any]:
+    """Build the Celery configuration for a broker URL.
+
+    The choices follow reference/celery-tracking-security.md §1.9: late acks with rejection on
+    worker loss (a SIGKILLed worker's task comes back), prefetch of one (nothing waits in a
+    worker's memory past the visibility timeout), JSON only, results ignored, no long ETAs.
+    """
+    transport = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    return {
+        "broker_url": broker_url,
+        "result_backend": None,
+        "broker_transport_options": transport,
+        "result_backend_transport_options": transport,
+        "visibility_timeout": VISIBILITY_TIMEOUT,
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        "task_ignore_result": True,
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "worker_prefetch_multiplier": 1,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "worker_soft_shutdown_timeout": 10,
+        "worker_hijack_root_logger": False,
+        "task_default_queue": QUEUE_DEFAULT,
+        "task_queues": (
+            Queue(QUEUE_DEFAULT),
+            Queue(QUEUE_BULK),
+            Queue(QUEUE_TRANSACTIONAL),
+        ),
+        "task_routes": {
+            "campaigns.*": {"queue": QUEUE_BULK},
+            "transactional.*": {"queue": QUEUE_TRANSACTIONAL},
+        },
+        # Filled by the features that need periodic work (scheduling tick, tracking flush).
+        "beat_schedule": {},
+        "timezone": "UTC",
+        "enable_utc": True,
+    }

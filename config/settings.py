@@ -1,0 +1,210 @@
+"""Settings classes that read the environment when they are instantiated, never at import."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR_DIR = ROOT / "var"
+
+TRANSPORTS = ("outbox", "smtp", "sendgrid")
+DEV_SECRET = "dev-only-insecure-secret-key-change-me"  # noqa: S105 - refused in production
+
+
+class ConfigError(RuntimeError):
+    """A setting is missing or wrong; raised at start-up so the process fails at once."""
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _int(environ: Mapping[str, str], name: str, default: int) -> int:
+    raw = environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def normalise_database_url(url: str) -> str:
+    """Point plain PostgreSQL URLs at psycopg 3, the driver Rallypoint ships with."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+class BaseConfig:
+    """Settings shared by every environment.
+
+    Args:
+        environ: the environment to read; ``os.environ`` when omitted. Tests pass a dict.
+    """
+
+    ENV_NAME = "base"
+    DEBUG = False
+    TESTING = False
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env: Mapping[str, str] = os.environ if environ is None else environ
+        self.environ = env
+        self.SECRET_KEY: str | None = env.get("SECRET_KEY") or self.default_secret()
+        # Older secrets stay valid for verifying tracking links already sent (rotation).
+        self.SECRET_KEY_FALLBACKS: list[str] = [
+            s for s in env.get("SECRET_KEY_FALLBACKS", "").split(",") if s.strip()
+        ]
+        default_db = f"sqlite:///{VAR_DIR / 'rallypoint.db'}"
+        self.SQLALCHEMY_DATABASE_URI = normalise_database_url(
+            env.get("DATABASE_URL") or self.default_database_url() or default_db
+        )
+        self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = self._engine_options()
+        self.REDIS_URL = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://localhost:5000").rstrip("/")
+        self.MAIL_TRANSPORT = (env.get("MAIL_TRANSPORT") or "outbox").strip().lower()
+        self.SENDGRID_API_KEY = env.get("SENDGRID_API_KEY") or ""
+        self.SENDGRID_API_HOST = (env.get("SENDGRID_API_HOST") or "https://api.sendgrid.com").rstrip(
+            "/"
+        )
+        self.SENDGRID_WEBHOOK_PUBLIC_KEY = env.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or ""
+        self.SMTP_HOST = env.get("SMTP_HOST") or "localhost"
+        self.SMTP_PORT = _int(env, "SMTP_PORT", 587)
+        self.SMTP_USERNAME = env.get("SMTP_USERNAME") or ""
+        self.SMTP_PASSWORD = env.get("SMTP_PASSWORD") or ""
+        self.SMTP_SECURITY = (env.get("SMTP_SECURITY") or "starttls").lower()  # starttls|ssl|none
+        self.OUTBOX_DIR = env.get("OUTBOX_DIR") or str(VAR_DIR / "outbox")
+        self.TIMEZONE = env.get("RALLYPOINT_TIMEZONE") or "America/Edmonton"
+        self.LOG_LEVEL = (env.get("LOG_LEVEL") or "INFO").upper()
+        self.LOGIN_RATE_LIMIT = env.get("LOGIN_RATE_LIMIT") or "10 per minute;50 per hour"
+        self.RATELIMIT_ENABLED = _bool(env.get("RATELIMIT_ENABLED"), True)
+        self.RATELIMIT_STORAGE_URI = env.get("RATELIMIT_STORAGE_URI") or self.REDIS_URL
+        self.RATELIMIT_HEADERS_ENABLED = True
+        self.WTF_CSRF_ENABLED = True
+        self.WTF_CSRF_TIME_LIMIT = 8 * 3600
+        self.SESSION_COOKIE_HTTPONLY = True
+        self.SESSION_COOKIE_SAMESITE = "Lax"
+        self.SESSION_COOKIE_SECURE = _bool(
+            env.get("SESSION_COOKIE_SECURE"), self.PUBLIC_BASE_URL.startswith("https://")
+        )
+        self.REMEMBER_COOKIE_HTTPONLY = True
+        self.REMEMBER_COOKIE_SECURE = self.SESSION_COOKIE_SECURE
+        self.REMEMBER_COOKIE_SAMESITE = "Lax"
+        self.PERMANENT_SESSION_LIFETIME = timedelta(hours=12)
+        # Webhook batches reach 768 KB; CSV uploads are larger and streamed to disk.
+        self.MAX_CONTENT_LENGTH = _int(env, "MAX_UPLOAD_MB", 200) * 1024 * 1024
+        self.CELERY_TASK_ALWAYS_EAGER = False
+        # flask-smorest / OpenAPI
+        self.API_TITLE = "Rallypoint API"
+        self.API_VERSION = "v1"
+        self.OPENAPI_VERSION = "3.0.3"
+        self.OPENAPI_URL_PREFIX = "/api/v1"
+        self.OPENAPI_JSON_PATH = "openapi.json"
+        self.OPENAPI_REDOC_PATH = "/docs"
+        self.OPENAPI_REDOC_URL = None  # set by the factory to a locally served bundle or None
+        self.API_SPEC_OPTIONS = {
+            "components": {
+                "securitySchemes": {
+                    "bearerAuth": {"type": "http", "scheme": "bearer"},
+                }
+            },
+            "security": [{"bearerAuth": []}],
+        }
+
+    def default_secret(self) -> str | None:
+        return DEV_SECRET
+
+    def default_database_url(self) -> str | None:
+        return None
+
+    def _engine_options(self) -> dict[str, Any]:
+        if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
+            # Web, worker and beat share the file: wait for locks instead of failing at once.
+            return {"connect_args": {"timeout": 30}}
+        return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.SQLALCHEMY_DATABASE_URI.startswith("sqlite")
+
+    def validate(self) -> None:
+        """Fail fast with a clear message when a setting makes the service unusable."""
+        if self.MAIL_TRANSPORT not in TRANSPORTS:
+            raise ConfigError(
+                f"MAIL_TRANSPORT must be one of {', '.join(TRANSPORTS)}; got {self.MAIL_TRANSPORT!r}"
+            )
+        if self.MAIL_TRANSPORT == "sendgrid" and not self.SENDGRID_API_KEY:
+            raise ConfigError("MAIL_TRANSPORT=sendgrid needs SENDGRID_API_KEY")
+        if not self.PUBLIC_BASE_URL.startswith(("http://", "https://")):
+            raise ConfigError("PUBLIC_BASE_URL must start with http:// or https://")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in dir(self) if k.isupper()}
+
+
+class DevelopmentConfig(BaseConfig):
+    """`make run`: SQLite by default, outbox transport, the development inbox page."""
+
+    ENV_NAME = "development"
+    DEBUG = False  # the reloader/debugger are not used under honcho; DEV_TOOLS turns on the inbox
+    DEV_TOOLS = True
+
+
+class TestingConfig(BaseConfig):
+    """The test suite: real PostgreSQL and Redis, given by the fixtures."""
+
+    ENV_NAME = "testing"
+    TESTING = True
+    DEV_TOOLS = True
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__(environ)
+        self.PASSWORD_HASH_FAST = True
+
+
+class ProductionConfig(BaseConfig):
+    """Production: every secret comes from the environment."""
+
+    ENV_NAME = "production"
+    DEV_TOOLS = False
+
+    def default_secret(self) -> str | None:
+        return None
+
+    def validate(self) -> None:
+        if not self.SECRET_KEY:
+            raise ConfigError(
+                "SECRET_KEY is not set. Rallypoint signs sessions, tracking and unsubscribe links "
+                "with it; set SECRET_KEY to a long random value (e.g. `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(48))'`) before starting in production."
+            )
+        if self.SECRET_KEY == DEV_SECRET or len(self.SECRET_KEY) < 32:
+            raise ConfigError("SECRET_KEY is too weak for production: use at least 32 random characters.")
+        if "DATABASE_URL" not in self.environ:
+            raise ConfigError("DATABASE_URL is not set; production runs on PostgreSQL.")
+        super().validate()
+
+
+CONFIGS: dict[str, type[BaseConfig]] = {
+    "development": DevelopmentConfig,
+    "testing": TestingConfig,
+    "production": ProductionConfig,
+}
+
+
+def config_from_env(environ: Mapping[str, str] | None = None) -> BaseConfig:
+    """Pick the settings class named by RALLYPOINT_ENV (development by default) and build it."""
+    env = os.environ if environ is None else environ
+    name = (env.get("RALLYPOINT_ENV") or "development").lower()
+    try:
+        cls = CONFIGS[name]
+    except KeyError as exc:
+        raise ConfigError(f"RALLYPOINT_ENV must be one of {', '.join(CONFIGS)}; got {name!r}") from exc
+    return cls(env)
