@@ -81,7 +81,7 @@ def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app whose tasks run inside this Flask app's context (pallets' pattern)."""
     from config.celeryconfig import celery_settings
 
-    class FlaskTask(Task):  # type: ignore[misc]
+    class FlaskTask(Task):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
             with app.app_context():
                 return self.run(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""Celery settings: at-least-once delivery made harmless by the ledger (DESIGN.md, Celery on Redis)."""
+"""Celery settings: at-least-once delivery made harmless by the ledger (see DESIGN.md)."""
 
 from __future__ import annotations
 

@@ -71,9 +71,9 @@ class BaseConfig:
         self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://localhost:5000").rstrip("/")
         self.MAIL_TRANSPORT = (env.get("MAIL_TRANSPORT") or "outbox").strip().lower()
         self.SENDGRID_API_KEY = env.get("SENDGRID_API_KEY") or ""
-        self.SENDGRID_API_HOST = (env.get("SENDGRID_API_HOST") or "https://api.sendgrid.com").rstrip(
-            "/"
-        )
+        self.SENDGRID_API_HOST = (
+            env.get("SENDGRID_API_HOST") or "https://api.sendgrid.com"
+        ).rstrip("/")
         self.SENDGRID_WEBHOOK_PUBLIC_KEY = env.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or ""
         self.SMTP_HOST = env.get("SMTP_HOST") or "localhost"
         self.SMTP_PORT = _int(env, "SMTP_PORT", 587)
@@ -138,7 +138,8 @@ class BaseConfig:
         """Fail fast with a clear message when a setting makes the service unusable."""
         if self.MAIL_TRANSPORT not in TRANSPORTS:
             raise ConfigError(
-                f"MAIL_TRANSPORT must be one of {', '.join(TRANSPORTS)}; got {self.MAIL_TRANSPORT!r}"
+                f"MAIL_TRANSPORT must be one of {', '.join(TRANSPORTS)}; "
+                f"got {self.MAIL_TRANSPORT!r}"
             )
         if self.MAIL_TRANSPORT == "sendgrid" and not self.SENDGRID_API_KEY:
             raise ConfigError("MAIL_TRANSPORT=sendgrid needs SENDGRID_API_KEY")
@@ -161,6 +162,7 @@ class TestingConfig(BaseConfig):
     """The test suite: real PostgreSQL and Redis, given by the fixtures."""
 
     ENV_NAME = "testing"
+    __test__ = False  # not a pytest test class despite the name
     TESTING = True
     DEV_TOOLS = True
 
@@ -186,7 +188,9 @@ class ProductionConfig(BaseConfig):
                 "print(secrets.token_urlsafe(48))'`) before starting in production."
             )
         if self.SECRET_KEY == DEV_SECRET or len(self.SECRET_KEY) < 32:
-            raise ConfigError("SECRET_KEY is too weak for production: use at least 32 random characters.")
+            raise ConfigError(
+                "SECRET_KEY is too weak for production: use at least 32 random characters."
+            )
         if "DATABASE_URL" not in self.environ:
             raise ConfigError("DATABASE_URL is not set; production runs on PostgreSQL.")
         super().validate()
@@ -206,5 +210,7 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> BaseConfig:
     try:
         cls = CONFIGS[name]
     except KeyError as exc:
-        raise ConfigError(f"RALLYPOINT_ENV must be one of {', '.join(CONFIGS)}; got {name!r}") from exc
+        raise ConfigError(
+            f"RALLYPOINT_ENV must be one of {', '.join(CONFIGS)}; got {name!r}"
+        ) from exc
     return cls(env)

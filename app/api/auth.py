@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import wraps
-from typing import ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar
 
 from flask import g, request
 from flask_smorest import abort
@@ -15,6 +15,11 @@ from app.services import users
 
 P = ParamSpec("P")
 R = TypeVar("R")
+
+
+def _deny(status: int, message: str) -> NoReturn:
+    abort(status, message=message)
+    raise AssertionError("flask_smorest.abort always raises")
 
 
 def current_api_user() -> User:
@@ -34,12 +39,12 @@ def api_role(role: Role) -> Callable[[Callable[P, R]], Callable[P, R]]:
             header = request.headers.get("Authorization", "")
             scheme, _, secret = header.partition(" ")
             if scheme.lower() != "bearer" or not secret.strip():
-                abort(401, message="Send an API token as 'Authorization: Bearer <token>'.")
+                _deny(401, "Send an API token as 'Authorization: Bearer <token>'.")
             user = users.user_for_token(db.session, secret.strip())
             if user is None:
-                abort(401, message="The API token is unknown or revoked.")
+                _deny(401, "The API token is unknown or revoked.")
             if not user.can(role):
-                abort(403, message=f"This needs the {role.value} role; you are {user.role}.")
+                _deny(403, f"This needs the {role.value} role; you are {user.role}.")
             db.session.commit()  # records last_used_at
             g.api_user = user
             return view(*args, **kwargs)

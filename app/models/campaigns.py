@@ -45,12 +45,8 @@ TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
 campaign_lists = sa.Table(
     "campaign_lists",
     Base.metadata,
-    sa.Column(
-        "campaign_id", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
-    ),
-    sa.Column(
-        "list_id", sa.ForeignKey("mailing_lists.id", ondelete="RESTRICT"), primary_key=True
-    ),
+    sa.Column("campaign_id", sa.ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("list_id", sa.ForeignKey("mailing_lists.id", ondelete="RESTRICT"), primary_key=True),
 )
 
 

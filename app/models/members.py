@@ -102,9 +102,7 @@ class MailingList(Base):
 class Subscription(Base):
     __tablename__ = "subscriptions"
     __table_args__ = (
-        sa.CheckConstraint(
-            "status IN ('subscribed', 'unsubscribed', 'pending')", name="status"
-        ),
+        sa.CheckConstraint("status IN ('subscribed', 'unsubscribed', 'pending')", name="status"),
         # Freezing an audience reads subscribed rows of a few lists: (list, status) first.
         sa.Index("ix_subscriptions_list_status", "list_id", "status"),
     )

@@ -31,9 +31,7 @@ _ROLE_RANK = {Role.VIEWER: 1, Role.ORGANIZER: 2, Role.ADMIN: 3}
 
 class User(Base):
     __tablename__ = "users"
-    __table_args__ = (
-        sa.CheckConstraint("role IN ('viewer', 'organizer', 'admin')", name="role"),
-    )
+    __table_args__ = (sa.CheckConstraint("role IN ('viewer', 'organizer', 'admin')", name="role"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(sa.String(254), unique=True)

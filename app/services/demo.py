@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from app.models import Role, User
-from app.services import users
+from app.services import DbSession, users
 
 
-def load(session: Session, *, admin_email: str, admin_password: str) -> bool:
+def load(session: DbSession, *, admin_email: str, admin_password: str) -> bool:
     """Create the demo admin if absent. Returns True when something was created."""
     if session.scalar(sa.select(User.id).where(User.email == admin_email)) is not None:
         return False
     users.create_user(
-        session, email=admin_email, password=admin_password, role=Role.ADMIN.value, name="Demo Admin"
+        session,
+        email=admin_email,
+        password=admin_password,
+        role=Role.ADMIN.value,
+        name="Demo Admin",
     )
     return True

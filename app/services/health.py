@@ -8,7 +8,8 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 from celery import Celery
 from redis import Redis
-from sqlalchemy.orm import Session
+
+from app.services import DbSession
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ class PartHealth:
     detail: str
 
 
-def check_database(session: Session) -> PartHealth:
+def check_database(session: DbSession) -> PartHealth:
     try:
         session.execute(sa.text("SELECT 1"))
         return PartHealth("database", True, "ok")
@@ -52,7 +53,7 @@ def check_worker(celery: Celery, timeout: float = 1.0) -> PartHealth:
     return PartHealth("worker", True, f"{len(names)} worker(s): {', '.join(names)}")
 
 
-def check_all(session: Session, client: Redis, celery: Celery) -> list[PartHealth]:
+def check_all(session: DbSession, client: Redis, celery: Celery) -> list[PartHealth]:
     parts = [check_database(session), check_redis(client)]
     if parts[1].ok:
         parts.append(check_worker(celery))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 from dataclasses import dataclass
@@ -11,12 +12,12 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from email_validator import EmailNotValidError, validate_email
 from flask import current_app
-from sqlalchemy.orm import Session
 
 from app.models import ApiToken, Role, User
 from app.models.base import utcnow
+from app.services import DbSession
 
-TOKEN_PREFIX = "rp_"
+TOKEN_PREFIX = "rp_"  # noqa: S105 - a marker, not a secret
 MIN_PASSWORD_LENGTH = 10
 
 
@@ -47,7 +48,7 @@ def normalise_email(raw: str) -> str:
 
 
 def create_user(
-    session: Session, *, email: str, password: str, role: str, name: str = ""
+    session: DbSession, *, email: str, password: str, role: str, name: str = ""
 ) -> User:
     """Create a user.
 
@@ -63,13 +64,15 @@ def create_user(
         raise UserError(f"The password must have at least {MIN_PASSWORD_LENGTH} characters.")
     if session.scalar(sa.select(User.id).where(User.email == address)) is not None:
         raise UserError(f"A user with the email {address} already exists.")
-    user = User(email=address, name=name.strip(), role=role_value, password_hash=hash_password(password))
+    user = User(
+        email=address, name=name.strip(), role=role_value, password_hash=hash_password(password)
+    )
     session.add(user)
     session.flush()
     return user
 
 
-def authenticate(session: Session, email: str, password: str) -> User | None:
+def authenticate(session: DbSession, email: str, password: str) -> User | None:
     """Return the active user with these credentials, or None. Records the login time."""
     try:
         address = normalise_email(email)
@@ -81,10 +84,8 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
         fast = bool(current_app.config.get("PASSWORD_HASH_FAST"))
         if fast not in _DUMMY_HASH:
             _DUMMY_HASH[fast] = hasher.hash(secrets.token_urlsafe(16))
-        try:
+        with contextlib.suppress(VerificationError):
             hasher.verify(_DUMMY_HASH[fast], password)
-        except VerificationError:
-            pass
         return None
     try:
         hasher.verify(user.password_hash, password)
@@ -96,7 +97,7 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     return user
 
 
-def set_role(session: Session, user: User, role: str) -> None:
+def set_role(session: DbSession, user: User, role: str) -> None:
     try:
         user.role = Role(role).value
     except ValueError as exc:
@@ -114,7 +115,7 @@ def _token_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def create_token(session: Session, user: User, name: str = "") -> IssuedToken:
+def create_token(session: DbSession, user: User, name: str = "") -> IssuedToken:
     """Issue an API token for `user`. The plain token is returned once; only its hash is kept."""
     secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(user=user, name=name, prefix=secret[:10], token_hash=_token_hash(secret))
@@ -123,20 +124,18 @@ def create_token(session: Session, user: User, name: str = "") -> IssuedToken:
     return IssuedToken(token=token, secret=secret)
 
 
-def user_for_token(session: Session, secret: str) -> User | None:
+def user_for_token(session: DbSession, secret: str) -> User | None:
     """The active user owning an unrevoked token, or None."""
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return None
-    token = session.scalar(
-        sa.select(ApiToken).where(ApiToken.token_hash == _token_hash(secret))
-    )
+    token = session.scalar(sa.select(ApiToken).where(ApiToken.token_hash == _token_hash(secret)))
     if token is None or token.revoked_at is not None or not token.user.is_active:
         return None
     token.last_used_at = utcnow()
     return token.user
 
 
-def revoke_token(session: Session, token_id: int) -> ApiToken:
+def revoke_token(session: DbSession, token_id: int) -> ApiToken:
     token = session.get(ApiToken, token_id)
     if token is None:
         raise UserError(f"No API token with id {token_id}.")

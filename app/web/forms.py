@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
 from app.models import Role
 
 ROLE_CHOICES = [
-    (Role.VIEWER.value, "Viewer — reads stats"),
-    (Role.ORGANIZER.value, "Organizer — lists and campaigns"),
-    (Role.ADMIN.value, "Admin — also users and settings"),
+    SelectChoice(Role.VIEWER.value, "Viewer — reads stats"),
+    SelectChoice(Role.ORGANIZER.value, "Organizer — lists and campaigns"),
+    SelectChoice(Role.ADMIN.value, "Admin — also users and settings"),
 ]
 
 

@@ -80,9 +80,7 @@ def tokens_page() -> ResponseReturnValue:
         .where(ApiToken.user_id == current_user.id)
         .order_by(ApiToken.created_at.desc())
     ).all()
-    return render_template(
-        "settings/tokens.html", form=form, tokens=tokens, new_secret=new_secret
-    )
+    return render_template("settings/tokens.html", form=form, tokens=tokens, new_secret=new_secret)
 
 
 @bp.route("/tokens/<int:token_id>/revoke", methods=["POST"])

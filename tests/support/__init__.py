@@ -1,0 +1,1 @@
+"""Test support: throwaway servers, a live web server, helpers."""

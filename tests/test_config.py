@@ -1,0 +1,100 @@
+"""Configuration: read from the environment at instantiation, failing fast when unusable."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from app import create_app
+from config.settings import (
+    ConfigError,
+    DevelopmentConfig,
+    ProductionConfig,
+    TestingConfig,
+    config_from_env,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PROD_ENV = {
+    "RALLYPOINT_ENV": "production",
+    "DATABASE_URL": "postgresql://u@db/rallypoint",
+    "SECRET_KEY": "s" * 48,
+}
+
+
+def test_production_without_secret_key_fails_with_a_clear_message():
+    env = {k: v for k, v in PROD_ENV.items() if k != "SECRET_KEY"}
+    with pytest.raises(ConfigError, match="SECRET_KEY is not set"):
+        create_app(ProductionConfig(environ=env))
+
+
+def test_production_process_exits_at_once_without_secret_key():
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env.update({k: v for k, v in PROD_ENV.items() if k != "SECRET_KEY"})
+    result = subprocess.run(
+        [sys.executable, "-c", "from app import create_app; create_app()"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "SECRET_KEY is not set" in result.stderr
+
+
+@pytest.mark.parametrize("secret", ["short", "dev-only-insecure-secret-key-change-me"])
+def test_production_refuses_weak_secret(secret):
+    with pytest.raises(ConfigError, match="too weak"):
+        ProductionConfig(environ={**PROD_ENV, "SECRET_KEY": secret}).validate()
+
+
+def test_production_needs_a_database_url():
+    env = {k: v for k, v in PROD_ENV.items() if k != "DATABASE_URL"}
+    with pytest.raises(ConfigError, match="DATABASE_URL"):
+        ProductionConfig(environ=env).validate()
+
+
+def test_development_defaults_to_sqlite_and_outbox():
+    config = DevelopmentConfig(environ={})
+    assert config.SQLALCHEMY_DATABASE_URI.startswith("sqlite:///")
+    assert config.MAIL_TRANSPORT == "outbox"
+    config.validate()
+
+
+def test_postgres_urls_use_psycopg3():
+    config = TestingConfig(environ={"DATABASE_URL": "postgres://u:p@h:5432/d"})
+    assert config.SQLALCHEMY_DATABASE_URI == "postgresql+psycopg://u:p@h:5432/d"
+
+
+def test_sendgrid_transport_needs_an_api_key():
+    with pytest.raises(ConfigError, match="SENDGRID_API_KEY"):
+        DevelopmentConfig(environ={"MAIL_TRANSPORT": "sendgrid"}).validate()
+
+
+def test_unknown_environment_name_is_refused():
+    with pytest.raises(ConfigError, match="RALLYPOINT_ENV"):
+        config_from_env({"RALLYPOINT_ENV": "staging"})
+
+
+def test_environment_is_read_when_instantiated_not_at_import():
+    a = TestingConfig(environ={"PUBLIC_BASE_URL": "https://a.example.org/"})
+    b = TestingConfig(environ={"PUBLIC_BASE_URL": "https://b.example.org"})
+    assert (a.PUBLIC_BASE_URL, b.PUBLIC_BASE_URL) == (
+        "https://a.example.org",
+        "https://b.example.org",
+    )
+    assert a.SESSION_COOKIE_SECURE is True
+
+
+def test_session_cookie_settings_are_secure(app):
+    assert app.config["SESSION_COOKIE_HTTPONLY"] is True
+    assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+    prod = ProductionConfig(environ={**PROD_ENV, "PUBLIC_BASE_URL": "https://alerts.example.org"})
+    assert prod.SESSION_COOKIE_SECURE is True
+    assert prod.REMEMBER_COOKIE_SECURE is True
