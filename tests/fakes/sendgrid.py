@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType, TracebackType
-from typing import Any, Final, Literal, cast, get_args
+from typing import Any, Final, Literal, get_args
 
 from jsonschema import Draft202012Validator
 
@@ -79,6 +79,10 @@ RESERVED_HEADERS: Final = frozenset(
     }
 )
 MAX_SCHEMA_ERRORS: Final = 20
+FAILURE_OPTIONS: Final = ("hang_seconds", "accepted", "reset_in", "retry_after")
+SETTINGS: Final = frozenset({"mode", "p429", "p500", "seed", "fail_next", "fail_mode"}).union(
+    FAILURE_OPTIONS
+)
 # An oversized body up to this size is read and thrown away so that the client gets to see
 # the 413 (a client still writing into a closed socket only sees a reset); beyond it the
 # connection is simply closed.
@@ -453,8 +457,18 @@ class Failure:
     retry_after: float | None = None
 
     def __post_init__(self) -> None:
+        # Checked here because settings also arrive as JSON over /__fake__/mode, and a bad
+        # value must be refused there, not blow up later in a request thread.
         if self.mode not in MODES:
             raise ValueError(f"unknown mode {self.mode!r}; expected one of {sorted(MODES)}")
+        for name in ("hang_seconds", "reset_in", "retry_after"):
+            value = getattr(self, name)
+            if value is None and name == "retry_after":
+                continue
+            if type(value) not in (int, float) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, not {value!r}")
+        if type(self.accepted) is not bool:
+            raise ValueError(f"accepted must be true or false, not {self.accepted!r}")
 
 
 @dataclass(slots=True)
@@ -467,6 +481,12 @@ class _Reply:
 
 def _json_reply(status: int, payload: Any) -> _Reply:
     return _Reply(status, json.dumps(payload).encode())
+
+
+def _checked_probabilities(p429: float, p500: float) -> tuple[float, float]:
+    if not (p429 >= 0 and p500 >= 0 and p429 + p500 <= 1):  # "not" also refuses NaN
+        raise ValueError(f"need p429, p500 >= 0 and p429 + p500 <= 1, not {p429}, {p500}")
+    return p429, p500
 
 
 def _failure_reply(failure: Failure) -> _Reply:
@@ -650,6 +670,7 @@ class FakeSendGrid:
         keep_bodies: keep request bodies and full records. False keeps only each record's
             email, custom_args and message id, so a 1M-recipient benchmark stays small.
         schema_path: defaults to `find_schema_path()`.
+        api_key: when given, only `Bearer <api_key>` is let in; by default any bearer token.
     """
 
     def __init__(
@@ -659,6 +680,7 @@ class FakeSendGrid:
         validate_sample: float = 1.0,
         keep_bodies: bool = True,
         schema_path: Path | None = None,
+        api_key: str | None = None,
     ) -> None:
         if not 0.0 <= validate_sample <= 1.0:
             raise ValueError(f"validate_sample must be within 0..1, not {validate_sample}")
@@ -666,6 +688,7 @@ class FakeSendGrid:
         self._keep_bodies = keep_bodies
         self._validator = load_validator(schema_path or find_schema_path())
         self._port = port
+        self._api_key = api_key
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -790,11 +813,45 @@ class FakeSendGrid:
         self, p429: float = 0.0, p500: float = 0.0, seed: int | None = None
     ) -> None:
         """Fail each request with 429 with probability p429, else with 500 with p500."""
-        if p429 < 0 or p500 < 0 or p429 + p500 > 1:
-            raise ValueError(f"need p429, p500 >= 0 and p429 + p500 <= 1, got {p429}, {p500}")
+        p429, p500 = _checked_probabilities(p429, p500)
         with self._lock:
             self._p429, self._p500 = p429, p500
             self._rng = random.Random(seed)
+
+    def configure(self, settings: Mapping[str, Any]) -> None:
+        """Apply the settings of `POST /__fake__/mode`: all of them, or none.
+
+        Keys, all optional: "mode" and the options of `Failure` (as `set_mode`; the options
+        also apply to "fail_next"), "p429", "p500" and "seed" (as `set_random_failures`),
+        "fail_next" and "fail_mode" (as `fail_next(n, mode)`, mode "500" by default).
+
+        Raises:
+            ValueError, TypeError: for an unknown key or a bad value; nothing changes then.
+        """
+        unknown = set(settings) - SETTINGS
+        if unknown:
+            raise ValueError(f"unknown settings {sorted(unknown)}; known: {sorted(SETTINGS)}")
+        options = {key: settings[key] for key in FAILURE_OPTIONS if key in settings}
+        mode = Failure(settings["mode"], **options) if "mode" in settings else None
+        one_shots: list[Failure] = []
+        if "fail_next" in settings:
+            count = settings["fail_next"]
+            if type(count) is not int or count < 0:
+                raise ValueError(f"fail_next must be a count >= 0, not {count!r}")
+            one_shots = [Failure(settings.get("fail_mode", "500"), **options)] * count
+        random_failures = None
+        if {"p429", "p500", "seed"} & set(settings):
+            p429, p500 = float(settings.get("p429", 0.0)), float(settings.get("p500", 0.0))
+            seed = settings.get("seed")
+            if seed is not None and type(seed) is not int:
+                raise ValueError(f"seed must be an integer, not {seed!r}")
+            random_failures = (*_checked_probabilities(p429, p500), random.Random(seed))
+        with self._lock:
+            if mode is not None:
+                self._mode = None if mode.mode == "ok" else mode
+            self._one_shots.extend(one_shots)
+            if random_failures is not None:
+                self._p429, self._p500, self._rng = random_failures
 
     def _next_failure(self) -> Failure | None:
         """Caller holds the lock. One-shots first, then the mode, then the dice."""
@@ -884,6 +941,10 @@ class FakeSendGrid:
         if not _BEARER.fullmatch(authorization or ""):
             self._count_rejection()
             return _json_reply(401, {"errors": [_error("authorization required")]})
+        if self._api_key is not None and authorization != f"Bearer {self._api_key}":
+            self._count_rejection()
+            message = "The provided authorization grant is invalid, expired, or revoked"
+            return _json_reply(401, {"errors": [_error(message)]})
         with self._lock:
             self._requests += 1
             failure = self._next_failure()
@@ -941,42 +1002,11 @@ class FakeSendGrid:
         return _Reply(400, _error_body(*errors))
 
     def _configure_over_http(self, raw: bytes) -> _Reply:
-        """`POST /__fake__/mode`: {"mode", "hang_seconds", "accepted", "reset_in",
-        "retry_after", "p429", "p500", "seed", "fail_next", "fail_mode"}, all optional."""
         try:
-            payload = json.loads(raw or b"{}")
-            if not isinstance(payload, dict):
+            settings = json.loads(raw or b"{}")
+            if not isinstance(settings, dict):
                 raise TypeError("the body must be a JSON object")
-            unknown = set(payload) - {
-                "mode",
-                "hang_seconds",
-                "accepted",
-                "reset_in",
-                "retry_after",
-                "p429",
-                "p500",
-                "seed",
-                "fail_next",
-                "fail_mode",
-            }
-            if unknown:
-                raise ValueError(f"unknown keys {sorted(unknown)}")
-            options = {
-                key: payload[key]
-                for key in ("hang_seconds", "accepted", "reset_in", "retry_after")
-                if key in payload
-            }
-            if "mode" in payload:
-                self.set_mode(cast(Mode, payload["mode"]), **options)
-            if "p429" in payload or "p500" in payload or "seed" in payload:
-                self.set_random_failures(
-                    float(payload.get("p429", 0.0)),
-                    float(payload.get("p500", 0.0)),
-                    payload.get("seed"),
-                )
-            if "fail_next" in payload:
-                mode = cast(Mode, payload.get("fail_mode", "500"))
-                self.fail_next(int(payload["fail_next"]), mode, **options)
+            self.configure(settings)
         except (ValueError, TypeError) as exc:
             return _json_reply(400, {"errors": [_error(str(exc))]})
         return _json_reply(200, self.stats())
@@ -993,6 +1023,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--validate-sample", type=float, default=1.0, metavar="SHARE")
     parser.add_argument("--no-bodies", action="store_true", help="keep only email+custom_args")
+    parser.add_argument("--api-key", help="the only key let in (default: any bearer token)")
     args = parser.parse_args(argv)
 
     stop_requested = threading.Event()
@@ -1003,7 +1034,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     fake = FakeSendGrid(
-        args.port, validate_sample=args.validate_sample, keep_bodies=not args.no_bodies
+        args.port,
+        validate_sample=args.validate_sample,
+        keep_bodies=not args.no_bodies,
+        api_key=args.api_key,
     )
     with fake:
         print(fake.url, flush=True)

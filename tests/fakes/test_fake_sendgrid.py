@@ -331,6 +331,16 @@ def test_request_without_bearer_token_is_401(fake: FakeSendGrid, headers: dict[s
     assert fake.records == []
 
 
+def test_api_key_when_given_is_the_only_one_let_in() -> None:
+    with FakeSendGrid(api_key="SG.right") as fake:
+        wrong = sendgrid.SendGridAPIClient(api_key="SG.wrong", host=fake.url)
+        with pytest.raises(HTTPError) as caught:
+            send(wrong, campaign_body())
+        assert caught.value.status_code == 401
+        right = sendgrid.SendGridAPIClient(api_key="SG.right", host=fake.url)
+        assert send(right, campaign_body()).status_code == 202
+
+
 # --------------------------------------------------------------------------- failure modes
 
 
@@ -491,10 +501,15 @@ def test_mode_and_reset_endpoints(fake: FakeSendGrid, client: sendgrid.SendGridA
     assert control("/__fake__/mode", {"mode": "ok", "p429": 1.0, "seed": 1})[0] == 200
     with pytest.raises(TooManyRequestsError):
         send(client, campaign_body())
-    status, answer = control("/__fake__/mode", {"mode": "teapot"})
-    assert status == 400
-    assert "teapot" in answer["errors"][0]["message"]
-    assert fake.stats()["p429"] == 1.0  # a refused change changes nothing
+    for refused in ({"mode": "teapot"}, {"mode": "500", "hang_seconds": "long"}, {"p5xx": 1}):
+        status, answer = control("/__fake__/mode", refused)
+        assert status == 400
+        assert answer["errors"][0]["message"]
+    # A refused change changes nothing, not even the part of it that was valid.
+    assert (fake.stats()["mode"], fake.stats()["p429"]) == ("ok", 1.0)
+    assert control("/__fake__/mode", {"p429": 0.0, "fail_next": 1, "fail_mode": "400"})[0] == 200
+    with pytest.raises(BadRequestsError):
+        send(client, campaign_body())
 
     status, stats = control("/__fake__/reset", {})
 
