@@ -40,7 +40,8 @@ def fake() -> Iterator[FakeSendGrid]:
 
 
 @pytest.fixture
-def client(fake: FakeSendGrid) -> sendgrid.SendGridAPIClient:
+def sg_client(fake: FakeSendGrid) -> sendgrid.SendGridAPIClient:
+    """The official client, pointed at the fake (named apart from the Flask test client)."""
     return sendgrid.SendGridAPIClient(api_key="SG.test", host=fake.url)
 
 
@@ -109,9 +110,9 @@ def get_json(port: int, path: str) -> Any:
 
 
 def test_official_client_request_is_accepted_and_recorded(
-    fake: FakeSendGrid, client: sendgrid.SendGridAPIClient
+    fake: FakeSendGrid, sg_client: sendgrid.SendGridAPIClient
 ) -> None:
-    response = send(client, campaign_body("Amar@Example.org", "bea@example.org"))
+    response = send(sg_client, campaign_body("Amar@Example.org", "bea@example.org"))
 
     assert response.status_code == 202
     assert response.body == b""
@@ -253,7 +254,7 @@ def no_personalization(body: dict[str, Any]) -> None:
 )
 def test_invalid_request_is_refused_with_sendgrid_error(
     fake: FakeSendGrid,
-    client: sendgrid.SendGridAPIClient,
+    sg_client: sendgrid.SendGridAPIClient,
     mutate: Callable[[dict[str, Any]], None],
     field: str,
     words: str,
@@ -261,7 +262,7 @@ def test_invalid_request_is_refused_with_sendgrid_error(
     body = campaign_body()
     mutate(body)
 
-    status, errors = refusal(client, body)
+    status, errors = refusal(sg_client, body)
 
     assert status == 400
     assert any(e["field"] == field and words in e["message"] for e in errors), errors
@@ -345,12 +346,12 @@ def test_api_key_when_given_is_the_only_one_let_in() -> None:
 
 
 def test_429_mode_tells_when_the_rate_limit_resets(
-    fake: FakeSendGrid, client: sendgrid.SendGridAPIClient
+    fake: FakeSendGrid, sg_client: sendgrid.SendGridAPIClient
 ) -> None:
     fake.set_mode("429", reset_in=30)
 
     with pytest.raises(TooManyRequestsError) as caught:
-        send(client, campaign_body())
+        send(sg_client, campaign_body())
 
     assert json.loads(caught.value.body) == {
         "errors": [{"field": None, "message": "too many requests"}]
@@ -361,7 +362,7 @@ def test_429_mode_tells_when_the_rate_limit_resets(
     assert time.time() + 29 < int(headers["X-RateLimit-Reset"]) <= time.time() + 31
     assert fake.records == []
     fake.set_mode("ok")
-    assert send(client, campaign_body()).status_code == 202
+    assert send(sg_client, campaign_body()).status_code == 202
 
 
 @pytest.mark.parametrize(
@@ -369,47 +370,47 @@ def test_429_mode_tells_when_the_rate_limit_resets(
 )
 def test_error_modes_fail_every_request_and_record_nothing(
     fake: FakeSendGrid,
-    client: sendgrid.SendGridAPIClient,
+    sg_client: sendgrid.SendGridAPIClient,
     mode: Any,
     error: type[HTTPError],
 ) -> None:
     fake.set_mode(mode)
     for _ in range(2):
         with pytest.raises(error) as caught:
-            send(client, campaign_body())
+            send(sg_client, campaign_body())
         assert json.loads(caught.value.body)["errors"][0]["message"]
     assert fake.records == []
     assert fake.stats()["rejected"] == 2
 
 
 def test_fail_next_fails_only_the_next_requests(
-    fake: FakeSendGrid, client: sendgrid.SendGridAPIClient
+    fake: FakeSendGrid, sg_client: sendgrid.SendGridAPIClient
 ) -> None:
     fake.fail_next(2, "500")
     for _ in range(2):
         with pytest.raises(InternalServerError):
-            send(client, campaign_body())
-    assert send(client, campaign_body()).status_code == 202
+            send(sg_client, campaign_body())
+    assert send(sg_client, campaign_body()).status_code == 202
     assert len(fake.records) == 2
 
 
 def test_hang_mode_times_out_the_client(
-    fake: FakeSendGrid, client: sendgrid.SendGridAPIClient
+    fake: FakeSendGrid, sg_client: sendgrid.SendGridAPIClient
 ) -> None:
     fake.set_mode("hang")
     started = time.monotonic()
     with pytest.raises(TimeoutError):
-        send(client, campaign_body(), timeout=0.2)
+        send(sg_client, campaign_body(), timeout=0.2)
     assert time.monotonic() - started < 2
     assert fake.records == []
 
 
 def test_hang_after_accepting_records_the_batch_but_never_answers(
-    fake: FakeSendGrid, client: sendgrid.SendGridAPIClient
+    fake: FakeSendGrid, sg_client: sendgrid.SendGridAPIClient
 ) -> None:
     fake.set_mode("hang", accepted=True)
     with pytest.raises(TimeoutError):
-        send(client, campaign_body(), timeout=0.2)
+        send(sg_client, campaign_body(), timeout=0.2)
     assert len(fake.records) == 2
 
 
@@ -472,13 +473,13 @@ def test_random_failures_follow_the_rates_and_record_only_accepted_requests() ->
 
 
 def test_stats_endpoint_counts_recipients_and_duplicates(
-    fake: FakeSendGrid, client: sendgrid.SendGridAPIClient
+    fake: FakeSendGrid, sg_client: sendgrid.SendGridAPIClient
 ) -> None:
-    send(client, campaign_body("amar@example.org", "bea@example.org"))
-    send(client, campaign_body("Amar@example.org", "chen@example.org"))  # a second copy
+    send(sg_client, campaign_body("amar@example.org", "bea@example.org"))
+    send(sg_client, campaign_body("Amar@example.org", "chen@example.org"))  # a second copy
     fake.fail_next(1, "429")
     with pytest.raises(TooManyRequestsError):
-        send(client, campaign_body("dana@example.org"))
+        send(sg_client, campaign_body("dana@example.org"))
 
     stats = get_json(fake.port, "/__fake__/stats")
 
@@ -490,17 +491,19 @@ def test_stats_endpoint_counts_recipients_and_duplicates(
     assert stats["duplicates"] == 1
 
 
-def test_mode_and_reset_endpoints(fake: FakeSendGrid, client: sendgrid.SendGridAPIClient) -> None:
+def test_mode_and_reset_endpoints(
+    fake: FakeSendGrid, sg_client: sendgrid.SendGridAPIClient
+) -> None:
     def control(path: str, payload: dict[str, Any]) -> tuple[int, Any]:
         status, _, body = post_raw(fake.port, path, json.dumps(payload).encode())
         return status, json.loads(body)
 
     assert control("/__fake__/mode", {"mode": "500"})[0] == 200
     with pytest.raises(InternalServerError):
-        send(client, campaign_body())
+        send(sg_client, campaign_body())
     assert control("/__fake__/mode", {"mode": "ok", "p429": 1.0, "seed": 1})[0] == 200
     with pytest.raises(TooManyRequestsError):
-        send(client, campaign_body())
+        send(sg_client, campaign_body())
     for refused in ({"mode": "teapot"}, {"mode": "500", "hang_seconds": "long"}, {"p5xx": 1}):
         status, answer = control("/__fake__/mode", refused)
         assert status == 400
@@ -509,12 +512,12 @@ def test_mode_and_reset_endpoints(fake: FakeSendGrid, client: sendgrid.SendGridA
     assert (fake.stats()["mode"], fake.stats()["p429"]) == ("ok", 1.0)
     assert control("/__fake__/mode", {"p429": 0.0, "fail_next": 1, "fail_mode": "400"})[0] == 200
     with pytest.raises(BadRequestsError):
-        send(client, campaign_body())
+        send(sg_client, campaign_body())
 
     status, stats = control("/__fake__/reset", {})
 
     assert (status, stats["requests"], stats["mode"], stats["p429"]) == (200, 0, "ok", 0.0)
-    assert send(client, campaign_body()).status_code == 202
+    assert send(sg_client, campaign_body()).status_code == 202
 
 
 def test_runs_as_its_own_process_until_sigterm() -> None:
@@ -565,11 +568,11 @@ def test_schema_is_found_from_the_environment_or_by_walking_up(
 
 
 def test_an_address_may_come_again_in_a_later_request(
-    fake: FakeSendGrid, client: sendgrid.SendGridAPIClient
+    fake: FakeSendGrid, sg_client: sendgrid.SendGridAPIClient
 ) -> None:
     # Uniqueness is per request, as at SendGrid; a second copy across requests is accepted
     # and counted, which is what tests of the exactly-once invariant look for.
-    send(client, campaign_body("amar@example.org", "bea@example.org"))
-    send(client, campaign_body("chen@example.org", "BEA@example.org"))
+    send(sg_client, campaign_body("amar@example.org", "bea@example.org"))
+    send(sg_client, campaign_body("chen@example.org", "BEA@example.org"))
     assert fake.count_by_email()["bea@example.org"] == 2
     assert [record.email for record in fake.records].count("bea@example.org") == 2
