@@ -1,0 +1,1 @@
+"""Fakes of outside services that the tests and benchmarks talk to over real sockets."""
