@@ -134,15 +134,11 @@ def committed_db(app: Flask) -> Iterator[None]:
             conn.execute(sa.text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
 
 
-@pytest.fixture(autouse=True)
-def _reset_rate_limits(app: Flask) -> Iterator[None]:
-    with app.app_context():
-        limiter.reset()
-    return
-
-
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
+    """A test client; rate-limit counters start from zero for each test."""
+    with app.app_context():
+        limiter.reset()
     return app.test_client()
 
 
