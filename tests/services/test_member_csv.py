@@ -284,6 +284,8 @@ def test_refusal_happens_before_any_row_is_read() -> None:
         ("Local number", "local"),
         ("Section locale", "local"),
         ("  Section   Locale  ", "local"),
+        ("\ufeff\ufeffEmail", "email"),  # two BOMs, the first one read as the BOM
+        ("E\u200bmail", "email"),
     ],
 )
 def test_header_aliases(header: str, field: str) -> None:

@@ -91,9 +91,15 @@ class ColumnMapping:
         return self.headers[self.standard[field]]
 
 
+_INVISIBLE = re.compile("[\ufeff\u200b-\u200d\u2060]")
+
+
 def _header_key(text: str) -> str:
-    # NFC because a Mac can write "é" as "e" + combining accent.
-    return _SPACES.sub(" ", unicodedata.normalize("NFC", text).strip().lower()).strip()
+    # NFC because a Mac can write "é" as "e" + combining accent. Invisible
+    # characters come with a second BOM (files joined end to end) or a
+    # header copied from a web page.
+    text = _INVISIBLE.sub("", unicodedata.normalize("NFC", text))
+    return _SPACES.sub(" ", text.lower()).strip()
 
 
 def _quote_list(names: list[str]) -> str:

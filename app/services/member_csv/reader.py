@@ -49,6 +49,18 @@ class ParsedRow(NamedTuple):
 
     None in a field means "not given" (no such column, or an empty cell), so
     the import keeps what it already has, or the default, for that field.
+
+    Attributes:
+        line: The physical line where the record starts.
+        email: The normalised address (see normalise_email).
+        first_name: Trimmed, or None.
+        last_name: Trimmed, or None.
+        language: "en" or "fr", or None.
+        postal_code: "A1A 1A1" for a Canadian postal code, else trimmed as
+            written; or None.
+        local: The local or chapter, trimmed, or None.
+        attributes: The custom columns with a non-empty value, keyed by
+            their header text.
     """
 
     line: int
@@ -62,7 +74,14 @@ class ParsedRow(NamedTuple):
 
 
 class SkippedRow(NamedTuple):
-    """A row that is not imported, with the reason to show the organizer."""
+    """A row that is not imported, with the reason to show the organizer.
+
+    Attributes:
+        line: The physical line where the record starts.
+        reason: Why it is skipped, in words an organizer can act on.
+        email: The address as written (at most 100 characters), when the row
+            has one, so the organizer can find the member.
+    """
 
     line: int
     reason: str
@@ -366,6 +385,8 @@ class MemberCsv:
                         if joined.strip():
                             yield SkippedRow(line, "missing email")
                         continue  # else a row of empty cells: a blank line
+                    # The fast path directly, without normalise_email's extra call
+                    # and strip: nearly every row ends here.
                     email = fast_normalise(raw_email)
                     if email is None:
                         try:
