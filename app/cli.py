@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 import sqlalchemy as sa
 from flask import Flask
@@ -9,11 +11,12 @@ from flask.cli import AppGroup
 
 from app.extensions import db
 from app.models import User
-from app.services import users
+from app.services import imports, lists, users
 
 users_cli = AppGroup("users", help="Manage the people who log in.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
 demo_cli = AppGroup("demo", help="Demo data for `make run`.")
+members_cli = AppGroup("members", help="Members and lists.")
 
 
 @users_cli.command("create")
@@ -75,7 +78,78 @@ def load_demo_command(email: str, password: str) -> None:
     click.echo(("Created" if created else "Kept") + f" demo admin {email} / {password}")
 
 
+@members_cli.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--list", "list_name", required=True, help="The name of the list to add them to.")
+@click.option(
+    "--consent",
+    type=click.Choice([c.value for c in imports.ImportConsent]),
+    default=imports.ImportConsent.MEMBERSHIP.value,
+    show_default=True,
+    help="How these people agreed to hear from you (recorded where it adds to what is on file).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def import_members_command(path: str, list_name: str, consent: str, as_json: bool) -> None:
+    """Import members from a CSV file into a list and print the report."""
+    mailing_list = lists.list_by_name(db.session, list_name)
+    if mailing_list is None:
+        names = ", ".join(lst.name for lst in lists.all_lists(db.session)) or "(none yet)"
+        raise click.ClickException(f"There is no list called {list_name!r}. Lists: {names}.")
+    try:
+        job, report = imports.import_members(
+            db.session, path=path, list_id=mailing_list.id, origin="cli", consent=consent
+        )
+    except (imports.CsvRefused, imports.ImportError_) as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from exc
+    db.session.commit()
+    if as_json:
+        _echo_report_json(job.id, mailing_list.name, report)
+    else:
+        _echo_report_text(job.id, mailing_list.name, report)
+
+
+def _echo_report_text(import_id: int, list_name: str, report: imports.ImportReport) -> None:
+    click.echo(f"Imported {report.rows} rows into {list_name} in {report.seconds:.1f} s:")
+    click.echo(
+        f"  {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
+        f"{report.skipped} skipped"
+    )
+    click.echo(
+        f"  {report.subscribed} newly subscribed, {report.already_on_list} already on the list, "
+        f"{report.not_subscribed} not subscribed"
+    )
+    shown = 0
+    for issue in imports.issues_of(db.session, import_id, limit=50):
+        if shown == 0:
+            click.echo("Rows to look at (line: reason):")
+        click.echo(
+            f"  line {issue.line}: {issue.reason}" + (f" ({issue.email})" if issue.email else "")
+        )
+        shown += 1
+    more = report.skipped + report.not_subscribed - shown
+    if more > 0:
+        click.echo(f"  … and {more} more (use --json for all of them)")
+
+
+def _echo_report_json(import_id: int, list_name: str, report: imports.ImportReport) -> None:
+    # Issues are streamed out one by one, so a file with many bad rows stays flat in memory.
+    body = {"import_id": import_id, "list": list_name, **report.to_dict()}
+    head = json.dumps(body, ensure_ascii=False)
+    click.echo(head[:-1] + ', "issues": [', nl=False)
+    for n, issue in enumerate(imports.issues_of(db.session, import_id)):
+        item = {
+            "line": issue.line,
+            "kind": issue.kind,
+            "email": issue.email,
+            "reason": issue.reason,
+        }
+        click.echo(("," if n else "") + json.dumps(item, ensure_ascii=False), nl=False)
+    click.echo("]}")
+
+
 def register_cli(app: Flask) -> None:
+    app.cli.add_command(members_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(demo_cli)

@@ -10,6 +10,13 @@ from app.models.campaigns import (
     campaign_lists,
 )
 from app.models.deliveries import Delivery, DeliveryStatus, Event, EventKind, WebhookBatch
+from app.models.imports import (
+    IMPORT_TRANSITIONS,
+    ImportIssue,
+    ImportIssueKind,
+    ImportStatus,
+    MemberImport,
+)
 from app.models.members import (
     ConsentBasis,
     Language,
@@ -27,6 +34,7 @@ from app.models.settings import OrgSettings, Sender
 from app.models.users import ApiToken, Role, User
 
 __all__ = [
+    "IMPORT_TRANSITIONS",
     "TRANSITIONS",
     "ApiToken",
     "Base",
@@ -38,10 +46,14 @@ __all__ = [
     "DeliveryStatus",
     "Event",
     "EventKind",
+    "ImportIssue",
+    "ImportIssueKind",
+    "ImportStatus",
     "Language",
     "Link",
     "MailingList",
     "Member",
+    "MemberImport",
     "OrgSettings",
     "Role",
     "Segment",

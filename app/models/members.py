@@ -59,6 +59,15 @@ class Member(Base):
     __table_args__ = (
         sa.CheckConstraint("language IN ('en', 'fr')", name="language"),
         sa.CheckConstraint("email = lower(trim(email))", name="email_normalised"),
+        # Only implied consent has an expiry: a partial index skips the NULLs of express and
+        # current-membership consent (most members), so imports maintain one index less per
+        # row. Queries on expiry (`> now`, `<= now + 60 days`) imply NOT NULL and use it.
+        sa.Index(
+            "ix_members_consent_expires_at",
+            "consent_expires_at",
+            postgresql_where=sa.text("consent_expires_at IS NOT NULL"),
+            sqlite_where=sa.text("consent_expires_at IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -73,7 +82,13 @@ class Member(Base):
     consent_source: Mapped[str] = mapped_column(sa.String(200), default="")
     consent_at: Mapped[datetime | None]
     # NULL for express consent (no expiry); for implied consent, when it lapses.
-    consent_expires_at: Mapped[datetime | None] = mapped_column(index=True)
+    consent_expires_at: Mapped[datetime | None]
+    # CASL s.13 puts the onus of proof on the sender: how consent was given (form wording,
+    # list, IP address, user agent, import file), kept as recorded.
+    consent_detail: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Membership-based implied consent runs until two years after this date (CASL s.10(14)(b));
+    # NULL while the person is still a member.
+    membership_ended_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -118,6 +133,9 @@ class Subscription(Base):
     subscribed_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
     unsubscribe_source: Mapped[str | None] = mapped_column(sa.String(20))
+    # When the last double opt-in confirmation email left: a form cannot make us mail an
+    # address more than once in a while.
+    confirmation_sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -145,6 +163,7 @@ class Segment(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(200), unique=True)
+    description: Mapped[str] = mapped_column(sa.Text, default="")
     match: Mapped[str] = mapped_column(sa.String(3), default="all")
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,162 @@
+"""Time the member import end to end (parse + COPY + upsert) against a plain COPY of the file.
+
+Run from the repository root::
+
+    python -m benchmarks.import [--rows N] [--seed S] [--database-url URL] [--keep]
+
+The CSV (realistic Canadian names, locals and postal codes, about 1% invalid rows and 0.5%
+duplicates) is generated once by benchmarks.data in a child process and cached under
+var/benchmarks/. A throwaway database is created on the server of --database-url (default
+postgresql://postgres@127.0.0.1:5432/postgres), migrated, and dropped at the end (unless
+--keep). The import goes through imports.import_members, the code path of
+`flask members import`, into a list "All members", and is committed. In the same run the
+file's bytes are COPYed into an empty one-column table (each line a row; FORMAT text, LATIN1 so
+that the deliberately broken bytes pass, CRLF turned into LF): the speed of PostgreSQL taking the file with no
+parsing, validation or upsert, which bounds what any import can do.
+
+The last line printed is one JSON object: rows, seconds, rows_per_s, copy_rows_per_s, ratio
+(import speed / plain COPY speed), peak_rss_mb (of this process, which parses the file).
+"""
+
+import argparse
+import logging
+import json
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _data_file(rows: int, seed: int) -> Path:
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.data", "--rows", str(rows), "--seed", str(seed)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return Path(result.stdout.strip().splitlines()[-1])
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _plain_copy(database: str, path: Path) -> float:
+    with psycopg.connect(_libpq(database)) as conn:
+        conn.execute("CREATE TABLE plain_copy (line text)")
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cursor,
+            cursor.copy(
+                "COPY plain_copy FROM STDIN WITH (FORMAT text, DELIMITER E'\\x01', "
+                "ENCODING 'LATIN1')"
+            ) as copy,
+            path.open("rb") as stream,
+        ):
+            while chunk := stream.read(1 << 20):
+                # One line ending throughout (the writer used CRLF, quoted newlines are LF).
+                copy.write(chunk.replace(b"\r\n", b"\n"))
+        conn.commit()
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE plain_copy")
+        conn.commit()
+    return seconds
+
+
+def main() -> None:
+    """Generate the data, import it, COPY it, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=2024)
+    parser.add_argument("--database-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--keep", action="store_true", help="keep the throwaway database")
+    parser.add_argument("--steps", action="store_true", help="log the time of each import step")
+    args = parser.parse_args()
+    if args.steps:
+        logging.basicConfig(format="%(relativeCreated)8.0f ms %(message)s")
+        logging.getLogger("app.services.imports").setLevel(logging.DEBUG)
+
+    started = time.perf_counter()
+    path = _data_file(args.rows, args.seed)
+    print(
+        f"data: {path} ({path.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s)"
+    )
+
+    server = make_url(args.database_url)
+    name = f"rallypoint_bench_import_{uuid.uuid4().hex[:8]}"
+    admin = _libpq(server.set(database="postgres").render_as_string(hide_password=False))
+    database = server.set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        figure = _run(database, path)
+        copy_seconds = _plain_copy(database, path)
+    finally:
+        if not args.keep:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    rows = figure["rows"]
+    figure["copy_rows_per_s"] = round(rows / copy_seconds)
+    figure["ratio"] = round(figure["rows_per_s"] / figure["copy_rows_per_s"], 3)
+    figure["peak_rss_mb"] = round(_peak_rss_mb(), 1)
+    print(f"plain COPY of the file: {copy_seconds:.2f} s")
+    print(json.dumps(figure))
+
+
+def _run(database: str, path: Path) -> dict[str, float]:
+    from flask_migrate import upgrade
+
+    from app import create_app
+    from app.extensions import db
+    from app.services import imports, lists
+    from config.settings import config_from_env
+
+    app = create_app(
+        config_from_env(
+            {"RALLYPOINT_ENV": "development", "DATABASE_URL": database, "LOG_LEVEL": "WARNING"}
+        )
+    )
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        mailing_list = lists.create_list(db.session, name="All members")
+        db.session.commit()
+        rss_before = _peak_rss_mb()
+        started = time.perf_counter()
+        _job, report = imports.import_members(
+            db.session,
+            path=path,
+            list_id=mailing_list.id,
+            origin="cli",
+            consent=imports.ImportConsent.MEMBERSHIP,
+        )
+        db.session.commit()
+        seconds = time.perf_counter() - started
+        db.session.remove()
+        db.engine.dispose()
+    print(
+        f"import: {report.rows} rows in {seconds:.2f} s — {report.added} added, "
+        f"{report.updated} updated, {report.unchanged} unchanged, {report.skipped} skipped "
+        f"{report.skip_reasons}; {report.subscribed} subscribed"
+    )
+    print(f"rss before the import {rss_before:.1f} MB, peak {_peak_rss_mb():.1f} MB")
+    return {
+        "rows": report.rows,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(report.rows / seconds),
+    }
+
+
+if __name__ == "__main__":
+    main()
