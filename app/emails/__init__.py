@@ -1,0 +1,1 @@
+"""Email rendering: plain data in, strings out; no Flask, no database."""
