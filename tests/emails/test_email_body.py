@@ -96,8 +96,19 @@ def test_html_is_sanitised() -> None:
     )
     body = render_body(source, "html", rewrite=_same)
     assert body.problems == ()
-    for banned in ("onclick", "script", "alert", "iframe", "position", "onmouseover", "<form",
-                   "<input", "comment", "onerror", "target"):  # fmt: skip
+    for banned in (
+        "onclick",
+        "script",
+        "alert",
+        "iframe",
+        "position",
+        "onmouseover",
+        "<form",
+        "<input",
+        "comment",
+        "onerror",
+        "target",
+    ):
         assert banned not in body.html, banned
     assert '<p style="color:red">Hi <b>all</b></p>' in body.html
     assert '<a href="https://example.org/a">go</a>' in body.html
