@@ -108,13 +108,13 @@ def render_body(source: str, body_format: str, *, rewrite: Callable[[str], str])
     problems: list[Problem] = []
     if body_format == "markdown":
         tokens = _MD.parse(source)
-        _filter_links(tokens, problems)
+        _filter_links(tokens, problems, source)
         writer = _HtmlWriter(rewrite)
         writer.feed(_clean(_MD.renderer.render(tokens, _MD.options, {})))
         writer.close()
         text = _MarkdownText(rewrite).render(tokens)
     else:
-        scan = _LinkScan()
+        scan = _LinkScan(source)
         scan.feed(source)
         scan.close()
         problems += scan.problems
@@ -140,16 +140,21 @@ def _clean(html: str) -> str:
     )
 
 
-def _scheme_problem(url: str) -> Problem | None:
+def _scheme_problem(url: str, source: str) -> Problem | None:
     if is_http_url(url) or (url.startswith("mailto:") and len(url) > len("mailto:")):
         return None
     shown = url if len(url) <= 60 else url[:57] + "..."
-    return Problem(
-        "body", None, f"Links must be full addresses starting with https:// ({shown!r})."
-    )
+    message = f"Links must be full addresses starting with https:// ({shown!r})."
+    return Problem("body", _line_of(source, url), message)
 
 
-def _filter_links(tokens: Sequence[Token], problems: list[Problem]) -> None:
+def _line_of(source: str, needle: str) -> int | None:
+    """Best effort: the line where `needle` first occurs (the sandbox keeps line breaks)."""
+    at = source.find(needle) if needle else -1
+    return source.count("\n", 0, at) + 1 if at >= 0 else None
+
+
+def _filter_links(tokens: Sequence[Token], problems: list[Problem], source: str) -> None:
     """Drop Markdown links and images whose address is refused, recording a problem."""
     for token in tokens:
         if not token.children:
@@ -158,7 +163,7 @@ def _filter_links(tokens: Sequence[Token], problems: list[Problem]) -> None:
         dropping = False
         for child in token.children:
             if child.type == "link_open":
-                problem = _scheme_problem(str(child.attrs.get("href", "")))
+                problem = _scheme_problem(str(child.attrs.get("href", "")), source)
                 if problem:
                     problems.append(problem)
                     dropping = True
@@ -166,10 +171,9 @@ def _filter_links(tokens: Sequence[Token], problems: list[Problem]) -> None:
             elif child.type == "link_close" and dropping:
                 dropping = False
                 continue
-            elif child.type == "image" and not is_http_url(str(child.attrs.get("src", ""))):
-                problems.append(
-                    Problem("body", None, "Images must be full addresses starting with https://.")
-                )
+            elif child.type == "image" and not is_http_url(src := str(child.attrs.get("src"))):
+                message = "Images must be full addresses starting with https://."
+                problems.append(Problem("body", _line_of(source, src), message))
                 continue
             kept.append(child)
         token.children = kept
@@ -178,14 +182,15 @@ def _filter_links(tokens: Sequence[Token], problems: list[Problem]) -> None:
 class _LinkScan(HTMLParser):
     """Find refused link addresses in organizer HTML before nh3 silently drops them."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: str) -> None:
         super().__init__(convert_charrefs=True)
+        self.source = source
         self.problems: list[Problem] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "a":
             href = dict(attrs).get("href")
-            problem = _scheme_problem((href or "").strip()) if href is not None else None
+            problem = _scheme_problem((href or "").strip(), self.source) if href else None
             if problem:
                 self.problems.append(problem)
 

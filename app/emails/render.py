@@ -1,18 +1,4 @@
-"""One rendering pipeline for preview, test send and real send: skeletons, then substitution.
-
-Per language variant, `build_skeleton` renders the organizer's text in the sandbox, the
-body to HTML and text, the layout around them, and inlines the CSS - once. What differs
-per recipient (merge fields, the tracking token, the unsubscribe and preference links)
-is left as placeholder keys. `Skeleton.personalize` fills them by plain substitution;
-`Skeleton.substitutions` gives the same values for SendGrid's `substitutions`, so that
-SendGrid's replacement of the keys yields exactly what `personalize` does.
-
-Placeholder keys look like `-rp3h-` (slot 3, HTML context) and `-rp3t-` (slot 3, plain
-text: subject and text part). The same slot has two keys because SendGrid applies one
-value everywhere a key occurs, and the HTML part needs the value escaped. Literal text of
-that shape in organizer content or recipient values is defused: in HTML its hyphen
-becomes `&#45;`, in text a WORD JOINER (U+2060, invisible) follows the hyphen.
-"""
+"""One rendering pipeline for preview, test send and real send: skeletons, then substitution."""
 
 from __future__ import annotations
 
@@ -37,6 +23,7 @@ from app.emails.content import (
     Problem,
     Recipient,
     check_fields,
+    is_http_url,
     parse_event_time,
 )
 from app.emails.sandbox import (
@@ -115,6 +102,19 @@ class RenderedEmail:
 @dataclass(frozen=True)
 class Skeleton:
     """A campaign variant rendered once, with placeholder keys for per-recipient values.
+
+    `build_skeleton` renders the organizer's text in the sandbox, the body, the layout
+    around them, and inlines the CSS, once per language variant. What differs per
+    recipient (merge fields, the tracking token, the unsubscribe and preference links) is
+    left as keys: `personalize` fills them by plain substitution, and `substitutions`
+    gives the same values for SendGrid's `substitutions`, so that SendGrid's replacement
+    of the keys yields exactly what `personalize` does.
+
+    Keys look like `-rp3h-` (slot 3, HTML context) and `-rp3t-` (slot 3, plain text: the
+    subject and the text part). A slot has two keys because SendGrid puts one value
+    everywhere a key occurs, and the HTML part needs it escaped. Key-shaped text in
+    organizer content or in recipient values is defused: in HTML its hyphen becomes
+    `&#45;`; in text a WORD JOINER (U+2060, invisible) follows the hyphen.
 
     Plain strings and tuples, so it pickles (and `to_json`/`from_json` give a dict) for
     a per-process cache keyed by campaign and variant.
@@ -301,7 +301,7 @@ def extract_links(content: EmailContent) -> list[str]:
     """
     links: list[str] = []
     cta_url = content.fields.get("cta_url", "").strip()
-    if cta_url:
+    if is_http_url(cta_url):
         links.append(cta_url)
     registry = SlotRegistry()
     body = _render_body(content, registry, rewrite=lambda url: url)
@@ -444,9 +444,11 @@ def build_skeleton(
 
 def _render_text(source: str, name: str, registry: SlotRegistry) -> str:
     try:
-        return render_organizer_text(source, registry, plain=True)
+        text = render_organizer_text(source, registry, plain=True)
     except TemplateError as error:
         raise ContentError([_problem(name, error)]) from error
+    # These fields are one line (a header, a heading); a quoted "\n" must not add one.
+    return _CONTROL.sub(" ", text)
 
 
 def _render_body(

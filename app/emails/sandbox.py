@@ -1,30 +1,4 @@
-"""The sandbox for organizer-written text: plain text and printed merge fields, bounded.
-
-Policy (what organizers may write in a subject, preheader, body, headline, button label
-or byline):
-
-* plain text (Markdown or HTML in the body), `{# comments #}` and `{% raw %}` blocks;
-* `{{ member.<field> }}` where field is first_name, last_name, email, local, language or
-  postal_code, or `{{ member.attributes.<key> }}` / `{{ member.attributes["a key"] }}`;
-* those followed by filters from a fixed set: `default("text")`, `upper`, `lower`,
-  `title`, `trim` (in any order, each applied per recipient);
-* quoted text or numbers, e.g. `{{ "{{" }}` to print braces.
-
-Everything else - statements (`{% if %}`, `{% for %}`, `{% set %}`, `{% include %}`...),
-calls, operators, attribute access on anything but `member`, other filters, tests, other
-names - is refused when the text is saved, with its line. Personal fields are printed
-only, never branched on, because the email is rendered once per language into a skeleton
-and each recipient only gets substitutions (see render.py).
-
-There are two layers. `find_refused` walks the parsed template against that allow-list;
-`OrganizerSandbox` runs it inside its own parse step, so the environment cannot compile
-any other template. Beneath it, the environment is an `ImmutableSandboxedEnvironment`
-that is safe and bounded on its own: no globals (no range, cycler, joiner, lipsum),
-no tests, only the merge filters, an allow-listed `is_safe_attribute`, no callable
-objects, `**` refused and `*` bounded, a budget on the iterations of all loops of a
-render, and `render_bounded` capping output size and render time. The source is capped
-too. The tests check each layer alone.
-"""
+"""The sandbox for organizer-written text: plain text and printed merge fields, bounded."""
 
 from __future__ import annotations
 
@@ -228,7 +202,32 @@ def _guard_loops(tree: nodes.Template) -> None:
 
 
 class OrganizerSandbox(ImmutableSandboxedEnvironment):
-    """The only environment organizer text is compiled in (see the module docstring)."""
+    """The only environment organizer text is compiled in.
+
+    What organizers may write in a subject, preheader, body, headline, button label or
+    byline:
+
+    * plain text (Markdown or HTML in the body), `{# comments #}`, `{% raw %}` blocks;
+    * `{{ member.<field> }}` where field is first_name, last_name, email, local, language
+      or postal_code, or `{{ member.attributes.<key> }}` / `{{ member.attributes["a key"] }}`;
+    * those followed by filters from a fixed set: `default("text")`, `upper`, `lower`,
+      `title`, `trim` (in any order, each applied per recipient);
+    * quoted text or numbers, e.g. `{{ "{{" }}` to print braces.
+
+    Everything else - statements (`{% if %}`, `{% for %}`, `{% set %}`, `{% include %}`...),
+    calls, operators, attribute access on anything but `member`, other filters, tests,
+    other names - is refused when the text is saved, with its line. Personal fields are
+    printed, never branched on, because the email is rendered once per language into a
+    skeleton and each recipient only gets substitutions (see render.py).
+
+    Two layers. `find_refused` checks the parsed template against that allow-list, and
+    this environment runs it in its own parse step, so it cannot compile anything else.
+    Beneath it, the environment is safe and bounded on its own: no globals (no range,
+    cycler, joiner, lipsum), no tests, an empty loader, only the merge filters, an
+    allow-listed `is_safe_attribute`, no callable objects, `**` refused and `*` bounded,
+    a budget on the iterations of all loops of a render, and `render_bounded` capping
+    output size and render time. The source is capped too. Tests check each layer alone.
+    """
 
     intercepted_binops = frozenset({"*", "**"})
 

@@ -182,3 +182,10 @@ def test_markers_pass_through_text() -> None:
     assert "<em>\ue0000\ue001</em>" in body.html
     assert ">join \ue0001\ue001</a>" in body.html
     assert body.text == "Hi \ue0000\ue001, join \ue0001\ue001 (https://e.org)"
+
+
+def test_refused_links_report_their_line() -> None:
+    body = render_body("Intro.\n\nSee [this](javascript:alert(1)).", "markdown", rewrite=_same)
+    assert [p.line for p in body.problems] == [3]
+    body = render_body('<p>a</p>\n<p><a href="/relative">b</a></p>', "html", rewrite=_same)
+    assert [p.line for p in body.problems] == [2]

@@ -428,3 +428,15 @@ def test_layouts_are_accessible_email_html(key: tuple[str, str]) -> None:
         assert word in skeleton.personalize(_recipient()).text
     if layout == "day_of_action":
         assert 'href="https://ex.org/c/1.ics"' in html
+
+
+def test_one_line_fields_stay_one_line_once_rendered() -> None:
+    content = replace(
+        CONTENT,
+        subject='Hello{{ "\\r\\nBcc: all@example.org" }}',
+        fields={**CONTENT.fields, "headline": 'Act{{ "\\n" }}now'},
+    )
+    assert check_content(content) == []
+    email = _tracked(content).personalize(_recipient())
+    assert email.subject == "Hello Bcc: all@example.org"
+    assert "Act now" in email.text
