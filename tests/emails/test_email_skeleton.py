@@ -26,6 +26,7 @@ from app.emails import (
     check_content,
     extract_links,
 )
+from app.emails import render as render_module
 from app.emails.render import KEY_PATTERN, MAX_VALUE_CHARS, WORD_JOINER
 from app.emails.samples import IDENTITIES, PETITION_URL, SAMPLES
 
@@ -356,6 +357,16 @@ def test_skeleton_pickles_and_round_trips_json() -> None:
         assert copy.personalize(_recipient()) == skeleton.personalize(_recipient())
 
 
+class _CountingInliner:
+    def __init__(self, inliner: Any, calls: Counter[str]) -> None:
+        self.inliner = inliner
+        self.calls = calls
+
+    def inline(self, html: str) -> str:
+        self.calls["css_inline"] += 1
+        return str(self.inliner.inline(html))
+
+
 def test_personalize_never_renders_a_template(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: Counter[str] = Counter()
 
@@ -369,11 +380,14 @@ def test_personalize_never_renders_a_template(monkeypatch: pytest.MonkeyPatch) -
     for name in ("render", "generate"):
         monkeypatch.setattr(Template, name, counting(name, getattr(Template, name)))
     monkeypatch.setattr(MarkdownIt, "parse", counting("markdown", MarkdownIt.parse))
+    inliner = render_module._INLINER  # a Rust object: wrap it rather than patch its method
+    monkeypatch.setattr(render_module, "_INLINER", _CountingInliner(inliner, calls))
 
     skeleton = _tracked()
     assert calls["generate"]  # the build did render: organizer text,
     assert calls["render"]  # the layout,
-    assert calls["markdown"]  # and the Markdown body
+    assert calls["markdown"]  # the Markdown body,
+    assert calls["css_inline"]  # and inlined the CSS
     calls.clear()
     for number in range(10_000):
         skeleton.personalize(_recipient(first_name=f"Member {number}", token=f"t{number}"))
