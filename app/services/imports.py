@@ -303,7 +303,7 @@ def run_import(
     started = time.perf_counter()
     with open(job.path, "rb") as raw:
         stream = _CountingReader(raw)
-        member_csv = open_member_csv(stream)  # may raise CsvRefused before anything changes
+        member_csv = open_member_csv(stream)  # type: ignore[arg-type]  # may raise CsvRefused before anything changes
         if strategy == "copy":
             report = _CopyImport(session, job, member_csv, stream, consent, now, progress).run()
         else:
@@ -472,7 +472,7 @@ class _CopyImport:
         self.skip_fk_checks = False
         self.chunks_done = 0
         self._t = time.perf_counter()
-        self._timings: Counter[str] = Counter()
+        self._timings: dict[str, float] = {}
 
     def _exec(self, sql: str, **params: Any) -> sa.CursorResult[Any]:
         return self.session.execute(sa.text(sql), params)  # type: ignore[return-value]
@@ -480,7 +480,7 @@ class _CopyImport:
     def _timed(self, name: str, sql: str, **params: Any) -> sa.CursorResult[Any]:
         started = time.perf_counter()
         result = self._exec(sql, **params)
-        self._timings[name] += time.perf_counter() - started
+        self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - started
         return result
 
     def run(self) -> ImportReport:
@@ -613,7 +613,7 @@ class _CopyImport:
                     raise piece
                 copy.write(piece)
                 piece = chunks.get()
-        self._timings["copy"] += time.perf_counter() - started
+        self._timings["copy"] = self._timings.get("copy", 0.0) + time.perf_counter() - started
         return True
 
     def _produce(self, chunks: queue.Queue[Any], stop: threading.Event) -> None:
@@ -660,15 +660,17 @@ class _CopyImport:
         keys = self.attribute_keys
         skipped_tail = (None,) * (len(_STAGE_FIELDS) - 1 + len(keys))
         parsed = ParsedRow
+        # `row.__class__ is parsed` rather than isinstance: this loop runs a million times.
+        rows: Iterable[Any] = self.member_csv
         if keys:
-            for row in self.member_csv:
+            for row in rows:
                 if row.__class__ is parsed:
-                    attributes = row[7]  # type: ignore[index]
+                    attributes = row[7]
                     yield (*row[:7], *[attributes.get(key) for key in keys], None)
                 else:
                     yield (row.line, row.email, *skipped_tail, row.reason)
         else:
-            for row in self.member_csv:
+            for row in rows:
                 if row.__class__ is parsed:
                     yield (*row[:7], None)
                 else:
@@ -1117,7 +1119,7 @@ class _BatchedImport:
             seen = dict(
                 session.execute(
                     sa.select(_seen.c.email, _seen.c.line).where(_seen.c.email.in_(list(good)))
-                ).tuples()
+                ).tuples().all()
             )
             for email, first_line in seen.items():
                 row = good.pop(email)
@@ -1200,7 +1202,7 @@ class _BatchedImport:
         ids = dict(
             session.execute(
                 sa.select(Member.email, Member.id).where(Member.email.in_(list(good)))
-            ).tuples()
+            ).tuples().all()
         )
         suppressed = set(
             session.scalars(sa.select(Suppression.email).where(Suppression.email.in_(list(good))))
@@ -1211,7 +1213,7 @@ class _BatchedImport:
                     Subscription.list_id == self.job.list_id,
                     Subscription.member_id.in_(list(ids.values())),
                 )
-            ).tuples()
+            ).tuples().all()
         )
         issues: list[dict[str, Any]] = []
         new_subscriptions: list[dict[str, Any]] = []
@@ -1265,3 +1267,82 @@ __all__ = [
     "run_import",
     "start_import",
 ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Live progress, for the progress bar: in Redis, because the import's own transaction is not
+# visible to the page until it commits.
+
+_PROGRESS_KEY = "rallypoint:import-progress:{}"
+_PROGRESS_TTL = 24 * 3600
+
+
+def publish_progress(import_id: int, progress: ImportProgress) -> None:
+    """Store an import's progress for the page that polls it; a Redis error is only logged."""
+    import json
+
+    from app.services.redis_client import get_redis
+
+    try:
+        get_redis().set(
+            _PROGRESS_KEY.format(import_id),
+            json.dumps({**asdict(progress), "percent": progress.percent}),
+            ex=_PROGRESS_TTL,
+        )
+    except Exception:  # progress is cosmetic: never fail an import over it
+        log.warning("import %s: could not publish progress", import_id, exc_info=True)
+
+
+def read_progress(import_id: int) -> dict[str, Any] | None:
+    """The last published progress of an import, or None (not started, or Redis down)."""
+    import json
+
+    from app.services.redis_client import get_redis
+
+    try:
+        raw = get_redis().get(_PROGRESS_KEY.format(import_id))
+    except Exception:
+        return None
+    if not raw:
+        return None
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+def import_status(session: DbSession, job: MemberImport) -> dict[str, Any]:
+    """What the progress page and the API show about an import."""
+    data: dict[str, Any] = {
+        "id": job.id,
+        "status": job.status,
+        "list_id": job.list_id,
+        "filename": job.filename,
+        "origin": job.origin,
+        "consent": job.consent,
+        "error": job.error,
+        "created_at": job.created_at.isoformat() if job.created_at else None,
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+        "percent": 0,
+        "phase": job.status,
+        "rows_read": 0,
+    }
+    if job.status == ImportStatus.DONE:
+        data["percent"] = 100
+        data["rows_read"] = job.rows
+        data["report"] = {
+            **(job.report or {}),
+            "rows": job.rows,
+            "added": job.added,
+            "updated": job.updated,
+            "unchanged": job.unchanged,
+            "skipped": job.skipped,
+            "subscribed": job.subscribed,
+            "not_subscribed": job.not_subscribed,
+        }
+    elif job.status == ImportStatus.RUNNING:
+        progress = read_progress(job.id)
+        if progress:
+            data["percent"] = min(99, int(progress.get("percent", 0)))
+            data["phase"] = progress.get("phase", "running")
+            data["rows_read"] = int(progress.get("rows", 0))
+    return data

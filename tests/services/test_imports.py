@@ -1,0 +1,329 @@
+"""The member import: exact reports, hostile files, suppressions, unsubscribes, consent, counts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from app.models import (
+    ImportIssue,
+    ImportStatus,
+    Member,
+    MemberImport,
+    Subscription,
+    SuppressionReason,
+    UnsubscribeSource,
+)
+from app.services import consent, imports, lists, subscriptions
+from tests import factories as f
+from tests.support.member_files import (
+    HOSTILE_ADDED,
+    HOSTILE_CSV,
+    HOSTILE_FORMULA,
+    HOSTILE_SKIPS,
+    NO_EMAIL_COLUMN,
+    NOT_CSV,
+    UTF16,
+    csv_bytes,
+)
+
+STRATEGIES = ["copy", "batched"]
+
+
+@pytest.fixture
+def target(db_session):
+    return lists.create_list(db_session, name="All members")
+
+
+def run(db_session, tmp_path, content: bytes, list_id: int, strategy: str, **options):
+    path = tmp_path / f"members-{datetime.now(UTC).timestamp()}.csv"
+    path.write_bytes(content)
+    return imports.import_members(
+        db_session, path=path, list_id=list_id, strategy=strategy, **options
+    )
+
+
+def skips_of(db_session, import_id: int) -> list[tuple[int, str]]:
+    rows = db_session.execute(
+        sa.select(ImportIssue.line, ImportIssue.reason)
+        .where(ImportIssue.import_id == import_id, ImportIssue.kind == "skipped")
+        .order_by(ImportIssue.line)
+    ).all()
+    return [(line, reason) for line, reason in rows]
+
+
+def members(db_session) -> dict[str, Member]:
+    return {m.email: m for m in db_session.scalars(sa.select(Member))}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_hostile_file_gives_exactly_the_valid_rows_and_a_correct_report(
+    db_session, tmp_path, target, strategy
+):
+    job, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, strategy)
+
+    saved = members(db_session)
+    assert set(saved) == HOSTILE_ADDED
+    assert (report.added, report.updated, report.unchanged) == (4, 0, 0)
+    assert report.skipped == len(HOSTILE_SKIPS)
+    assert report.rows == 4 + len(HOSTILE_SKIPS)
+    assert report.subscribed == 4
+    found = skips_of(db_session, job.id)
+    assert [line for line, _ in found] == [line for line, _ in HOSTILE_SKIPS]
+    for (line, reason), (_, expected) in zip(found, HOSTILE_SKIPS, strict=True):
+        assert reason.startswith(expected), (line, reason)
+    assert report.skip_reasons == {
+        "duplicate in the file": 2,
+        "not valid UTF-8": 2,
+        "field too long": 1,
+        "first name is longer than 200 characters": 1,
+        "invalid email address": 1,
+        "missing email": 1,
+        "unknown language": 1,
+    }
+    # Values are stored as written (neutralised only on export), normalised where defined.
+    mal = saved["mal@example.org"]
+    assert (mal.first_name, mal.last_name) == (HOSTILE_FORMULA, "+1-800-EVIL")
+    assert mal.attributes == {"Workplace": "@SUM(1+1)"}
+    ana = saved["ana@example.org"]
+    assert (ana.language, ana.postal_code, ana.first_name) == ("fr", "H2X 1Y4", "Ana")
+    assert saved["bob@example.org"].first_name == "Bob"  # the first row of a duplicate wins
+    assert saved["dee@example.org"].attributes == {"Workplace": "Warehouse\nDock 4"}
+    db_session.refresh(job)
+    assert job.status == ImportStatus.DONE
+    assert (job.added, job.skipped) == (4, len(HOSTILE_SKIPS))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (NO_EMAIL_COLUMN, "no 'email' column"),
+        (NOT_CSV, "not a CSV file"),
+        (UTF16, "UTF-16"),
+        (b"", "empty"),
+    ],
+)
+def test_a_file_that_is_not_csv_or_has_no_email_column_is_refused_whole(
+    db_session, tmp_path, target, content, message
+):
+    with pytest.raises(imports.CsvRefused) as refused:
+        run(db_session, tmp_path, content, target.id, "copy")
+    assert message in refused.value.message
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(Member)) == 0
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(MemberImport)) == 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_reimport_counts_added_updated_unchanged_exactly(db_session, tmp_path, target, strategy):
+    first = csv_bytes(
+        "a@example.org,Ann,One,en,Local 1",
+        "b@example.org,Ben,Two,en,Local 1",
+        "c@example.org,Cat,Three,fr,Local 2",
+    )
+    _, report = run(db_session, tmp_path, first, target.id, strategy)
+    assert (report.added, report.updated, report.unchanged, report.subscribed) == (3, 0, 0, 3)
+
+    second = csv_bytes(
+        "a@example.org,Ann,One,en,Local 1",  # unchanged
+        "B@example.org,Benjamin,Two,en,Local 1",  # updated (first name)
+        "c@example.org,,,,",  # empty cells keep what is there: unchanged
+        "d@example.org,Dan,Four,en,Local 3",  # added
+    )
+    _, report = run(db_session, tmp_path, second, target.id, strategy)
+    assert (report.added, report.updated, report.unchanged) == (1, 1, 2)
+    assert (report.subscribed, report.already_on_list, report.not_subscribed) == (1, 3, 0)
+    saved = members(db_session)
+    assert saved["b@example.org"].first_name == "Benjamin"
+    assert (saved["c@example.org"].first_name, saved["c@example.org"].language) == ("Cat", "fr")
+
+    _, report = run(db_session, tmp_path, second, target.id, strategy)
+    assert (report.added, report.updated, report.unchanged, report.subscribed) == (0, 0, 4, 0)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_custom_columns_merge_into_attributes_and_count_as_updates(
+    db_session, tmp_path, target, strategy
+):
+    header = "email,Workplace,Shift"
+    run(
+        db_session,
+        tmp_path,
+        csv_bytes("a@example.org,Depot,Night", header=header),
+        target.id,
+        strategy,
+    )
+    _, report = run(
+        db_session, tmp_path, csv_bytes("a@example.org,,Day", header=header), target.id, strategy
+    )
+    assert (report.updated, report.unchanged) == (1, 0)
+    assert members(db_session)["a@example.org"].attributes == {"Workplace": "Depot", "Shift": "Day"}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_no_import_resubscribes_a_suppressed_address_or_an_unsubscribed_member(
+    db_session, tmp_path, target, strategy
+):
+    gone = f.member(db_session, email="gone@example.org")
+    f.subscribe(db_session, gone, target)
+    subscriptions.unsubscribe(
+        db_session, gone.id, list_ids=[target.id], source=UnsubscribeSource.LINK
+    )
+    subscriptions.suppress(db_session, "bounced@example.org", SuppressionReason.HARD_BOUNCE)
+    blocked = f.member(db_session, email="blocked@example.org")
+    subscriptions.suppress(db_session, blocked.email, SuppressionReason.SPAM_REPORT)
+
+    job, report = run(
+        db_session,
+        tmp_path,
+        csv_bytes(
+            "gone@example.org,Gone,,,",
+            "BOUNCED@example.org,Bounce,,,",
+            "blocked@example.org,Blocked,,,",
+            "new@example.org,New,,,",
+        ),
+        target.id,
+        strategy,
+    )
+
+    assert (report.added, report.subscribed, report.not_subscribed) == (2, 1, 3)
+    statuses = dict(
+        db_session.execute(
+            sa.select(Member.email, Subscription.status)
+            .join(Subscription, Subscription.member_id == Member.id)
+            .where(Subscription.list_id == target.id)
+        )
+        .tuples()
+        .all()
+    )
+    assert statuses == {"gone@example.org": "unsubscribed", "new@example.org": "subscribed"}
+    assert "bounced@example.org" in members(db_session)  # kept as a member
+    issues = db_session.execute(
+        sa.select(ImportIssue.line, ImportIssue.kind, ImportIssue.reason)
+        .where(ImportIssue.import_id == job.id)
+        .order_by(ImportIssue.line)
+    ).all()
+    assert [(line, kind) for line, kind, _ in issues] == [
+        (2, "not_subscribed"),
+        (3, "not_subscribed"),
+        (4, "not_subscribed"),
+    ]
+    assert issues[0][2] == imports.UNSUBSCRIBED_REASON
+    assert issues[1][2] == issues[2][2] == imports.SUPPRESSED_REASON
+
+
+def test_copy_and_batched_paths_give_the_same_report(db_session, tmp_path):
+    reports = []
+    for strategy in STRATEGIES:
+        target = lists.create_list(db_session, name=f"List {strategy}")
+        f.member(db_session, email=f"existing-{strategy}@example.org")
+        content = HOSTILE_CSV + f"existing-{strategy}@example.org,Eve,,,,,\r\n".encode()
+        _, report = run(db_session, tmp_path, content, target.id, strategy)
+        reports.append(
+            {k: v for k, v in report.to_dict().items() if k not in ("seconds", "strategy")}
+        )
+        db_session.execute(sa.delete(Member))
+    assert (reports[0]["added"], reports[0]["updated"]) == (4, 1)
+    assert reports[0] == reports[1]
+
+
+def test_duplicates_across_copy_chunks_are_found(db_session, tmp_path, target, monkeypatch):
+    monkeypatch.setattr(imports, "_CHUNK_ROWS", 2)
+    content = csv_bytes(
+        "a@example.org,A,,,",
+        "b@example.org,B,,,",
+        "c@example.org,C,,,",
+        "A@example.org,A2,,,",  # an earlier chunk's address
+        "d@example.org,D,,,",
+        "c@example.org,C2,,,",
+        "e@example.org,E,,,",
+    )
+    job, report = run(db_session, tmp_path, content, target.id, "copy")
+    assert (report.added, report.skipped, report.subscribed) == (5, 2, 5)
+    assert skips_of(db_session, job.id) == [(5, "duplicate of line 2"), (7, "duplicate of line 4")]
+    assert members(db_session)["a@example.org"].first_name == "A"
+
+
+def test_copy_path_without_the_privilege_to_skip_foreign_key_checks(
+    db_session, tmp_path, target, monkeypatch
+):
+    monkeypatch.setattr(imports._CopyImport, "_may_skip_fk_checks", lambda self: False)
+    _, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
+    assert (report.added, report.subscribed) == (4, 4)
+
+
+NOW = datetime(2026, 6, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(
+    ("before", "choice", "after"),
+    [
+        (None, "implied_membership", "implied_membership"),
+        ("express", "implied_membership", "express"),  # never weakened
+        ("implied_inquiry", "implied_membership", "implied_membership"),  # stronger
+        ("implied_membership", "express", "express"),
+        ("implied_inquiry", "implied_inquiry", "implied_inquiry"),  # renewed
+        ("implied_membership", "none", "implied_membership"),
+        (None, "none", None),
+    ],
+)
+def test_import_consent_only_adds_to_what_is_on_file(
+    db_session, tmp_path, target, strategy, before, choice, after
+):
+    old = f.member(db_session, email="old@example.org")
+    if before:
+        consent.record_consent(
+            db_session,
+            old,
+            consent.ConsentBasis(before),
+            source="earlier",
+            at=NOW - timedelta(days=100),
+        )
+    if before == "implied_membership":
+        consent.set_membership_end(db_session, old, NOW - timedelta(days=30))
+    expires_before = old.consent_expires_at
+    run(
+        db_session,
+        tmp_path,
+        csv_bytes("old@example.org,Old,,,"),
+        target.id,
+        strategy,
+        consent=choice,
+    )
+    db_session.refresh(old)
+    assert old.consent_basis == after
+    if choice == "none":
+        replaced = False
+        assert old.consent_source == ("earlier" if before else "")
+    else:
+        replaced = consent.import_should_replace(
+            before, expires_before, choice, consent.implied_expiry(choice, datetime.now(UTC))
+        )
+        assert old.consent_source.startswith("import:") == replaced
+    if after == "implied_membership" and replaced:
+        assert old.consent_expires_at is None and old.membership_ended_at is None
+
+
+def test_reason_groups_agree_between_python_and_sql(db_session, tmp_path, target):
+    job, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
+    python = {}
+    for _, reason in skips_of(db_session, job.id):
+        group = imports.reason_group(reason)
+        python[group] = python.get(group, 0) + 1
+    assert report.skip_reasons == python
+
+
+def test_task_steps_mark_status_and_refusal(db_session, tmp_path, target):
+    path = tmp_path / "bad.csv"
+    path.write_bytes(NO_EMAIL_COLUMN)
+    job = imports.create_import(
+        db_session, list_id=target.id, path=path, filename="bad.csv", origin="web"
+    )
+    assert imports.start_import(db_session, job.id) is job
+    with pytest.raises(imports.CsvRefused) as refused:
+        imports.run_import(db_session, job.id)
+    imports.finish_refused(db_session, job.id, refused.value.message)
+    assert job.status == ImportStatus.REFUSED
+    assert imports.start_import(db_session, job.id) is None  # a finished import never runs again

