@@ -303,7 +303,8 @@ def test_import_consent_only_adds_to_what_is_on_file(
         )
         assert old.consent_source.startswith("import:") == replaced
     if after == "implied_membership" and replaced:
-        assert old.consent_expires_at is None and old.membership_ended_at is None
+        assert old.consent_expires_at is None
+        assert old.membership_ended_at is None
 
 
 def test_reason_groups_agree_between_python_and_sql(db_session, tmp_path, target):
