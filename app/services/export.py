@@ -49,12 +49,10 @@ def _attribute_keys(session: DbSession, members: sa.Select[Any]) -> list[str]:
     """The custom attribute names used by the exported members (one column each)."""
     ids = members.subquery()
     if session.get_bind().dialect.name == "postgresql":
-        keys = sa.func.jsonb_object_keys(Member.attributes).table_valued("value")
         query = (
-            sa.select(keys.c.value)
+            sa.select(sa.func.jsonb_object_keys(Member.attributes).label("key"))
             .select_from(Member)
             .join(ids, ids.c.id == Member.id)
-            .join(keys, sa.true())
             .distinct()
         )
     else:

@@ -1119,7 +1119,9 @@ class _BatchedImport:
             seen = dict(
                 session.execute(
                     sa.select(_seen.c.email, _seen.c.line).where(_seen.c.email.in_(list(good)))
-                ).tuples().all()
+                )
+                .tuples()
+                .all()
             )
             for email, first_line in seen.items():
                 row = good.pop(email)
@@ -1200,9 +1202,9 @@ class _BatchedImport:
             report.added += len(new_rows)
         session.flush()
         ids = dict(
-            session.execute(
-                sa.select(Member.email, Member.id).where(Member.email.in_(list(good)))
-            ).tuples().all()
+            session.execute(sa.select(Member.email, Member.id).where(Member.email.in_(list(good))))
+            .tuples()
+            .all()
         )
         suppressed = set(
             session.scalars(sa.select(Suppression.email).where(Suppression.email.in_(list(good))))
@@ -1213,7 +1215,9 @@ class _BatchedImport:
                     Subscription.list_id == self.job.list_id,
                     Subscription.member_id.in_(list(ids.values())),
                 )
-            ).tuples().all()
+            )
+            .tuples()
+            .all()
         )
         issues: list[dict[str, Any]] = []
         new_subscriptions: list[dict[str, Any]] = []

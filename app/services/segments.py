@@ -208,7 +208,7 @@ def _check_rule(index: int, rule: Any, list_ids: set[int] | None) -> dict[str, A
         return out
     if spec.kind == "list":
         try:
-            list_id = int(value or 0)
+            list_id = int(value)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             raise fail("choose a list.") from None
         if list_ids is not None and list_id not in list_ids:
@@ -290,7 +290,9 @@ def compile_segment(
     Raises:
         SegmentError: an unknown field or operator, or a value of the wrong kind.
     """
-    cleaned, match = validate_rules(list(rules), match, list_ids)
+    cleaned, match = validate_rules(
+        list(rules) if isinstance(rules, tuple) else rules, match, list_ids
+    )
     now = now or utcnow()
     conditions: list[sa.ColumnElement[bool]] = []
     for rule in cleaned:
