@@ -81,6 +81,10 @@ class BaseConfig:
         self.SMTP_PASSWORD = env.get("SMTP_PASSWORD") or ""
         self.SMTP_SECURITY = (env.get("SMTP_SECURITY") or "starttls").lower()  # starttls|ssl|none
         self.OUTBOX_DIR = env.get("OUTBOX_DIR") or str(VAR_DIR / "outbox")
+        # Uploaded member CSV files wait here for the import task: web and workers share it.
+        self.IMPORT_DIR = env.get("IMPORT_DIR") or str(VAR_DIR / "imports")
+        # Public subscribe forms, per client address.
+        self.SUBSCRIBE_RATE_LIMIT = env.get("SUBSCRIBE_RATE_LIMIT") or "5 per minute;30 per hour"
         self.TIMEZONE = env.get("RALLYPOINT_TIMEZONE") or "America/Edmonton"
         self.LOG_LEVEL = (env.get("LOG_LEVEL") or "INFO").upper()
         self.LOGIN_RATE_LIMIT = env.get("LOGIN_RATE_LIMIT") or "10 per minute;50 per hour"

@@ -11,7 +11,7 @@ from app.models import Role, User
 
 
 def init_web(app: Flask) -> None:
-    from app.web import auth, health, main, settings
+    from app.web import audience, auth, health, main, settings, subscribe
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
@@ -27,6 +27,8 @@ def init_web(app: Flask) -> None:
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(main.bp)
+    app.register_blueprint(audience.bp)
+    app.register_blueprint(subscribe.bp)
     app.register_blueprint(settings.bp)
     app.register_blueprint(health.bp)
 

@@ -1,9 +1,18 @@
-"""WTForms forms of the shell: login and user management (every form carries a CSRF token)."""
+"""WTForms forms: login, users, and the audience pages (every form carries a CSRF token)."""
 
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField
+from flask_wtf.file import FileField, FileRequired
+from wtforms import (
+    BooleanField,
+    EmailField,
+    HiddenField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
@@ -34,3 +43,88 @@ class RoleForm(FlaskForm):
 
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[Length(max=100)])
+
+
+# ---- audience ---------------------------------------------------------------------------------
+
+LANGUAGE_CHOICES = [SelectChoice("en", "English"), SelectChoice("fr", "French")]
+OPT_IN_CHOICES = [
+    SelectChoice("single", "Single opt-in — people are on the list as soon as they sign up"),
+    SelectChoice("double", "Double opt-in — people confirm by clicking a link in an email"),
+]
+
+
+class ListForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    description = TextAreaField("Description", validators=[Length(max=2000)])
+    is_public = BooleanField("Public: anyone can sign up with a form")
+    opt_in = SelectField("How people join", choices=OPT_IN_CHOICES, default="single")
+
+
+class MemberFieldsForm(FlaskForm):
+    first_name = StringField("First name", validators=[Length(max=200)])
+    last_name = StringField("Last name", validators=[Length(max=200)])
+    language = SelectField("Language", choices=LANGUAGE_CHOICES, default="en")
+    postal_code = StringField("Postal code", validators=[Length(max=20)])
+    local = StringField("Local or chapter", validators=[Length(max=100)])
+
+
+class NewMemberForm(MemberFieldsForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    list_id = SelectField("Add to list", coerce=int, default=0)
+
+
+class EditMemberForm(MemberFieldsForm):
+    attributes = TextAreaField("Custom fields (one per line: name: value)")
+    membership_ended = StringField("Membership ended on (empty while still a member)")
+
+
+class ConsentForm(FlaskForm):
+    basis = SelectField(
+        "Consent",
+        choices=[
+            SelectChoice("express", "Express — they said yes (form, signed card, email)"),
+            SelectChoice("implied_membership", "Implied — they are (or were) a member"),
+            SelectChoice("implied_inquiry", "Implied — they asked us something (6 months)"),
+            SelectChoice("none", "No consent (stop emailing them)"),
+        ],
+    )
+    source = StringField("How (e.g. signed card at the May 1 rally)", validators=[Length(max=200)])
+    given_on = StringField("Date given (YYYY-MM-DD, today if empty)")
+
+
+class AddToListForm(FlaskForm):
+    list_id = SelectField("List", coerce=int)
+
+
+class ImportForm(FlaskForm):
+    file = FileField("CSV file", validators=[FileRequired("Choose a CSV file to import.")])
+    consent = SelectField("How did these people agree to hear from you?")
+
+
+class SuppressForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    detail = StringField("Note (why)", validators=[Length(max=500)])
+
+
+class SegmentForm(FlaskForm):
+    name = StringField("Name", validators=[DataRequired(), Length(max=200)])
+    description = TextAreaField("Description", validators=[Length(max=2000)])
+    match = SelectField(
+        "Members who match",
+        choices=[SelectChoice("all", "all the rules"), SelectChoice("any", "any rule")],
+    )
+    rules = HiddenField("Rules", default="[]")
+
+
+class SubscribeForm(FlaskForm):
+    email = EmailField("Email", validators=[DataRequired(), Length(max=254)])
+    first_name = StringField("First name", validators=[Length(max=200)])
+    last_name = StringField("Last name", validators=[Length(max=200)])
+    language = SelectField("Language", choices=LANGUAGE_CHOICES, default="en")
+    # A honeypot: hidden from people by CSS; bots fill every field they find.
+    website = StringField("Leave this empty")
+
+
+class ConfirmForm(FlaskForm):
+    pass

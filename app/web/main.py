@@ -25,12 +25,6 @@ def dashboard() -> ResponseReturnValue:
     return render_template("pages/dashboard.html")
 
 
-@bp.route("/lists")
-@role_required(Role.ORGANIZER)
-def lists() -> ResponseReturnValue:
-    return render_template("pages/section.html", section="lists", title="Lists")
-
-
 @bp.route("/campaigns")
 @role_required(Role.ORGANIZER)
 def campaigns() -> ResponseReturnValue:

@@ -1,0 +1,92 @@
+"""The web upload runs through a real Celery worker and the page shows its report."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+import workers.tasks  # noqa: F401 - registers the tasks with the app's Celery
+from app.extensions import db
+from app.models import MemberImport, Role
+from app.services import lists, users
+from tests.support.forms import csrf_token, login
+from tests.support.member_files import HOSTILE_CSV
+
+PASSWORD = "solidarity-forever"
+
+
+@pytest.fixture
+def worker(app):
+    celery = app.extensions["celery"]
+    with start_worker(
+        celery,
+        pool="solo",
+        perform_ping_check=False,
+        shutdown_timeout=10,
+        queues=["default", "transactional"],
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def organizer_client(app, client, committed_db):
+    with app.app_context():
+        users.create_user(
+            db.session, email="org@example.org", password=PASSWORD, role=Role.ORGANIZER.value
+        )
+        mailing_list = lists.create_list(db.session, name="All members")
+        db.session.commit()
+        list_id = mailing_list.id
+    assert login(client, "org@example.org", PASSWORD).status_code == 302
+    return client, list_id
+
+
+def wait_for(client, import_id: int, timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = client.get(f"/imports/{import_id}/status.json").get_json()
+        if status["status"] not in ("queued", "running"):
+            return status
+        time.sleep(0.1)
+    raise AssertionError(f"import {import_id} did not finish: {status}")
+
+
+def test_upload_runs_in_a_worker_and_shows_the_report(
+    app, organizer_client, worker, tmp_path, monkeypatch
+):
+    client, list_id = organizer_client
+    monkeypatch.setitem(app.config, "IMPORT_DIR", str(tmp_path))
+    url = f"/lists/{list_id}/import"
+    response = client.post(
+        url,
+        data={
+            "csrf_token": csrf_token(client, url),
+            "consent": "implied_membership",
+            "file": (io.BytesIO(HOSTILE_CSV), "members.csv"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 302
+    import_id = int(response.headers["Location"].rsplit("/", 1)[1])
+
+    status = wait_for(client, import_id)
+
+    assert status["status"] == "done", status
+    assert status["percent"] == 100
+    assert status["report"]["added"] == 4
+    assert status["report"]["skipped"] == 9
+    page = client.get(f"/imports/{import_id}").get_data(as_text=True)
+    assert "Done" in page
+    assert "duplicate of line 5" in page
+    with app.app_context():
+        job = db.session.get(MemberImport, import_id)
+        assert (job.status, job.origin, job.consent) == ("done", "web", "implied_membership")
+    # Running the task again changes nothing: a finished import never runs twice.
+    from workers.tasks.audience import import_members
+
+    with app.app_context():
+        import_members(import_id)
+        assert db.session.get(MemberImport, import_id).added == 4
