@@ -10,17 +10,17 @@ var/benchmarks/. A throwaway database is created on the server of --database-url
 postgresql://postgres@127.0.0.1:5432/postgres), migrated, and dropped at the end (unless
 --keep). The import goes through imports.import_members, the code path of
 `flask members import`, into a list "All members", and is committed. In the same run the
-file's bytes are COPYed into an empty one-column table (each line a row; FORMAT text, LATIN1 so
-that the deliberately broken bytes pass, CRLF turned into LF): the speed of PostgreSQL taking the file with no
-parsing, validation or upsert, which bounds what any import can do.
+file's bytes are COPYed into an empty one-column table (each line a row; FORMAT text, LATIN1
+so that the deliberately broken bytes pass, CRLF turned into LF): the speed of PostgreSQL
+taking the file with no parsing, validation or upsert, which bounds what any import can do.
 
 The last line printed is one JSON object: rows, seconds, rows_per_s, copy_rows_per_s, ratio
 (import speed / plain COPY speed), peak_rss_mb (of this process, which parses the file).
 """
 
 import argparse
-import logging
 import json
+import logging
 import resource
 import subprocess
 import sys

@@ -10,7 +10,7 @@ condition on ``members``; the sender narrows an audience with::
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -276,7 +276,7 @@ def validate_rules(
 
 
 def compile_segment(
-    rules: Sequence[Mapping[str, Any]],
+    rules: Any,
     match: str = "all",
     *,
     now: datetime | None = None,
@@ -339,9 +339,7 @@ def segment_member_ids_clause(segment: Segment, now: datetime | None = None) -> 
     return sa.select(Member.id).where(segment_condition(segment, now))
 
 
-def count_members(
-    session: DbSession, rules: Sequence[Mapping[str, Any]], match: str = "all"
-) -> int:
+def count_members(session: DbSession, rules: Any, match: str = "all") -> int:
     """How many members the rules select (the live count of the editor).
 
     Raises:

@@ -358,8 +358,9 @@ def new_member() -> ResponseReturnValue:
     form.list_id.choices = [SelectChoice(0, "— none —")] + [
         SelectChoice(lst.id, lst.name) for lst in lists.all_lists(db.session)
     ]
-    if request.method == "GET" and request.args.get("list_id", type=int):
-        form.list_id.data = request.args.get("list_id", type=int)
+    preselected = request.args.get("list_id", "")
+    if request.method == "GET" and preselected.isdigit():
+        form.list_id.data = int(preselected)
     if form.validate_on_submit():
         try:
             member = members.create_member(
@@ -693,7 +694,7 @@ def segment_count() -> ResponseReturnValue:
     """The live count of the rule editor: JSON in, {"count"} or 422 {"problems"} out."""
     body = request.get_json(silent=True) or {}
     try:
-        count = segments.count_members(db.session, body.get("rules"), body.get("match", "all"))
+        count = segments.count_members(db.session, body.get("rules"), str(body.get("match", "all")))
     except segments.SegmentError as exc:
         return jsonify({"problems": exc.problems}), 422
     return jsonify({"count": count})
