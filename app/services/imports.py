@@ -221,6 +221,57 @@ def create_import(
     return job
 
 
+def queue_upload(
+    session: DbSession,
+    upload: Any,
+    *,
+    list_id: int,
+    import_dir: str | os.PathLike[str],
+    origin: str,
+    user_id: int | None = None,
+    consent: ImportConsent | str = ImportConsent.NONE,
+) -> MemberImport:
+    """Keep an uploaded file, check it is a member CSV, record the import and queue its task.
+
+    The file is streamed to `import_dir` under a random name (never the client's). Changes:
+    a queued MemberImport. Enqueues jobs.IMPORT_MEMBERS (sent when the caller commits).
+
+    Args:
+        upload: a werkzeug FileStorage (anything with .save(path) and .filename).
+
+    Raises:
+        CsvRefused: not a CSV file, or no email column; the file is deleted, nothing recorded.
+        ImportError_: unknown list.
+    """
+    import uuid
+
+    from app import jobs
+
+    if session.get(MailingList, list_id) is None:
+        raise ImportError_("That list does not exist.")
+    directory = Path(import_dir)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{uuid.uuid4().hex}.csv"
+    upload.save(path)
+    try:
+        with path.open("rb") as stream:
+            check_file(stream)
+    except CsvRefused:
+        path.unlink(missing_ok=True)
+        raise
+    job = create_import(
+        session,
+        list_id=list_id,
+        path=path,
+        filename=Path(upload.filename or "members.csv").name or "members.csv",
+        origin=origin,
+        user_id=user_id,
+        consent=consent,
+    )
+    jobs.enqueue(session, jobs.IMPORT_MEMBERS, job.id)  # type: ignore[arg-type]
+    return job
+
+
 def _transition(job: MemberImport, status: ImportStatus) -> None:
     if status not in IMPORT_TRANSITIONS[ImportStatus(job.status)]:
         raise ValueError(f"import {job.id}: {job.status} -> {status} is not allowed")
@@ -1267,6 +1318,7 @@ __all__ = [
     "finish_refused",
     "import_members",
     "issues_of",
+    "queue_upload",
     "reason_group",
     "run_import",
     "start_import",

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -239,45 +237,6 @@ def _import_form() -> ImportForm:
     return form
 
 
-def save_upload(storage: Any) -> Path:
-    """Stream an uploaded file to IMPORT_DIR under a random name (never the client's)."""
-    directory = Path(current_app.config["IMPORT_DIR"])
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / f"{uuid.uuid4().hex}.csv"
-    storage.save(path)
-    return path
-
-
-def start_import_upload(
-    storage: Any, list_id: int, consent_choice: str, origin: str
-) -> MemberImport:
-    """Save the upload, check it is a member CSV, record the import and queue its task.
-
-    Raises:
-        imports.CsvRefused: not a CSV or no email column; the file is deleted, nothing saved.
-    """
-    from app import jobs
-
-    path = save_upload(storage)
-    try:
-        with path.open("rb") as stream:
-            imports.check_file(stream)
-    except imports.CsvRefused:
-        path.unlink(missing_ok=True)
-        raise
-    job = imports.create_import(
-        db.session,
-        list_id=list_id,
-        path=path,
-        filename=Path(storage.filename or "members.csv").name,
-        origin=origin,
-        user_id=getattr(current_user, "id", None),
-        consent=consent_choice,
-    )
-    jobs.enqueue(db.session, jobs.IMPORT_MEMBERS, job.id)  # type: ignore[arg-type]
-    return job
-
-
 @bp.route("/lists/<int:list_id>/import", methods=["GET", "POST"])
 @role_required(Role.ORGANIZER)
 def import_page(list_id: int) -> ResponseReturnValue:
@@ -285,8 +244,14 @@ def import_page(list_id: int) -> ResponseReturnValue:
     form = _import_form()
     if form.validate_on_submit():
         try:
-            job = start_import_upload(
-                form.file.data, list_id, form.consent.data or "none", origin="web"
+            job = imports.queue_upload(
+                db.session,
+                form.file.data,
+                list_id=list_id,
+                import_dir=current_app.config["IMPORT_DIR"],
+                origin="web",
+                user_id=current_user.id,
+                consent=form.consent.data or "none",
             )
         except imports.CsvRefused as exc:
             db.session.rollback()
