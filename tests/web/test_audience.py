@@ -254,7 +254,7 @@ def test_import_report_page_and_issue_download(client, organizer, db_session, tm
     db_session.commit()
     page = client.get(f"/imports/{job.id}").get_data(as_text=True)
     assert "Done" in page
-    assert "Duplicate in the file: 2" in page
+    assert "Duplicate in the file: 2 skipped" in page
     assert "duplicate of line 5" in page
     issues = client.get(f"/imports/{job.id}/issues.csv")
     assert issues.mimetype == "text/csv"

@@ -1,0 +1,121 @@
+"""An organizer imports a CSV in a real browser, watches the progress, reads the report; on a phone."""
+
+from __future__ import annotations
+
+import pytest
+from celery.contrib.testing.worker import start_worker
+
+import workers.tasks  # noqa: F401 - registers the tasks with the app's Celery
+from app.extensions import db
+from app.services import demo, users
+from tests.e2e.conftest import screenshot
+from tests.support.member_files import HOSTILE_CSV
+
+pytestmark = pytest.mark.e2e
+PASSWORD = "solidarity-forever"
+
+
+@pytest.fixture
+def worker(app):
+    celery = app.extensions["celery"]
+    with start_worker(
+        celery, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues=["default"]
+    ) as running:
+        yield running
+
+
+@pytest.fixture
+def organizer(app, live_server):
+    with app.app_context():
+        users.create_user(db.session, email="org@example.org", password=PASSWORD, role="organizer")
+        demo.load(db.session, admin_email="admin@example.org", admin_password=PASSWORD)
+        db.session.commit()
+    return "org@example.org"
+
+
+def log_in(page, live_server, email):
+    page.goto(f"{live_server.url}/login")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(f"{live_server.url}/dashboard")
+
+
+def no_sideways_scroll(page) -> None:
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 390, f"the page scrolls sideways on a phone ({width}px)"
+
+
+def test_upload_shows_progress_then_the_report_on_a_phone(
+    browser, app, live_server, organizer, worker, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(app.config, "IMPORT_DIR", str(tmp_path / "imports"))
+    csv_path = tmp_path / "members.csv"
+    csv_path.write_bytes(HOSTILE_CSV)
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    log_in(page, live_server, organizer)
+
+    page.goto(f"{live_server.url}/lists")
+    assert page.get_by_role("heading", name="All members").is_visible()
+    no_sideways_scroll(page)
+    screenshot(page, "audience-lists-phone")
+
+    page.locator("a.list-card", has_text="All members").click()
+    page.get_by_role("link", name="Import members").first.click()
+    page.get_by_label("CSV file").set_input_files(str(csv_path))
+    page.get_by_label("They are current members", exact=False).check()
+    progress_seen = []
+    page.on(
+        "response",
+        lambda response: (
+            progress_seen.append(response.url) if "status.json" in response.url else None
+        ),
+    )
+    page.get_by_role("button", name="Import").click()
+    page.wait_for_url("**/imports/*")
+    page.get_by_role("heading", name="Done").wait_for(timeout=30_000)
+    assert page.get_by_text("Rows skipped").is_visible()
+    assert page.get_by_text("duplicate of line 5").is_visible()
+    assert page.get_by_role("link", name="Download the rows to check (CSV)").is_visible()
+    assert progress_seen, "the page polled the progress endpoint"
+    no_sideways_scroll(page)
+    screenshot(page, "audience-import-report-phone")
+
+    page.get_by_role("link", name="Go to All members").click()
+    page.get_by_placeholder("Search by email or name").fill("tremblay")
+    page.get_by_role("button", name="Search").click()
+    page.get_by_role("link", name="bob@example.org").click()
+    assert page.get_by_role("heading", name="Bob Tremblay").is_visible()
+    no_sideways_scroll(page)
+    screenshot(page, "audience-member-phone")
+    context.close()
+
+
+def test_segment_editor_counts_live(page, live_server, organizer):
+    log_in(page, live_server, organizer)
+    page.goto(f"{live_server.url}/segments/new")
+    page.get_by_label("Name").fill("French speakers")
+    page.get_by_role("button", name="+ Add a rule").click()
+    row = page.locator(".rule").first
+    row.get_by_label("Field").select_option("language")
+    row.get_by_label("Value").select_option("fr")
+    count = page.locator("#segment-count")
+    count.filter(has_text="match").wait_for()
+    assert "member" in count.inner_text()
+    screenshot(page, "audience-segment-desktop")
+    page.get_by_role("button", name="Save segment").click()
+    assert page.get_by_text("Segment saved.").is_visible()
+
+
+def test_public_form_on_a_phone(browser, live_server, organizer):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True)
+    page = context.new_page()
+    page.goto(f"{live_server.url}/subscribe/action-network")
+    page.get_by_label("Email").fill("new.ally@example.net")
+    page.get_by_label("First name").fill("Ally")
+    no_sideways_scroll(page)
+    screenshot(page, "audience-public-form-phone")
+    page.get_by_role("button", name="Sign me up").click()
+    assert page.get_by_role("heading", name="Check your email").is_visible()
+    context.close()
