@@ -1,4 +1,4 @@
-"""An organizer imports a CSV in a real browser, watches the progress, reads the report; on a phone."""
+"""An organizer imports a CSV in a browser, watches the progress and reads the report; phones too."""
 
 from __future__ import annotations
 
