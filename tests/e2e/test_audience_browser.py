@@ -1,4 +1,4 @@
-"""An organizer imports a CSV in a browser, watches the progress and reads the report; phones too."""
+"""An organizer imports a CSV in a browser, sees the progress and the report; phones too."""
 
 from __future__ import annotations
 
