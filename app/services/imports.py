@@ -493,7 +493,7 @@ class _CopyImport:
 
     Per chunk, every step is one statement over the chunk's rows:
     1. COPY into import_chunk (a temporary table: no WAL);
-    2. classify the rows into import_rows (_classify_chunk): skip reason, existing member;
+    2. mark the rows in place (_classify_chunk): why a row is skipped, its existing member;
     3. record skipped rows as issues; remember the chunk's addresses in import_seen;
     4. update existing members whose values change; subscribe existing members (ON CONFLICT
        DO NOTHING keeps existing subscribed/pending/unsubscribed rows as they are);
@@ -522,6 +522,7 @@ class _CopyImport:
         self.report = ImportReport()
         self.skip_fk_checks = False
         self.chunks_done = 0
+        self.members_were_empty = False
         self._t = time.perf_counter()
         self._timings: dict[str, float] = {}
 
@@ -551,6 +552,7 @@ class _CopyImport:
             list_id=self.job.list_id,
         )
         self.skip_fk_checks = self._may_skip_fk_checks()
+        self.members_were_empty = not self._exec("SELECT EXISTS (SELECT 1 FROM members)").scalar()
         self._create_tables()
         chunks: queue.Queue[Any] = queue.Queue(maxsize=_QUEUED_PIECES)
         stop = threading.Event()
@@ -573,7 +575,7 @@ class _CopyImport:
         report.already_on_list = good - report.subscribed - report.not_subscribed
         self.progress(ImportProgress("saving", 1, 2, report.rows), force=True)
         report.skip_reasons, report.not_subscribed_reasons = self._reason_counts()
-        for name in ("import_chunk", "import_rows", "import_seen"):
+        for name in ("import_chunk", "import_seen"):
             self._exec(f"DROP TABLE IF EXISTS {name}")
         log.debug(
             "import %s: %s s in SQL steps %s",
@@ -620,13 +622,13 @@ class _CopyImport:
 
     def _create_tables(self) -> None:
         attributes = "".join(f", a{i} text" for i in range(len(self.attribute_keys)))
-        for name in ("import_chunk", "import_rows", "import_seen"):
+        for name in ("import_chunk", "import_seen"):
             self._exec(f"DROP TABLE IF EXISTS {name}")
         # Temporary tables: no WAL, private to this connection, dropped at the end.
         self._exec(
             "CREATE TEMPORARY TABLE import_chunk (line integer NOT NULL, email text, "
             "first_name text, last_name text, language text, postal_code text, local text"
-            f"{attributes}, skip text) ON COMMIT DROP"
+            f"{attributes}, skip text, member_id bigint) ON COMMIT DROP"
         )
         # No index: each chunk hash-joins against it, cheaper than a btree insert per row.
         self._exec(
@@ -731,8 +733,8 @@ class _CopyImport:
         report = self.report
         self._classify_chunk()
         counts = self._exec(
-            "SELECT count(*), count(*) FILTER (WHERE reason IS NULL), "
-            "count(*) FILTER (WHERE reason IS NULL AND member_id IS NOT NULL) FROM import_rows"
+            "SELECT count(*), count(*) FILTER (WHERE skip IS NULL), "
+            "count(*) FILTER (WHERE skip IS NULL AND member_id IS NOT NULL) FROM import_chunk"
         ).one()
         rows, good, existing = int(counts[0]), int(counts[1]), int(counts[2])
         report.rows += rows
@@ -742,8 +744,8 @@ class _CopyImport:
                 "issues",
                 """
                 INSERT INTO member_import_issues (import_id, line, kind, email, reason)
-                SELECT :import_id, line, :kind, email, reason FROM import_rows
-                WHERE reason IS NOT NULL ORDER BY line
+                SELECT :import_id, line, :kind, email, skip FROM import_chunk
+                WHERE skip IS NOT NULL ORDER BY line
                 """,
                 import_id=self.job.id,
                 kind=ImportIssueKind.SKIPPED.value,
@@ -751,7 +753,7 @@ class _CopyImport:
         self._timed(
             "seen",
             "INSERT INTO import_seen (email, line) "
-            "SELECT email, line FROM import_rows WHERE reason IS NULL",
+            "SELECT email, line FROM import_chunk WHERE skip IS NULL",
         )
         if existing:
             updated = self._update_members()
@@ -767,52 +769,58 @@ class _CopyImport:
             report.not_subscribed += self._suppressed_new_issues()
 
     def _classify_chunk(self) -> None:
-        """Decide every row of the chunk, into import_rows (reason, member_id).
+        """Mark the chunk's rows in place: skip (why a row is not imported) and member_id.
 
-        reason is NULL for a row to import; otherwise why it is skipped: the reader's reason,
-        a value too long for its column, or a duplicate of a lower line of this chunk (one sort
-        of the chunk by email). member_id is the member that already has the address (one
-        probe of the unique email index per row). A row whose member an earlier chunk of this
-        file saved is a duplicate too: import_seen (address, line) gives that earlier line, and
-        only rows that found a member need to be looked up in it.
+        Each statement rewrites only the rows it marks, so a clean chunk is read, not copied:
+        1. values too long for their column;
+        2. duplicates within the chunk: a hash aggregate by email finds the few addresses
+           that repeat (no sort of the whole rows); the lowest line wins;
+        3. the existing member of each address: one probe of the unique email index per row,
+           left out while the members table was empty when the import began;
+        4. duplicates of earlier chunks (import_seen holds their addresses and lines). When
+           members existed, only rows that found a member can be such duplicates; otherwise
+           every row is checked, with a hash join (import_seen has no index to maintain).
         """
         long_reason = " ".join(
             f"WHEN length({name}) > {limit} THEN "
             f"'{_FIELD_WORDS[name]} is longer than {limit} characters'"
             for name, limit in FIELD_LIMITS.items()
         )
-        self._exec("DROP TABLE IF EXISTS import_rows")
+        too_long = " OR ".join(f"length({name}) > {limit}" for name, limit in FIELD_LIMITS.items())
         self._timed(
-            "classify",
-            f"""
-            CREATE TEMPORARY TABLE import_rows ON COMMIT DROP AS
-            SELECT s.*,
-                CASE
-                    WHEN s.early_reason IS NOT NULL THEN s.early_reason
-                    WHEN s.first_line <> s.line THEN 'duplicate of line ' || s.first_line
-                END AS reason,
-                CASE WHEN s.early_reason IS NULL AND s.first_line = s.line
-                    THEN (SELECT m.id FROM members m WHERE m.email = s.email)
-                END AS member_id
-            FROM (
-                SELECT r.*, min(r.line) FILTER (WHERE r.early_reason IS NULL)
-                    OVER (PARTITION BY r.email) AS first_line
-                FROM (
-                    SELECT c.*, COALESCE(c.skip, CASE {long_reason} END) AS early_reason
-                    FROM import_chunk c
-                ) r
-            ) s
-            """,  # noqa: S608 - only generated column names and constants are interpolated
+            "long fields",
+            f"UPDATE import_chunk SET skip = CASE {long_reason} END "  # noqa: S608
+            f"WHERE skip IS NULL AND ({too_long})",
         )
+        self._timed(
+            "duplicates",
+            """
+            UPDATE import_chunk c SET skip = 'duplicate of line ' || d.first_line
+            FROM (
+                SELECT email, min(line) AS first_line FROM import_chunk
+                WHERE skip IS NULL GROUP BY email HAVING count(*) > 1
+            ) d
+            WHERE c.skip IS NULL AND c.email = d.email AND c.line <> d.first_line
+            """,
+        )
+        if not self.members_were_empty:
+            self._timed(
+                "match",
+                """
+                UPDATE import_chunk c SET member_id = m.id FROM members m
+                WHERE c.skip IS NULL AND m.email = c.email
+                """,
+            )
         if self.chunks_done:
+            only_matched = "" if self.members_were_empty else "AND c.member_id IS NOT NULL"
             self._timed(
                 "earlier duplicates",
-                """
-                UPDATE import_rows r SET reason = 'duplicate of line ' || seen.line,
+                f"""
+                UPDATE import_chunk c SET skip = 'duplicate of line ' || seen.line,
                     member_id = NULL
                 FROM import_seen seen
-                WHERE r.member_id IS NOT NULL AND r.reason IS NULL AND seen.email = r.email
-                """,
+                WHERE c.skip IS NULL {only_matched} AND seen.email = c.email
+                """,  # noqa: S608 - a constant condition is interpolated
             )
         self.chunks_done += 1
 
@@ -901,8 +909,8 @@ class _CopyImport:
             f"""
             UPDATE members m SET {", ".join(assignments)}, updated_at = :now
             FROM (
-                SELECT s.*, {attributes} AS attrs FROM import_rows s
-                WHERE s.reason IS NULL AND s.member_id IS NOT NULL
+                SELECT s.*, {attributes} AS attrs FROM import_chunk s
+                WHERE s.skip IS NULL AND s.member_id IS NOT NULL
             ) s
             WHERE m.id = s.member_id AND ({" OR ".join(changed)})
             """,  # noqa: S608 - only generated column names and constants are interpolated
@@ -919,10 +927,10 @@ class _CopyImport:
             INSERT INTO member_import_issues (import_id, line, kind, email, reason)
             SELECT :import_id, s.line, :kind, s.email,
                 CASE WHEN x.email IS NOT NULL THEN :suppressed ELSE :unsubscribed END
-            FROM import_rows s
+            FROM import_chunk s
             LEFT JOIN suppressions x ON x.email = s.email
             LEFT JOIN subscriptions sub ON sub.member_id = s.member_id AND sub.list_id = :list_id
-            WHERE s.reason IS NULL AND s.member_id IS NOT NULL
+            WHERE s.skip IS NULL AND s.member_id IS NOT NULL
               AND (x.email IS NOT NULL OR sub.status = :unsubscribed_status)
             ORDER BY s.line
             """,
@@ -944,8 +952,8 @@ class _CopyImport:
             INSERT INTO subscriptions (member_id, list_id, status, source, subscribed_at,
                 created_at, updated_at)
             SELECT s.member_id, :list_id, :status, :source, :now, :now, :now
-            FROM import_rows s
-            WHERE s.reason IS NULL AND s.member_id IS NOT NULL
+            FROM import_chunk s
+            WHERE s.skip IS NULL AND s.member_id IS NOT NULL
               AND NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = s.email)
             ON CONFLICT (member_id, list_id) DO NOTHING
             """,
@@ -974,8 +982,8 @@ class _CopyImport:
                         COALESCE(s.local, ''), {attributes}, CAST(:c_basis AS text), :c_source,
                         CAST(:c_at AS timestamptz), CAST(:c_expires AS timestamptz),
                         CAST(:c_detail AS jsonb), :now, :now
-                    FROM import_rows s
-                    WHERE s.reason IS NULL AND s.member_id IS NULL
+                    FROM import_chunk s
+                    WHERE s.skip IS NULL AND s.member_id IS NULL
                     ORDER BY s.email
                     RETURNING id, email
                 ), subscribed AS (
@@ -1005,8 +1013,8 @@ class _CopyImport:
             """
             INSERT INTO member_import_issues (import_id, line, kind, email, reason)
             SELECT :import_id, s.line, :kind, s.email, :suppressed
-            FROM import_rows s JOIN suppressions x ON x.email = s.email
-            WHERE s.reason IS NULL AND s.member_id IS NULL
+            FROM import_chunk s JOIN suppressions x ON x.email = s.email
+            WHERE s.skip IS NULL AND s.member_id IS NULL
             ORDER BY s.line
             """,
             import_id=self.job.id,
