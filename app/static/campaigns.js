@@ -63,7 +63,8 @@
     });
     (data.notes || []).forEach(function (note) { problems.appendChild(item(note, "note")); });
     if (data.html !== undefined) {
-      frame.srcdoc = data.html;
+      // Links leave the sandboxed frame for a new tab instead of loading inside it.
+      frame.srcdoc = data.html.replace("<head>", '<head><base target="_blank">');
       textPart.textContent = data.text;
       subject.textContent = data.subject;
       recipient.textContent = "As " + data.recipient + " would get it.";
