@@ -7,6 +7,7 @@ own words. Every step is idempotent: a second load changes nothing it already ma
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date
 
 import sqlalchemy as sa
@@ -17,7 +18,8 @@ from app.services.campaigns import CampaignInput, VariantInput
 
 ORGANIZATION = "Prairie Public Workers' Union"
 MAILING_ADDRESS = "PO Box 1245, Station Main\nEdmonton AB  T5J 2M1"
-CONTACT = "solidarity@prairieworkers.example · 1-800-555-0199"
+# The phone number first: at the end of a line a phone may wrap it after "1-".
+CONTACT = "1-800-555-0199 · solidarity@prairieworkers.example"
 SENDERS = (
     ("action@prairieworkers.example", "Prairie Workers Action Team", True),
     ("communications@prairieworkers.example", "PPWU Communications", False),
@@ -66,6 +68,26 @@ def _load_organization(session: DbSession) -> bool:
     return created
 
 
+def unwrap(text: str) -> str:
+    """Join the lines of each Markdown paragraph, list item and quote, as an organizer
+    types them (the source wraps them to fit the code's line length)."""
+    blocks = []
+    for block in text.strip("\n").split("\n\n"):
+        lines = block.split("\n")
+        if all(line.startswith(">") for line in lines):
+            blocks.append("> " + " ".join(line.lstrip("> ").strip() for line in lines))
+            continue
+        joined: list[str] = []
+        for line in lines:
+            starts_item = line.startswith(("- ", "1. ", "2. ", "3. "))
+            if joined and not starts_item and not joined[-1].endswith("\\"):
+                joined[-1] += " " + line.strip()
+            else:
+                joined.append(line)
+        blocks.append("\n".join(joined))
+    return "\n\n".join(blocks) + "\n"
+
+
 def _next_dec_17(today: date | None = None) -> date:
     today = today or date.today()
     this_year = date(today.year, 12, 17)
@@ -75,7 +97,7 @@ def _next_dec_17(today: date | None = None) -> date:
 def demo_campaigns(today: date | None = None) -> list[CampaignInput]:
     """The three demo drafts: a statement, a Dec. 17 day of action, a petition alert."""
     event_day = _next_dec_17(today).isoformat()
-    return [
+    drafts = [
         CampaignInput(
             name="Statement of support: workers jailed for peaceful protest",
             layout="statement",
@@ -101,6 +123,13 @@ def demo_campaigns(today: date | None = None) -> list[CampaignInput]:
             default_language="en",
             variants={"en": _ALERT_EN, "fr": _ALERT_FR},
         ),
+    ]
+    return [
+        replace(
+            draft,
+            variants={lang: replace(v, body=unwrap(v.body)) for lang, v in draft.variants.items()},
+        )
+        for draft in drafts
     ]
 
 

@@ -46,3 +46,11 @@ def test_the_day_of_action_is_the_next_dec_17():
     assert demo._next_dec_17(date(2025, 11, 1)) == date(2025, 12, 17)
     assert demo._next_dec_17(date(2025, 12, 17)) == date(2025, 12, 17)
     assert demo._next_dec_17(date(2025, 12, 18)) == date(2026, 12, 17)
+
+
+def test_demo_bodies_read_as_typed_paragraphs():
+    day = demo.demo_campaigns(date(2025, 11, 1))[1]
+    body = day.variants["en"].body
+    assert "police took her away without a warrant" in body
+    assert day.variants["en"].fields["event_date"] == "2025-12-17"
+    assert demo.unwrap("> a\n> b\n\n- x\n  y\n- z\n") == "> a b\n\n- x y\n- z\n"

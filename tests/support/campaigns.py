@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from app.emails.samples import IDENTITIES, SAMPLES
+from app.emails.samples import SAMPLES
 from app.models import OrgSettings, Sender
+from app.services import demo
 from app.services.campaigns import CampaignInput, VariantInput
 
 SENDER = "alerts@prairieworkers.example"
@@ -11,14 +12,13 @@ SENDER = "alerts@prairieworkers.example"
 
 def setup_org(session, *, sender: str = SENDER) -> Sender:
     """The organization identity (CASL) and one allowed sender; flushed."""
-    identity = IDENTITIES["en"]
     row = session.get(OrgSettings, 1)
     if row is None:
         row = OrgSettings(id=1)
         session.add(row)
-    row.organization = identity.organization
-    row.mailing_address = identity.mailing_address
-    row.contact = identity.contact
+    row.organization = demo.ORGANIZATION
+    row.mailing_address = demo.MAILING_ADDRESS
+    row.contact = demo.CONTACT
     allowed = Sender(email=sender, name="Prairie Workers", is_default=True)
     session.add(allowed)
     session.flush()
