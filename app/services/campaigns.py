@@ -177,6 +177,16 @@ def lists_of(session: DbSession, campaign: Campaign) -> list[MailingList]:
     return list(session.scalars(query))
 
 
+def all_lists(session: DbSession) -> list[MailingList]:
+    """Every list an audience can be made of, by name."""
+    return list(session.scalars(sa.select(MailingList).order_by(MailingList.name)))
+
+
+def all_segments(session: DbSession) -> list[Segment]:
+    """Every saved segment that can narrow an audience, by name."""
+    return list(session.scalars(sa.select(Segment).order_by(Segment.name)))
+
+
 def input_of(session: DbSession, campaign: Campaign) -> CampaignInput:
     """The campaign as input again: what an edit form starts from, what PATCH merges into."""
     links = {link.url: link.is_petition for link in campaign.links}

@@ -26,7 +26,7 @@ from app.emails import Problem
 from app.emails.content import LANGUAGES, LAYOUTS
 from app.emails.sandbox import MEMBER_FIELDS
 from app.extensions import db, limiter
-from app.models import Campaign, MailingList, Member, Role, Segment, Sender
+from app.models import Campaign, Member, Role, Segment, Sender
 from app.services import campaigns as service
 from app.services import org_settings, previews
 from app.services.campaigns import (
@@ -309,26 +309,14 @@ def _render_editor(
         language_names=LANGUAGE_NAMES,
         active_language=first_problem_language or data.default_language or "en",
         senders=org_settings.allowed_senders(db.session),
-        mailing_lists=_all_lists(),
-        segments=_all_segments(),
+        mailing_lists=service.all_lists(db.session),
+        segments=service.all_segments(db.session),
         timezones=org_settings.timezone_choices(),
         default_timezone=tz_default,
         merge_fields=MERGE_FIELDS,
         attribute_keys=sorted(service.known_attribute_keys(db.session)),
         links=_links_for_form(data, campaign),
     ), status
-
-
-def _all_lists() -> list[MailingList]:
-    from sqlalchemy import select
-
-    return list(db.session.scalars(select(MailingList).order_by(MailingList.name)))
-
-
-def _all_segments() -> list[Segment]:
-    from sqlalchemy import select
-
-    return list(db.session.scalars(select(Segment).order_by(Segment.name)))
 
 
 def _blank_input() -> CampaignInput:

@@ -414,3 +414,36 @@ def test_the_inert_page_is_public(client):
     response = client.get("/mail/inert")
     assert response.status_code == 200
     assert "This link works in the real email" in response.get_data(as_text=True)
+
+
+def test_html_bodies_cannot_script_the_preview(client, login_as, db_session, org):
+    attack = (
+        '<p>Hi</p><script>alert(1)</script><img src="x" onerror="alert(2)">'
+        '<a href="javascript:alert(3)">x</a><iframe src="https://evil.example"></iframe>'
+    )
+    login_as(Role.ORGANIZER)
+    data = _form("statement", sender_id=org.id, **{"en-body": attack, "en-body_format": "html"})
+    preview = submit(client, "/campaigns/new", data, post_url="/campaigns/preview-draft")
+    body = preview.get_json()
+    if body["problems"]:  # a refused javascript: link is reported, which is fine too
+        assert body["problems"][0]["field"] == "en.body"
+        data["en-body"] = attack.replace("javascript:alert(3)", "https://ok.example")
+        body = submit(client, "/campaigns/new", data, post_url="/campaigns/preview-draft")
+        body = body.get_json()
+    html = body["html"].lower()
+    for needle in ("<script", "onerror", "javascript:", "<iframe", "evil.example"):
+        assert needle not in html, needle
+
+
+def test_test_sends_are_rate_limited(client, login_as, db_session, campaign, test_environ):
+    login_as(Role.ORGANIZER)
+    token = csrf_token(client, f"/campaigns/{campaign.id}")
+    statuses = [
+        client.post(
+            f"/campaigns/{campaign.id}/test-send",
+            data={"csrf_token": token, "emails": "not an address"},
+        ).status_code
+        for _ in range(31)
+    ]
+    assert statuses[:30] == [302] * 30
+    assert statuses[30] == 429
