@@ -8,9 +8,8 @@ point at a harmless page. No delivery and no event is ever written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
@@ -32,7 +31,7 @@ from app.emails.samples import SAMPLE_RECIPIENTS
 from app.models import Campaign, Member
 from app.services import DbSession
 from app.services import campaigns as campaign_service
-from app.services.campaigns import CampaignError, CampaignInput, CampaignInvalid
+from app.services.campaigns import CampaignInput, CampaignInvalid
 from app.services.transports import OutgoingBatch, OutgoingRecipient, Transport
 
 log = logging.getLogger(__name__)
@@ -380,23 +379,3 @@ def send_test(
         sent += len(recipients)
     log.info("campaign %s: test sent to %d address(es)", campaign_id, sent)
     return sent
-
-
-def deliver_transactional(
-    session: DbSession, transport: Transport, kind: str, payload: Mapping[str, Any]
-) -> int:
-    """Send one transactional job by kind (the SEND_TRANSACTIONAL task calls this).
-
-    Raises:
-        CampaignError: An unknown kind.
-    """
-    if kind == TEST_SEND_KIND:
-        return send_test(
-            session,
-            transport,
-            campaign_id=int(payload["campaign_id"]),
-            emails=[str(e) for e in payload["emails"]],
-            language=payload.get("language"),
-            member_id=payload.get("member_id"),
-        )
-    raise CampaignError(f"Unknown transactional message kind {kind!r}.")

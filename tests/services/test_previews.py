@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from app import jobs
 from app.models import Delivery, Event, OrgSettings
 from app.services import campaigns as service
-from app.services import previews
+from app.services import previews, transactional
 from app.services.campaigns import CampaignInvalid
 from app.services.transports import get_transport
 from tests import factories
@@ -142,7 +142,7 @@ def test_test_send_writes_test_messages_without_tracking(db_session, org, tmp_pa
     )
     factories.member(db_session, email="mathieu@example.org", first_name="Mathieu", language="fr")
     transport = get_transport({"MAIL_TRANSPORT": "outbox", "OUTBOX_DIR": str(tmp_path)})
-    sent = previews.deliver_transactional(
+    sent = transactional.deliver(
         db_session,
         transport,
         previews.TEST_SEND_KIND,
@@ -176,3 +176,9 @@ def test_test_send_of_a_deleted_campaign_sends_nothing(db_session, org, tmp_path
     transport = get_transport({"MAIL_TRANSPORT": "outbox", "OUTBOX_DIR": str(tmp_path)})
     assert previews.send_test(db_session, transport, campaign_id=987654, emails=["a@x.org"]) == 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_transactional_kinds_are_refused(db_session, tmp_path):
+    transport = get_transport({"MAIL_TRANSPORT": "outbox", "OUTBOX_DIR": str(tmp_path)})
+    with pytest.raises(transactional.UnknownKind):
+        transactional.deliver(db_session, transport, "nope", {})

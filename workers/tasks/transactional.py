@@ -11,7 +11,7 @@ from flask import current_app
 
 from app import jobs
 from app.extensions import db
-from app.services import previews
+from app.services import transactional
 from app.services.transports import TransportError, get_transport
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,10 @@ def send_transactional(self: Task, kind: str, payload: dict[str, Any]) -> int:
     """Send one transactional message by kind (e.g. "campaign_test"); retried on 429/5xx."""
     transport = get_transport(current_app.config)
     try:
-        sent = previews.deliver_transactional(db.session, transport, kind, payload)
+        sent = transactional.deliver(db.session, transport, kind, payload)
+    except transactional.UnknownKind:
+        log.error("transactional job of unknown kind %r dropped", kind)
+        return 0
     except TransportError as error:
         db.session.rollback()
         if not error.retryable:
