@@ -25,8 +25,6 @@ DISPATCH_CAMPAIGN = "campaigns.dispatch"
 SEND_BATCH = "campaigns.send_batch"
 IMPORT_MEMBERS = "audience.import_members"
 SEND_TRANSACTIONAL = "transactional.send"
-# Routed to the transactional queue by its "transactional." prefix (config/celeryconfig.py).
-SEND_OPTIN_CONFIRMATION = "transactional.optin_confirmation"
 FLUSH_TRACKING = "tracking.flush"
 PROCESS_WEBHOOK_BATCH = "webhooks.process_batch"
 

@@ -17,8 +17,6 @@ from app.models import (
     ConsentBasis,
     MailingList,
     Member,
-    OrgSettings,
-    Sender,
     Subscription,
     SubscriptionSource,
     SubscriptionStatus,
@@ -162,28 +160,13 @@ def _postal_code(rng: random.Random, area: str) -> str:
 
 
 def load_audience(session: DbSession, now: datetime | None = None) -> bool:
-    """Create the demo lists, members, consent records and sender identity if absent.
+    """Create the demo lists, members and consent records if absent.
 
     Idempotent: the lists are found by name and the members by address; a second call creates
     nothing. Returns True when something was created. Flushes.
     """
     now = now or datetime.now(UTC)
     created = False
-    if session.get(OrgSettings, 1) is None:
-        session.add(
-            OrgSettings(
-                id=1,
-                organization="Prairie Public Workers' Union",
-                mailing_address="10010 106 Street NW, Edmonton AB  T5J 3L8",
-                contact="info@example.org · 780-555-0100",
-            )
-        )
-        created = True
-    if session.scalar(sa.select(Sender.id).limit(1)) is None:
-        session.add(
-            Sender(email="news@example.org", name="Prairie Public Workers", is_default=True)
-        )
-        created = True
     everyone = lists.list_by_name(session, ALL_MEMBERS)
     if everyone is None:
         everyone = lists.create_list(

@@ -38,6 +38,8 @@ from app.services.subscriptions import is_suppressed
 
 log = logging.getLogger(__name__)
 
+# The kind of the transactional job (app.services.transactional) that sends confirmations.
+OPTIN_KIND = "optin_confirmation"
 CONFIRM_SALT = "rallypoint.optin-confirm.v1"
 FORM_SALT = "rallypoint.embed-form.v1"
 CONFIRM_MAX_AGE = timedelta(days=7)
@@ -128,7 +130,8 @@ def subscribe(
     - Already subscribed: nothing changes (ALREADY).
     - Double opt-in list, or the member once unsubscribed from this list: the subscription
       becomes pending and, unless one left within RESEND_AFTER, a confirmation email is
-      enqueued (jobs.SEND_OPTIN_CONFIRMATION, transactional queue) (PENDING).
+      enqueued (jobs.SEND_TRANSACTIONAL, kind "optin_confirmation", transactional queue)
+      (PENDING).
     - Otherwise subscribed now (SUBSCRIBED); through a form this records express consent
       with the form's wording and the request details (CASL proof).
 
@@ -174,9 +177,9 @@ def subscribe(
             subscription.confirmation_sent_at = None
             jobs.enqueue(
                 session,  # type: ignore[arg-type]
-                jobs.SEND_OPTIN_CONFIRMATION,
-                member.id,
-                mailing_list.id,
+                jobs.SEND_TRANSACTIONAL,
+                OPTIN_KIND,
+                {"member_id": member.id, "list_id": mailing_list.id},
             )
         session.flush()
         return SubscribeOutcome.PENDING
@@ -278,20 +281,29 @@ class ConfirmationNotSent(Exception):
 
 
 def send_confirmation(
-    session: DbSession, member_id: int, list_id: int, config: Mapping[str, Any]
-) -> bool:
+    session: DbSession,
+    transport: Any,
+    member_id: int,
+    list_id: int,
+    *,
+    secret_key: str,
+    base_url: str,
+) -> int:
     """Send the double opt-in confirmation email of a pending subscription, once.
 
-    Sends through the configured transport (one recipient, no tracking) and sets the
-    subscription's confirmation_sent_at. Does nothing (False) when the subscription is no
-    longer pending, the email already left, or the address is suppressed. Flushes.
+    Sends through `transport` (one recipient, no tracking) and sets the subscription's
+    confirmation_sent_at. Does nothing (0) when the subscription is no longer pending, the
+    email already left, or the address is suppressed. Flushes.
+
+    Returns:
+        How many messages the transport accepted (1 or 0).
 
     Raises:
         ConfirmationNotSent: no organization identity or sender address is set up.
         app.services.transports.TransportError: the transport refused or failed.
     """
     from app.emails import Identity, Recipient, build_skeleton
-    from app.services.transports import OutgoingBatch, OutgoingRecipient, get_transport
+    from app.services.transports import OutgoingBatch, OutgoingRecipient
 
     subscription = session.get(Subscription, (member_id, list_id))
     if (
@@ -299,11 +311,11 @@ def send_confirmation(
         or subscription.status != SubscriptionStatus.PENDING
         or subscription.confirmation_sent_at is not None
     ):
-        return False
+        return 0
     member = session.get(Member, member_id)
     mailing_list = session.get(MailingList, list_id)
     if member is None or mailing_list is None or is_suppressed(session, member.email):
-        return False
+        return 0
     settings = session.get(OrgSettings, 1)
     if settings is None or not all(
         part.strip() for part in (settings.organization, settings.mailing_address, settings.contact)
@@ -317,8 +329,8 @@ def send_confirmation(
     )
     if sender is None:
         raise ConfirmationNotSent("Add a sender address under Settings first.")
-    base = str(config["PUBLIC_BASE_URL"]).rstrip("/")
-    token = confirmation_token(str(config["SECRET_KEY"]), member.id, mailing_list.id, member.email)
+    base = base_url.rstrip("/")
+    token = confirmation_token(secret_key, member.id, mailing_list.id, member.email)
     content = _confirmation_content(
         member.language, _plain(mailing_list.name), f"{base}/subscribe/confirm/{token}"
     )
@@ -347,10 +359,10 @@ def send_confirmation(
         ],
         categories=("optin-confirmation",),
     )
-    get_transport(config).send_batch(batch)
+    transport.send_batch(batch)
     subscription.confirmation_sent_at = utcnow()
     session.flush()
-    return True
+    return 1
 
 
 def _plain(text: str) -> str:

@@ -1,4 +1,4 @@
-"""WTForms forms: login, users, and the audience pages (every form carries a CSRF token)."""
+"""WTForms forms: login, users, settings and the audience pages (each with a CSRF token)."""
 
 from __future__ import annotations
 
@@ -128,3 +128,16 @@ class SubscribeForm(FlaskForm):
 
 class ConfirmForm(FlaskForm):
     pass
+
+
+class OrganizationForm(FlaskForm):
+    organization = StringField("Organization name", validators=[Length(max=200)])
+    mailing_address = TextAreaField("Mailing address", validators=[Length(max=1000)])
+    contact = StringField("Contact", validators=[Length(max=300)])
+    timezone = SelectField("Time zone", choices=[], validate_choice=False)
+
+
+class SenderForm(FlaskForm):
+    email = EmailField("Email address", validators=[Length(max=254)])
+    name = StringField("Name people see", validators=[Length(max=200)])
+    is_default = BooleanField("Use it by default for new campaigns")

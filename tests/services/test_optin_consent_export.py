@@ -24,6 +24,7 @@ from app.models import (
     UnsubscribeSource,
 )
 from app.services import consent, export, imports, lists, optin, segments, subscriptions
+from app.services.transports.outbox import OutboxTransport
 from tests import factories as f
 from tests.support.member_files import HOSTILE_CSV, HOSTILE_FORMULA
 
@@ -32,7 +33,11 @@ NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
 
 def optin_jobs(session) -> list[tuple]:
-    return [j.args for j in jobs.pending_jobs(session) if j.name == jobs.SEND_OPTIN_CONFIRMATION]
+    return [
+        (j.args[1]["member_id"], j.args[1]["list_id"])
+        for j in jobs.pending_jobs(session)
+        if j.name == jobs.SEND_TRANSACTIONAL and j.args[0] == optin.OPTIN_KIND
+    ]
 
 
 # ---- consent ------------------------------------------------------------------------------
@@ -221,14 +226,16 @@ def test_send_confirmation_writes_one_email_with_a_working_link(db_session, doub
     db_session.add(Sender(email="news@example.org", name="Prairie Workers", is_default=True))
     m = f.member(db_session, email="pat@example.org", first_name="Pat")
     optin.subscribe(db_session, m, double, source=SubscriptionSource.FORM)
-    config = {**app.config, "MAIL_TRANSPORT": "outbox", "OUTBOX_DIR": str(tmp_path)}
-    assert optin.send_confirmation(db_session, m.id, double.id, config) is True
-    assert optin.send_confirmation(db_session, m.id, double.id, config) is False  # once only
+    transport = OutboxTransport(str(tmp_path))
+    keys = {"secret_key": app.config["SECRET_KEY"], "base_url": "https://rally.example"}
+    assert optin.send_confirmation(db_session, transport, m.id, double.id, **keys) == 1
+    assert optin.send_confirmation(db_session, transport, m.id, double.id, **keys) == 0  # once
     files = list(tmp_path.glob("*.eml"))
     assert len(files) == 1
     message = email.message_from_bytes(files[0].read_bytes(), policy=email.policy.default)
     text = message.get_body(("plain",)).get_content()
     assert "Confirm your subscription" in text
+    assert "https://rally.example/subscribe/confirm/" in text
     token = re.search(r"/subscribe/confirm/([A-Za-z0-9_.\-]+)", text).group(1)
     result = optin.confirm(db_session, app.config["SECRET_KEY"], token)
     assert result.outcome is optin.ConfirmOutcome.CONFIRMED
@@ -238,7 +245,14 @@ def test_send_confirmation_needs_the_casl_identity(db_session, double, app):
     m = f.member(db_session, email="pat@example.org")
     optin.subscribe(db_session, m, double, source=SubscriptionSource.FORM)
     with pytest.raises(optin.ConfirmationNotSent, match="mailing address"):
-        optin.send_confirmation(db_session, m.id, double.id, app.config)
+        optin.send_confirmation(
+            db_session,
+            OutboxTransport("/nonexistent"),
+            m.id,
+            double.id,
+            secret_key="s",
+            base_url="x",
+        )
 
 
 # ---- export ---------------------------------------------------------------------------------
@@ -296,3 +310,35 @@ def test_export_of_a_segment(db_session):
     )
     rows = read_csv(export.export_segment(db_session, segment))
     assert [row[0] for row in rows[1:]] == ["a@example.org"]
+
+
+def test_the_transactional_task_kind_sends_the_confirmation(db_session, double, tmp_path):
+    from app.services import transactional
+
+    db_session.add(
+        OrgSettings(organization="Prairie Workers", mailing_address="1 Main St", contact="a@b.ca")
+    )
+    db_session.add(Sender(email="news@example.org", name="Prairie Workers", is_default=True))
+    m = f.member(db_session, email="pat@example.org")
+    optin.subscribe(db_session, m, double, source=SubscriptionSource.FORM)
+    [(kind, payload)] = [
+        j.args for j in jobs.pending_jobs(db_session) if j.name == jobs.SEND_TRANSACTIONAL
+    ]
+    transport = OutboxTransport(str(tmp_path))
+    assert transactional.deliver(db_session, transport, kind, payload) == 1
+    assert transactional.deliver(db_session, transport, kind, payload) == 0  # a redelivery
+    assert len(list(tmp_path.glob("*.eml"))) == 1
+
+
+def test_the_transactional_kind_logs_a_missing_identity_instead_of_failing(db_session, double):
+    from app.services import transactional
+
+    m = f.member(db_session, email="pat@example.org")
+    optin.subscribe(db_session, m, double, source=SubscriptionSource.FORM)
+    payload = {"member_id": m.id, "list_id": double.id}
+    assert (
+        transactional.deliver(
+            db_session, OutboxTransport("/nonexistent"), "optin_confirmation", payload
+        )
+        == 0
+    )

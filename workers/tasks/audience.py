@@ -1,17 +1,14 @@
-"""Audience tasks: run a member import, send a double opt-in confirmation."""
+"""Audience tasks: run a member import (opt-in confirmations go through transactional.send)."""
 
 from __future__ import annotations
 
 import logging
-import random
 
-from celery import Task, shared_task
-from flask import current_app
+from celery import shared_task
 
 from app import jobs
 from app.extensions import db
-from app.services import imports, optin
-from app.services.transports import TransportError
+from app.services import imports
 
 log = logging.getLogger(__name__)
 
@@ -46,26 +43,3 @@ def import_members(import_id: int) -> None:
             "your administrator if it happens again.",
         )
         session.commit()
-
-
-@shared_task(name=jobs.SEND_OPTIN_CONFIRMATION, bind=True, max_retries=5)
-def send_optin_confirmation(self: Task, member_id: int, list_id: int) -> None:
-    """Send a pending subscription's confirmation email once (retries on passing errors)."""
-    session = db.session
-    try:
-        optin.send_confirmation(session, member_id, list_id, current_app.config)
-    except optin.ConfirmationNotSent as exc:
-        session.rollback()
-        log.error("opt-in confirmation for member %s list %s: %s", member_id, list_id, exc)
-        return
-    except TransportError as exc:
-        session.rollback()
-        if not exc.retryable:
-            log.error(
-                "opt-in confirmation for member %s list %s refused: %s", member_id, list_id, exc
-            )
-            return
-        # Short, jittered backoff: no long countdowns on a Redis broker (DESIGN.md).
-        delay = min(30.0, exc.retry_after or 2**self.request.retries) + random.random()
-        raise self.retry(exc=exc, countdown=delay) from exc
-    session.commit()
