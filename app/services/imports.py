@@ -75,7 +75,7 @@ _STAGE_FIELDS = ("email", "first_name", "last_name", "language", "postal_code", 
 _JSON_PAIRS_PER_CALL = 40
 _COPY_PIECE_CHARS = 1 << 20
 _CHUNK_ROWS = 100_000  # rows per COPY + SQL round: small enough to overlap parsing and SQL
-_QUEUED_PIECES = 24  # about 24 MB of COPY data parsed ahead at most
+_QUEUED_PIECES = 8  # about 8 MB of COPY data parsed ahead at most (memory stays flat)
 _TEMP_BUFFERS = "256MB"
 _BATCH_ROWS = 1000
 
@@ -1015,43 +1015,43 @@ class _CopyImport:
         attributes, params = self._attributes_sql()
         if self.skip_fk_checks:
             self._exec("SET LOCAL session_replication_role = replica")
-        try:
-            # ORDER BY email: the unique email index is filled in key order within a chunk.
-            row = self._timed(
-                "insert",
-                f"""
-                WITH new AS (
-                    INSERT INTO members (email, first_name, last_name, language, postal_code,
-                        local, attributes, consent_basis, consent_source, consent_at,
-                        consent_expires_at, consent_detail, created_at, updated_at)
-                    SELECT s.email, COALESCE(s.first_name, ''), COALESCE(s.last_name, ''),
-                        COALESCE(s.language, 'en'), COALESCE(s.postal_code, ''),
-                        COALESCE(s.local, ''), {attributes}, CAST(:c_basis AS text), :c_source,
-                        CAST(:c_at AS timestamptz), CAST(:c_expires AS timestamptz),
-                        CAST(:c_detail AS jsonb), :now, :now
-                    FROM import_chunk s
-                    WHERE s.skip IS NULL AND s.member_id IS NULL
-                    ORDER BY s.email
-                    RETURNING id, email
-                ), subscribed AS (
-                    INSERT INTO subscriptions (member_id, list_id, status, source,
-                        subscribed_at, created_at, updated_at)
-                    SELECT new.id, :list_id, :status, :source, :now, :now, :now FROM new
-                    WHERE NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = new.email)
-                    RETURNING 1
-                )
-                SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM subscribed)
-                """,  # noqa: S608 - only generated column names and constants are interpolated
-                now=self.now,
-                list_id=self.job.list_id,
-                status=SubscriptionStatus.SUBSCRIBED.value,
-                source=SubscriptionSource.IMPORT.value,
-                **params,
-                **self._consent_params(),
-            ).one()
-        finally:
-            if self.skip_fk_checks:
-                self._exec("SET LOCAL session_replication_role = origin")
+        # No try/finally: if the statement fails the transaction is rolled back, which
+        # restores the setting (SET LOCAL), and a reset here would only hide the error.
+        # ORDER BY email: the unique email index is filled in key order within a chunk.
+        row = self._timed(
+            "insert",
+            f"""
+            WITH new AS (
+                INSERT INTO members (email, first_name, last_name, language, postal_code,
+                    local, attributes, consent_basis, consent_source, consent_at,
+                    consent_expires_at, consent_detail, created_at, updated_at)
+                SELECT s.email, COALESCE(s.first_name, ''), COALESCE(s.last_name, ''),
+                    COALESCE(s.language, 'en'), COALESCE(s.postal_code, ''),
+                    COALESCE(s.local, ''), {attributes}, CAST(:c_basis AS text), :c_source,
+                    CAST(:c_at AS timestamptz), CAST(:c_expires AS timestamptz),
+                    CAST(:c_detail AS jsonb), :now, :now
+                FROM import_chunk s
+                WHERE s.skip IS NULL AND s.member_id IS NULL
+                ORDER BY s.email
+                RETURNING id, email
+            ), subscribed AS (
+                INSERT INTO subscriptions (member_id, list_id, status, source,
+                    subscribed_at, created_at, updated_at)
+                SELECT new.id, :list_id, :status, :source, :now, :now, :now FROM new
+                WHERE NOT EXISTS (SELECT 1 FROM suppressions x WHERE x.email = new.email)
+                RETURNING 1
+            )
+            SELECT (SELECT count(*) FROM new), (SELECT count(*) FROM subscribed)
+            """,  # noqa: S608 - only generated column names and constants are interpolated
+            now=self.now,
+            list_id=self.job.list_id,
+            status=SubscriptionStatus.SUBSCRIBED.value,
+            source=SubscriptionSource.IMPORT.value,
+            **params,
+            **self._consent_params(),
+        ).one()
+        if self.skip_fk_checks:
+            self._exec("SET LOCAL session_replication_role = origin")
         return int(row[0]), int(row[1])
 
     def _suppressed_new_issues(self) -> int:
