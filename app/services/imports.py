@@ -74,7 +74,7 @@ _STAGE_FIELDS = ("email", "first_name", "last_name", "language", "postal_code", 
 # PostgreSQL accepts at most 100 function arguments: jsonb_build_object takes 40 pairs at a time.
 _JSON_PAIRS_PER_CALL = 40
 _COPY_PIECE_CHARS = 1 << 20
-_CHUNK_ROWS = 100_000  # rows per COPY + SQL round: small enough to overlap parsing and SQL
+_CHUNK_ROWS = 50_000  # rows per COPY + SQL round; a whole chunk fits the parse-ahead queue
 _QUEUED_PIECES = 8  # about 8 MB of COPY data parsed ahead at most (memory stays flat)
 _TEMP_BUFFERS = "256MB"
 _BATCH_ROWS = 1000
