@@ -539,14 +539,13 @@ class _CopyImport:
         self.skip_fk_checks = False
         self.chunks_done = 0
         self.members_were_empty = False
-        # Fixed size whatever the file (16 MiB): about 1 false "maybe" in 10,000 rows at a
-        # million addresses, 1 in 100 at ten million; a "maybe" is only looked up, never
-        # skipped without the database saying so.
+        # Fixed size whatever the file (16 MiB, two bits an address): about 2 false "maybe"s
+        # in 10,000 rows at a million addresses, 2 in 100 at ten million. A "maybe" is only
+        # looked up in import_seen; nothing is skipped without the database saying so.
         self._bloom = bytearray(_BLOOM_BYTES)
         self._chunk_first: dict[str, int] = {}
         self._maybe_seen: list[tuple[int, str]] = []
         self.chunk_maybe_seen: list[tuple[int, str]] = []
-        self._t = time.perf_counter()
         self._timings: dict[str, float] = {}
 
     def _exec(self, sql: str, **params: Any) -> sa.CursorResult[Any]:

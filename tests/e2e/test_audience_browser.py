@@ -83,6 +83,9 @@ def test_upload_shows_progress_then_the_report_on_a_phone(
     screenshot(page, "audience-import-report-phone")
 
     page.get_by_role("link", name="Go to All members").click()
+    assert page.get_by_text("Consent expiring soon").is_visible()
+    no_sideways_scroll(page)
+    screenshot(page, "audience-list-phone")
     page.get_by_placeholder("Search by email or name").fill("tremblay")
     page.get_by_role("button", name="Search").click()
     page.get_by_role("link", name="bob@example.org").click()
