@@ -8,7 +8,7 @@ from celery.contrib.testing.worker import start_worker
 import workers.tasks  # noqa: F401 - registers the tasks with the app's Celery
 from app.extensions import db
 from app.services import demo, users
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import SCREENSHOTS, screenshot
 from tests.support.member_files import HOSTILE_CSV
 
 pytestmark = pytest.mark.e2e
@@ -57,7 +57,7 @@ def test_upload_shows_progress_then_the_report_on_a_phone(
     log_in(page, live_server, organizer)
 
     page.goto(f"{live_server.url}/lists")
-    assert page.get_by_role("heading", name="All members").is_visible()
+    page.get_by_role("heading", name="All members").wait_for()
     no_sideways_scroll(page)
     screenshot(page, "audience-lists-phone")
 
@@ -75,7 +75,7 @@ def test_upload_shows_progress_then_the_report_on_a_phone(
     page.get_by_role("button", name="Import").click()
     page.wait_for_url("**/imports/*")
     page.get_by_role("heading", name="Done").wait_for(timeout=30_000)
-    assert page.get_by_text("Rows skipped").is_visible()
+    page.get_by_text("Rows skipped").wait_for()
     assert page.get_by_text("duplicate of line 5").is_visible()
     assert page.get_by_role("link", name="Download the rows to check (CSV)").is_visible()
     assert progress_seen, "the page polled the progress endpoint"
@@ -83,13 +83,16 @@ def test_upload_shows_progress_then_the_report_on_a_phone(
     screenshot(page, "audience-import-report-phone")
 
     page.get_by_role("link", name="Go to All members").click()
-    assert page.get_by_text("Consent expiring soon").is_visible()
+    page.get_by_text("Consent expiring soon").wait_for()
     no_sideways_scroll(page)
     screenshot(page, "audience-list-phone")
+    page.screenshot(path=str(SCREENSHOTS / "audience-list-phone-top.png"))  # what a phone shows
+    page.locator("table.members").scroll_into_view_if_needed()
+    page.screenshot(path=str(SCREENSHOTS / "audience-list-phone-members.png"))
     page.get_by_placeholder("Search by email or name").fill("tremblay")
     page.get_by_role("button", name="Search").click()
     page.get_by_role("link", name="bob@example.org").click()
-    assert page.get_by_role("heading", name="Bob Tremblay").is_visible()
+    page.get_by_role("heading", name="Bob Tremblay").wait_for()
     no_sideways_scroll(page)
     screenshot(page, "audience-member-phone")
     context.close()
@@ -108,7 +111,7 @@ def test_segment_editor_counts_live(page, live_server, organizer):
     assert "member" in count.inner_text()
     screenshot(page, "audience-segment-desktop")
     page.get_by_role("button", name="Save segment").click()
-    assert page.get_by_text("Segment saved.").is_visible()
+    page.get_by_text("Segment saved.").wait_for()
 
 
 def test_public_form_on_a_phone(browser, live_server, organizer):
@@ -120,5 +123,5 @@ def test_public_form_on_a_phone(browser, live_server, organizer):
     no_sideways_scroll(page)
     screenshot(page, "audience-public-form-phone")
     page.get_by_role("button", name="Sign me up").click()
-    assert page.get_by_role("heading", name="Check your email").is_visible()
+    page.get_by_role("heading", name="Check your email").wait_for()
     context.close()
