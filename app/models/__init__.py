@@ -24,6 +24,7 @@ from app.models.members import (
     UnsubscribeSource,
 )
 from app.models.settings import OrgSettings, Sender
+from app.models.stats import CampaignHourly, CampaignStats, LinkStats
 from app.models.users import ApiToken, Role, User
 
 __all__ = [
@@ -31,6 +32,8 @@ __all__ = [
     "ApiToken",
     "Base",
     "Campaign",
+    "CampaignHourly",
+    "CampaignStats",
     "CampaignStatus",
     "CampaignVariant",
     "ConsentBasis",
@@ -40,6 +43,7 @@ __all__ = [
     "EventKind",
     "Language",
     "Link",
+    "LinkStats",
     "MailingList",
     "Member",
     "OrgSettings",

@@ -52,6 +52,16 @@ class Delivery(Base):
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # First engagement, set once by the tracking flusher (`... WHERE opened_at IS NULL`), so
+    # unique counts are idempotent and the report's per-chapter breakdown is one GROUP BY.
+    # The human_* twins ignore machine opens (Apple MPP, scanners) and automated clicks.
+    opened_at: Mapped[datetime | None]
+    human_opened_at: Mapped[datetime | None]
+    clicked_at: Mapped[datetime | None]
+    human_clicked_at: Mapped[datetime | None]
+    petition_clicked_at: Mapped[datetime | None]
+    human_petition_clicked_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
 
 
 class EventKind(StrEnum):
@@ -87,6 +97,9 @@ class Event(Base):
     is_machine: Mapped[bool] = mapped_column(default=False)
     # SendGrid's own id for webhook events: the deduplication key (retries are normal).
     sg_event_id: Mapped[str | None] = mapped_column(sa.String(100), unique=True)
+    # The id the web process gave a tracking hit: the deduplication key when the flusher sees
+    # a hit twice (redelivered stream entry, replay after a Redis restart, direct-DB fallback).
+    hit_id: Mapped[str | None] = mapped_column(sa.String(40), unique=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
@@ -100,3 +113,7 @@ class WebhookBatch(Base):
     body: Mapped[str] = mapped_column(sa.Text)
     processed_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(sa.Text)
+    # sha256 of timestamp + signature: a second POST with the same pair is a replay. UNIQUE
+    # makes the database the durable replay guard (Redis SET NX is the fast first check).
+    signature_digest: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    event_count: Mapped[int] = mapped_column(default=0, server_default="0")
