@@ -1,6 +1,7 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
 from app.models.base import Base
+from app.models.breakdown import BreakdownDimension, CampaignBreakdown
 from app.models.campaigns import (
     TRANSITIONS,
     Campaign,
@@ -31,7 +32,9 @@ __all__ = [
     "TRANSITIONS",
     "ApiToken",
     "Base",
+    "BreakdownDimension",
     "Campaign",
+    "CampaignBreakdown",
     "CampaignHourly",
     "CampaignStats",
     "CampaignStatus",

@@ -21,6 +21,10 @@ class DeliveryStatus(StrEnum):
     SKIPPED = "skipped"  # unsubscribed, suppressed or cancelled before it left
 
 
+# A delivery the report lists as a problem: refused by the transport, bounced or dropped.
+PROBLEM_SQL = "status = 'failed' OR outcome IN ('bounced', 'dropped')"
+
+
 class Delivery(Base):
     """The truth about who gets a campaign. UNIQUE (campaign, member) makes double sends
     impossible to record; batch tasks claim rows by status, so a redelivered task is harmless."""
@@ -36,6 +40,15 @@ class Delivery(Base):
         sa.Index("ix_deliveries_campaign_batch", "campaign_id", "batch_no", "status"),
         sa.Index("ix_deliveries_campaign_status", "campaign_id", "status"),
         sa.Index("ix_deliveries_member", "member_id"),
+        # The report's list of bounced and failed addresses pages through (campaign, id) of the
+        # few problem rows only; a partial index keeps it small and its count cheap at 1M rows.
+        sa.Index(
+            "ix_deliveries_campaign_problems",
+            "campaign_id",
+            "id",
+            postgresql_where=sa.text(PROBLEM_SQL),
+            sqlite_where=sa.text(PROBLEM_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -43,6 +56,9 @@ class Delivery(Base):
     member_id: Mapped[int] = mapped_column(BigId, sa.ForeignKey("members.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(sa.String(254))
     language: Mapped[str] = mapped_column(sa.String(2), default="en")
+    # The member's local/chapter when the audience was frozen: the report's breakdown counts
+    # targeted and engaged members under the same local even if the member moves afterwards.
+    local: Mapped[str] = mapped_column(sa.String(100), default="", server_default="")
     batch_no: Mapped[int] = mapped_column(default=0)
     status: Mapped[str] = mapped_column(sa.String(10), default=DeliveryStatus.QUEUED.value)
     attempts: Mapped[int] = mapped_column(default=0)
