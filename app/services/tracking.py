@@ -31,7 +31,7 @@ from app.models import (
     campaign_lists,
 )
 from app.models.base import utcnow
-from app.services import DbSession, machine_hits, subscriptions
+from app.services import DbSession, breakdown, machine_hits, subscriptions
 from app.services.stats import add_counters, hour_of
 
 log = logging.getLogger(__name__)
@@ -272,6 +272,16 @@ def _record_chunk(
     updates = [{"id": k, **v} for k, v in sorted(delivery_updates.items()) if v]
     if updates:
         session.execute(sa.update(Delivery), updates)
+        # The per-local/language rollup follows the same first-time changes (report breakdown).
+        breakdown.record_engagement_changes(
+            session,
+            [
+                (row["id"], column, getattr(deliveries[row["id"]], column), value)
+                for row in updates
+                for column, value in row.items()
+                if column != "id"
+            ],
+        )
     add_counters(session, CampaignStats, ("campaign_id",), counters.campaign)
     add_counters(session, CampaignHourly, ("campaign_id", "hour"), counters.hourly)
     add_counters(session, LinkStats, ("link_id",), counters.links, extra=counters.link_campaign)
@@ -539,5 +549,6 @@ def record_unsubscribe(
     ).first()
     if first is not None:
         add_counters(session, CampaignStats, ("campaign_id",), {(first[0],): {"unsubscribes": 1}})
+        breakdown.record_engagement_changes(session, [(delivery.id, "unsubscribed_at", None, now)])
     session.flush()
     return changed

@@ -29,7 +29,7 @@ from app.models import (
     WebhookBatch,
 )
 from app.models.base import utcnow
-from app.services import DbSession, subscriptions
+from app.services import DbSession, breakdown, subscriptions
 from app.services.stats import OUTCOME_COUNTER, OUTCOME_OF_EVENT, OUTCOME_RANK, bump_campaign_stats
 from app.services.tracking import campaign_list_ids, record_unsubscribe
 
@@ -235,6 +235,7 @@ def _apply(
                 deltas[OUTCOME_COUNTER[current]] = -1
             delivery.outcome = outcome
             bump_campaign_stats(session, delivery.campaign_id, **deltas)
+            breakdown.record_outcome_changes(session, [(delivery.id, current, outcome)])
 
     if kind is EventKind.BOUNCE and address and event.get("type", "bounce") == "bounce":
         # A hard bounce; "blocked" is the receiver refusing for now (reputation, content).
