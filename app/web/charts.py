@@ -32,8 +32,9 @@ class _Size:
     left: int
 
 
-WIDE = _Size("w", 960, 300, 14, 12, 56)
-NARROW = _Size("n", 360, 250, 13, 4, 44)
+WIDE = _Size("w", 960, 300, 14, 14, 56)
+# Drawn at about the phone's own width, so 15 units of text are about 15 px on the screen.
+NARROW = _Size("n", 340, 260, 15, 6, 40)
 
 
 def compact(value: float) -> str:
@@ -61,8 +62,17 @@ def nice_ticks(top: float, count: int = 4) -> list[float]:
     return ticks
 
 
-def _label_every(points: int, max_labels: int) -> int:
-    return max(1, math.ceil(points / max_labels))
+# Label every k-th bucket, k from this list: hours land on 1, 2, 3, 6, 12 or 24-hour marks.
+_LABEL_STEPS = (1, 2, 3, 4, 6, 12, 24, 48, 72, 96, 168, 336)
+
+
+def label_step(labels: Sequence[str], band: float, font: int, max_labels: int) -> int:
+    """The smallest step at which the widest label fits its slot (and no more than max_labels)."""
+    widest = max((len(label) for label in labels), default=1) * font * 0.62 + font
+    for step in _LABEL_STEPS:
+        if band * step >= widest and len(labels) / step <= max_labels:
+            return step
+    return _LABEL_STEPS[-1]
 
 
 def _attr(value: object) -> str:
@@ -91,6 +101,7 @@ def _time_chart(
     series: Sequence[Series],
     kind: str,
     point_titles: Sequence[str],
+    anchors: Sequence[int] | None,
 ) -> str:
     width, height, font = size.width, size.height, size.font
     top, bottom, right = font * 2 + 10, font * 2 + 8, 10
@@ -130,12 +141,19 @@ def _time_chart(
             f'<text class="tick" x="{left - 6}" y="{ty + font * 0.35:.1f}" text-anchor="end">'
             f"{compact(t)}</text>"
         )
-    every = _label_every(n, size.max_labels)
-    for i, label in enumerate(labels):
-        if i % every:
+    step = label_step(labels, band, font, size.max_labels)
+    marks = anchors if anchors is not None else range(len(labels))
+    for i, (label, mark) in enumerate(zip(labels, marks, strict=True)):
+        if mark % step:
             continue
-        anchor = "start" if i == 0 and kind == "line" else "middle"
-        lx = left + 2 if anchor == "start" else x_mid(i)
+        lx = x_mid(i)
+        # Keep the first and last labels inside the drawing.
+        half = len(label) * font * 0.31
+        anchor = "middle"
+        if lx - half < left - font:
+            anchor, lx = "start", max(lx - font, 2)
+        elif lx + half > width:
+            anchor, lx = "end", width - 2
         out.append(
             f'<line class="axis" x1="{x_mid(i):.1f}" x2="{x_mid(i):.1f}" '
             f'y1="{top + plot_h}" y2="{top + plot_h + 4}"/>'
@@ -149,14 +167,15 @@ def _time_chart(
         f'y1="{top + plot_h}" y2="{top + plot_h}"/>'
     )
     if kind == "bar":
-        inner = band * 0.8
+        # A few buckets would make slabs: bars stay at most 3 font-heights wide, centred.
+        inner = min(band * 0.8, font * 3 * len(series))
         bar_w = inner / max(1, len(series))
         for si, s in enumerate(series):
             parts = []
             for i, value in enumerate(s.values):
                 if not value:
                     continue
-                bx = left + band * i + band * 0.1 + bar_w * si
+                bx = x_mid(i) - inner / 2 + bar_w * si
                 parts.append(
                     f'<rect x="{bx:.1f}" y="{y(value):.1f}" width="{max(bar_w - 1, 1):.1f}" '
                     f'height="{top + plot_h - y(value):.1f}"/>'
@@ -196,12 +215,15 @@ def time_chart(
     kind: str = "line",
     point_titles: Sequence[str] = (),
     narrow_labels: Sequence[str] | None = None,
+    anchors: Sequence[int] | None = None,
 ) -> Markup:
     """A line (or grouped bar) chart over ordered buckets, drawn for wide and narrow screens.
 
     Args:
         chart_id: unique on the page (the ids of <title> and <desc> derive from it).
         labels: one short x label per bucket; only every k-th is printed so they never collide.
+        anchors: one integer per bucket (e.g. local hours since the epoch); a label is printed
+            where the anchor is a multiple of the step, so hourly labels fall on 6 am, noon...
         point_titles: one hover text per bucket ("Tue 2 pm: 40 opened, 5 clicked").
         narrow_labels: shorter labels for the phone variant (defaults to `labels`).
     """
@@ -209,11 +231,11 @@ def time_chart(
         raise ValueError("kind is 'line' or 'bar'")
     wide = _time_chart(
         chart_id, WIDE, title=title, desc=desc, labels=labels, series=series, kind=kind,
-        point_titles=point_titles,
+        point_titles=point_titles, anchors=anchors,
     )  # fmt: skip
     narrow = _time_chart(
         chart_id, NARROW, title=title, desc=desc, labels=narrow_labels or labels, series=series,
-        kind=kind, point_titles=point_titles,
+        kind=kind, point_titles=point_titles, anchors=anchors,
     )  # fmt: skip
     return Markup(f'<div class="chart">{wide}{narrow}</div>')  # noqa: S704 - every label escaped
 

@@ -50,6 +50,23 @@ def _hour_label(moment: datetime, tz: ZoneInfo, short: bool = False) -> str:
     return f"{local:%a} {hour}{minutes}{'' if short else ' '}{suffix}"
 
 
+def _axis_hour(moment: datetime, tz: ZoneInfo, short: bool) -> str:
+    local = moment.astimezone(tz)
+    if local.hour == 0 and local.minute == 0:
+        return f"{local:%a}"
+    if local.hour == 12 and local.minute == 0:
+        return "noon"
+    hour = local.strftime("%I").lstrip("0") or "12"
+    minutes = "" if local.minute == 0 else local.strftime(":%M")
+    return f"{hour}{minutes}{'' if short else ' '}{'am' if local.hour < 12 else 'pm'}"
+
+
+def _local_hours(moment: datetime, tz: ZoneInfo) -> int:
+    """Hours since 1970 on the local wall clock: multiples of 6 fall on 6 am, noon, 6 pm..."""
+    local = moment.astimezone(tz).replace(tzinfo=None)
+    return int((local - datetime(1970, 1, 1)).total_seconds() // 3600)
+
+
 def _day_label(moment: datetime, tz: ZoneInfo) -> str:
     local = moment.astimezone(tz)
     return f"{local:%b} {local.day}"
@@ -77,11 +94,16 @@ def timeline_parts(
         chosen = [b for b in buckets if b.kind == kind]
         if not chosen:
             continue
+        anchors: list[int] | None = None
         if kind == "hour":
             labels = [_hour_label(b.start, tz) for b in chosen]
-            narrow = [_hour_label(b.start, tz, short=True) for b in chosen]
+            # Axis labels: the day's name at local midnight, the time of day elsewhere; the
+            # chart prints them on round hours (anchors count local hours) as space allows.
+            axis = [_axis_hour(b.start, tz, short=False) for b in chosen]
+            narrow = [_axis_hour(b.start, tz, short=True) for b in chosen]
+            anchors = [_local_hours(b.start, tz) for b in chosen]
         else:
-            labels = narrow = [_day_label(b.start, tz) for b in chosen]
+            labels = axis = narrow = [_day_label(b.start, tz) for b in chosen]
         opened = [b.counts["opens_human_unique"] for b in chosen]
         clicked = [b.counts["clicks_human_unique"] for b in chosen]
         titles = [
@@ -99,8 +121,9 @@ def timeline_parts(
             f"{chart_prefix}-{kind}",
             title=f"Opens and clicks, {heading.lower()}",
             desc=desc,
-            labels=labels,
+            labels=axis,
             narrow_labels=narrow,
+            anchors=anchors,
             series=[Series("Opened", opened, "s1"), Series("Clicked", clicked, "s2")],
             kind=chart_kind,
             point_titles=titles,

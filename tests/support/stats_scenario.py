@@ -157,3 +157,93 @@ def build(session, *, members: int = 24, started: datetime = STARTED) -> Scenari
     _event(session, "spamreport", sent[8], started + timedelta(days=2))
     session.flush()
     return Scenario(campaign, deliveries, petition, links, [d for d in deliveries if d.error])
+
+
+def build_demo(
+    session, *, members: int = 400, started: datetime = STARTED, seed: int = 7, name: str = ""
+) -> Scenario:
+    """A livelier campaign for screenshots: opens and clicks decaying over a week, five locals.
+
+    Same recording paths as `build`; numbers drawn from a seeded random generator.
+    """
+    import random
+
+    rng = random.Random(seed)
+    lst = factories.mailing_list(session)
+    campaign = factories.campaign(
+        session,
+        lists=[lst],
+        status="sent",
+        started_at=started,
+        name=name or "Day of action Dec. 17: rally for Amar's release",
+    )
+    campaign.variants[0].subject = "Dec. 17: stand with Amar — rally at noon"
+    links = [
+        Link(campaign_id=campaign.id, url="https://example.org/rally/dec-17", position=0),
+        Link(
+            campaign_id=campaign.id,
+            url="https://example.org/petition/free-amar-fayaz-now",
+            position=1,
+            is_petition=True,
+        ),
+        Link(campaign_id=campaign.id, url="https://example.org/carpool", position=2),
+        Link(campaign_id=campaign.id, url="https://example.org/donate", position=3),
+    ]
+    session.add_all(links)
+    session.flush()
+    locals_ = ["Local 1004", "Local 2021", "Local 118", "Chapter Montréal-Nord", ""]
+    deliveries = []
+    for i in range(members):
+        m = factories.member(
+            session,
+            local=locals_[min(int(rng.expovariate(0.7)), 4)],
+            language="fr" if rng.random() < 0.3 else "en",
+        )
+        factories.subscribe(session, m, lst)
+        ok = rng.random() > 0.01
+        deliveries.append(
+            factories.delivery(
+                session,
+                campaign,
+                m,
+                language=m.language,
+                status="sent" if ok else "failed",
+                sent_at=started + timedelta(seconds=i) if ok else None,
+                error=None if ok else "550 5.1.1 The email account does not exist",
+            )
+        )
+    sent = [d for d in deliveries if d.status == "sent"]
+    breakdown.record_audience_frozen(session, campaign.id)
+    bump_campaign_stats(
+        session,
+        campaign.id,
+        targeted=len(deliveries),
+        sent=len(sent),
+        failed=len(deliveries) - len(sent),
+    )
+    hits = []
+    for d in sent:
+        roll = rng.random()
+        t = started + timedelta(minutes=2)
+        if roll < 0.02:
+            _event(session, "bounce", d, t, reason="550 5.1.1 user unknown", status="5.1.1")
+            continue
+        _event(session, "delivered", d, t)
+        if rng.random() < 0.15:  # Apple Mail prefetch
+            hits.append(_hit(tracking.OPEN, d, t + timedelta(minutes=3), ua=PROXY_UA))
+        if rng.random() < 0.5:
+            first = t + timedelta(hours=min(rng.expovariate(1 / 9), 24 * 9))
+            hits.append(_hit(tracking.OPEN, d, first))
+            if rng.random() < 0.3:
+                hits.append(_hit(tracking.OPEN, d, first + timedelta(hours=rng.uniform(1, 60))))
+            if rng.random() < 0.35:
+                link = links[1] if rng.random() < 0.6 else rng.choice(links)
+                hits.append(
+                    _hit(tracking.CLICK, d, first + timedelta(minutes=rng.uniform(1, 9)), link=link)
+                )
+            if rng.random() < 0.01:
+                _event(session, "unsubscribe", d, first + timedelta(minutes=5))
+    tracking.record_hits(session, hits)
+    _event(session, "spamreport", sent[-1], started + timedelta(days=1))
+    session.flush()
+    return Scenario(campaign, deliveries, links[1], links, [d for d in deliveries if d.error])
