@@ -122,8 +122,42 @@ def verify_stats_command(campaign_id: int) -> None:
     click.echo(f"Campaign {campaign_id}: every counter matches its events.")
 
 
+stats_cli = AppGroup("stats", help="The report's rollups.")
+
+
+@stats_cli.command("verify-breakdown")
+@click.argument("campaign_id", type=int)
+def verify_breakdown_command(campaign_id: int) -> None:
+    """Compare a campaign's per-local/language rollup with a recomputation from raw events."""
+    from app.services import breakdown
+
+    stored = breakdown.stored_breakdown(db.session, campaign_id)
+    computed = breakdown.recompute_breakdown(db.session, campaign_id)
+    problems = [
+        f"{dimension} {value or '(none)'}: stored {stored.get((dimension, value))}, "
+        f"events say {computed.get((dimension, value))}"
+        for dimension, value in sorted(set(stored) | set(computed))
+        if stored.get((dimension, value)) != computed.get((dimension, value))
+    ]
+    if problems:
+        raise click.ClickException("The breakdown differs:\n  " + "\n  ".join(problems[:50]))
+    click.echo(f"Campaign {campaign_id}: the breakdown matches its events.")
+
+
+@stats_cli.command("rebuild-breakdown")
+@click.argument("campaign_id", type=int)
+def rebuild_breakdown_command(campaign_id: int) -> None:
+    """Rebuild a campaign's per-local/language rollup from raw events (backfill or repair)."""
+    from app.services import breakdown
+
+    rows = breakdown.rebuild_breakdown(db.session, campaign_id)
+    db.session.commit()
+    click.echo(f"Campaign {campaign_id}: wrote {rows} breakdown rows.")
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(demo_cli)
     app.cli.add_command(tracking_cli)
+    app.cli.add_command(stats_cli)

@@ -17,6 +17,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
+from sqlalchemy.orm import selectinload
 
 from app.models import (
     BreakdownDimension,
@@ -626,6 +627,7 @@ def reported_campaigns(
     rows = session.execute(
         sa.select(Campaign, CampaignStats)
         .outerjoin(CampaignStats, CampaignStats.campaign_id == Campaign.id)
+        .options(selectinload(Campaign.variants))  # the subject line, without N+1 queries
         .where(_reported_filter())
         .order_by(
             sa.func.coalesce(Campaign.started_at, Campaign.created_at).desc(), Campaign.id.desc()
@@ -633,9 +635,7 @@ def reported_campaigns(
         .limit(per_page)
         .offset((page - 1) * per_page)
     )
-    summaries = [
-        CampaignSummary(_header(c), funnel_from_counts(_stats_counts(s))) for c, s in rows.unique()
-    ]
+    summaries = [CampaignSummary(_header(c), funnel_from_counts(_stats_counts(s))) for c, s in rows]
     return summaries, total
 
 
