@@ -236,6 +236,18 @@ class HitBuffer:
             if not self._pending:
                 break
 
+    def forget(self) -> None:
+        """Drop every buffered and retained hit and the known epoch (test isolation only)."""
+        with self._flush_lock:
+            self._pending.clear()
+            self._retained.clear()
+            self._retained_hits = 0
+            self._epoch = None
+
+    @property
+    def retained(self) -> int:
+        return self._retained_hits
+
     @property
     def buffered(self) -> int:
         return len(self._pending)
