@@ -537,6 +537,7 @@ def record_unsubscribe(
         .returning(Delivery.campaign_id)
         .execution_options(synchronize_session=False)
     ).first()
+    session.expire(delivery, ["unsubscribed_at"])
     if first is not None:
         add_counters(session, CampaignStats, ("campaign_id",), {(first[0],): {"unsubscribes": 1}})
     session.flush()
