@@ -19,17 +19,23 @@ def test_network_set_matches_inside_and_nowhere_else():
         for n in ("172.224.224.0/27", "172.224.224.32/31", "2a02:26f7:bb40::/54")
     )
     assert nets.size == 2  # the two IPv4 prefixes are adjacent and collapse into one
-    assert "172.224.224.0" in nets and "172.224.224.33" in nets
-    assert "172.224.224.34" not in nets and "172.224.223.255" not in nets
-    assert "2a02:26f7:bb40:3ff::1" in nets and "2a02:26f7:bb41::1" not in nets
+    assert "172.224.224.0" in nets
+    assert "172.224.224.33" in nets
+    assert "172.224.224.34" not in nets
+    assert "172.224.223.255" not in nets
+    assert "2a02:26f7:bb40:3ff::1" in nets
+    assert "2a02:26f7:bb41::1" not in nets
     assert "::ffff:172.224.224.5" in nets  # IPv4-mapped, as some proxies report it
-    assert "not-an-ip" not in nets and "" not in nets and None not in nets
+    assert "not-an-ip" not in nets
+    assert "" not in nets
+    assert None not in nets
 
 
 def test_bundled_sample_of_apple_ranges_loads():
     nets = machine_hits.read_ranges(machine_hits.BUNDLED_APPLE_RANGES)
     assert nets.size > 20
-    assert "104.28.48.8" in nets and "8.8.8.8" not in nets
+    assert "104.28.48.8" in nets
+    assert "8.8.8.8" not in nets
 
 
 @pytest.mark.parametrize(
@@ -37,7 +43,8 @@ def test_bundled_sample_of_apple_ranges_loads():
     [
         ("Mozilla/5.0 (Windows NT 10.0) Gecko/20100101 Firefox/128.0", True, False),
         (
-            "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0 (via ggpht.com GoogleImageProxy)",
+            "Mozilla/5.0 (Windows NT 5.1; rv:11.0) Gecko Firefox/11.0"
+            " (via ggpht.com GoogleImageProxy)",
             False,
             False,
         ),
@@ -82,10 +89,12 @@ def test_apple_ranges_reload_when_the_file_changes(tmp_path):
     ranges = machine_hits.AppleRanges(path)
     assert "104.28.48.8" in ranges.current()  # no file yet: the bundled sample
     path.write_text("# comment\n10.9.0.0/16,CA,CA-AB,Calgary\n")
-    assert "10.9.1.1" in ranges.current() and "104.28.48.8" not in ranges.current()
+    assert "10.9.1.1" in ranges.current()
+    assert "104.28.48.8" not in ranges.current()
     path.write_text("10.8.0.0/16\n")
     os.utime(path, (time.time() + 5, time.time() + 5))
-    assert "10.8.0.1" in ranges.current() and "10.9.1.1" not in ranges.current()
+    assert "10.8.0.1" in ranges.current()
+    assert "10.9.1.1" not in ranges.current()
 
 
 def test_load_apple_ranges_command(app, tmp_path, monkeypatch):
@@ -99,12 +108,14 @@ def test_load_apple_ranges_command(app, tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "Read 2 prefixes (1 lines skipped)" in result.output
     nets = machine_hits.read_ranges(target)
-    assert "172.225.1.9" in nets and "2a04:4e41:1::1" in nets
+    assert "172.225.1.9" in nets
+    assert "2a04:4e41:1::1" in nets
 
     empty = tmp_path / "empty.csv"
     empty.write_text("garbage\n")
     bad = app.test_cli_runner().invoke(args=["tracking", "load-apple-ranges", str(empty)])
-    assert bad.exit_code != 0 and "nothing was changed" in bad.output
+    assert bad.exit_code != 0
+    assert "nothing was changed" in bad.output
     assert "172.225.1.9" in machine_hits.read_ranges(target)
 
 
@@ -116,7 +127,8 @@ def test_link_cache_remembers_and_forgets():
         return None
 
     cache = LinkCache(load)
-    assert cache.get(5) is None and cache.get(5) is None
+    assert cache.get(5) is None
+    assert cache.get(5) is None
     assert calls == [5]  # the miss is remembered for a while
     cache.NEGATIVE_TTL = -1
     cache.get(6)

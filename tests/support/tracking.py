@@ -69,12 +69,15 @@ def reset_tracking(app: Flask) -> None:
     state = runtime(app)
     state.buffer.forget()
     state.links.clear()
-    client = redis.Redis.from_url(app.config["REDIS_URL"])
-    client.delete(
-        hit_stream.STREAM_KEY, hit_stream.WATERMARK_KEY, hit_stream.EPOCH_KEY, hit_stream.LOCK_KEY
-    )
-    for key in client.scan_iter("rp:webhook:seen:*"):
-        client.delete(key)
+    with redis.Redis.from_url(app.config["REDIS_URL"]) as client:
+        client.delete(
+            hit_stream.STREAM_KEY,
+            hit_stream.WATERMARK_KEY,
+            hit_stream.EPOCH_KEY,
+            hit_stream.LOCK_KEY,
+        )
+        for key in client.scan_iter("rp:webhook:seen:*"):
+            client.delete(key)
 
 
 def flush_all(app: Flask, *, ship: bool = True) -> int:

@@ -56,7 +56,9 @@ def _stats(app, campaign_id):
 def test_pixel_is_a_43_byte_gif_that_is_never_cached(client, sent):
     response = client.get(f"/t/o/{sent['token']}.gif")
     assert response.status_code == 200
-    assert response.data == PIXEL and len(PIXEL) == 43 and PIXEL.startswith(b"GIF89a")
+    assert response.data == PIXEL
+    assert len(PIXEL) == 43
+    assert PIXEL.startswith(b"GIF89a")
     assert response.headers["Content-Type"] == "image/gif"
     assert response.headers["Cache-Control"] == "no-store, no-cache, must-revalidate, private"
     assert "noindex" in response.headers["X-Robots-Tag"]
@@ -88,7 +90,8 @@ def test_bad_tokens_record_nothing(app, client, sent, mangle):
     bad = mangle(sent["token"])
     pixel = client.get(f"/t/o/{bad}.gif")
     if bad:  # "/t/o/.gif" is no route at all
-        assert pixel.status_code == 200 and pixel.data == PIXEL  # still an image in the mail
+        assert pixel.status_code == 200
+        assert pixel.data == PIXEL
     click = client.get(f"/t/c/{sent['petition']}/{bad}")
     assert click.status_code == 404
     assert "Location" not in click.headers
@@ -108,7 +111,8 @@ def test_click_redirects_to_the_stored_url_and_counts_a_petition_click(app, clie
     flush_all(app)
     assert event_count(app, "click") == 2
     stats = _stats(app, sent["campaign"])
-    assert stats["clicks_total"] == 2 and stats["petition_clicks_unique"] == 1
+    assert stats["clicks_total"] == 2
+    assert stats["petition_clicks_unique"] == 1
 
 
 @pytest.mark.parametrize(
@@ -177,7 +181,8 @@ def test_pixel_and_click_also_answer_head_without_a_human_count(app, client, sen
     flush_all(app)
     with app.app_context():
         delivery = db.session.get(Delivery, sent["delivery"])
-        assert delivery.opened_at is not None and delivery.human_opened_at is None
+        assert delivery.opened_at is not None
+        assert delivery.human_opened_at is None
         db.session.remove()
 
 

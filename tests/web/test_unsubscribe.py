@@ -44,11 +44,13 @@ def _unsubscribes(db_session, campaign_id):
 
 
 def test_get_shows_the_page_and_changes_nothing(client, db_session, setup):
-    data, other_list, queued = setup
+    data, _other_list, queued = setup
     response = client.get(f"/u/{data.token(0)}")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
-    assert "Unsubscribe" in page and data.lists[0].name in page and "Chapter 12 news" in page
+    assert "Unsubscribe" in page
+    assert data.lists[0].name in page
+    assert "Chapter 12 news" in page
     assert 'name="csrf_token"' not in page  # no session: the token is the capability
     assert "noindex" in response.headers["X-Robots-Tag"]
     assert "Set-Cookie" not in response.headers
@@ -63,7 +65,8 @@ def test_page_speaks_french_to_french_members(client, db_session, setup):
     data.members[1].language = "fr"
     db_session.commit()
     page = client.get(f"/u/{data.token(1)}").get_data(as_text=True)
-    assert 'lang="fr"' in page and "Me désabonner" in page
+    assert 'lang="fr"' in page
+    assert "Me désabonner" in page
 
 
 @pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
@@ -96,7 +99,8 @@ def test_one_click_post_unsubscribes_at_once_without_redirect(client, db_session
     assert again.status_code == 200
     assert _unsubscribes(db_session, data.campaign.id) == 1  # once per delivery
     events = db_session.scalars(sa.select(Event).where(Event.kind == "unsubscribe")).all()
-    assert len(events) == 2 and events[0].detail["source"] == "one_click"
+    assert len(events) == 2
+    assert events[0].detail["source"] == "one_click"
 
 
 def test_one_click_needs_no_cookie_or_csrf_even_with_a_stray_cookie(client, db_session, setup):
@@ -129,7 +133,7 @@ def test_preference_centre_leaves_only_the_unticked_lists(client, db_session, se
 
 
 def test_preference_centre_everything(client, db_session, setup):
-    data, other_list, _ = setup
+    data, _other_list, _ = setup
     client.post(f"/u/{data.token(0)}", data={"action": "all"})
     member_id = data.members[0].id
     statuses = db_session.scalars(
