@@ -17,7 +17,7 @@ from app.services.tracking_runtime import runtime
 bp = Blueprint("tracking", __name__)
 
 # The classic 43-byte transparent 1x1 GIF.
-PIXEL = base64.b64decode("R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7")
+PIXEL = base64.b64decode("R0lGODlhAQABAIAAAP///wAAACH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==")
 _NO_CACHE = "no-store, no-cache, must-revalidate, private"
 _PIXEL_HEADERS = {
     "Content-Type": "image/gif",

@@ -67,7 +67,6 @@ class HitBuffer:
         self._thread: threading.Thread | None = None
         self._client: redis.Redis | None = None
         self._epoch: bytes | None = None
-        self._epoch_candidate = secrets.token_hex(8)
         self._retained: deque[tuple[tuple[int, int], list[tuple[Any, ...]]]] = deque()
         self._retained_hits = 0
         self._last_poll = 0.0
@@ -171,7 +170,9 @@ class HitBuffer:
         pipe = client.pipeline(transaction=False)
         for chunk in chunks:
             pipe.xadd(hit_stream.STREAM_KEY, {"h": encode_hits(chunk)})
-        pipe.set(hit_stream.EPOCH_KEY, self._epoch_candidate, nx=True)
+        # A fresh value each time: after a restart whoever sets it first names the new epoch,
+        # and it can never equal the epoch we knew.
+        pipe.set(hit_stream.EPOCH_KEY, secrets.token_hex(8), nx=True)
         pipe.get(hit_stream.EPOCH_KEY)
         pipe.get(hit_stream.WATERMARK_KEY)
         results = pipe.execute()
@@ -235,6 +236,18 @@ class HitBuffer:
                 continue
             if not self._pending:
                 break
+
+    def forget(self) -> None:
+        """Drop every buffered and retained hit and the known epoch (test isolation only)."""
+        with self._flush_lock:
+            self._pending.clear()
+            self._retained.clear()
+            self._retained_hits = 0
+            self._epoch = None
+
+    @property
+    def retained(self) -> int:
+        return self._retained_hits
 
     @property
     def buffered(self) -> int:

@@ -93,9 +93,9 @@ def agent_is_machine(user_agent: str, *, for_click: bool) -> bool:
 
 
 class NetworkSet:
-    """IP networks collapsed into sorted, disjoint integer intervals: a lookup is one bisect.
+    """IP networks merged into sorted, disjoint integer intervals: a lookup is one bisect.
 
-    Apple's list has ~285k prefixes; collapsing merges neighbours, and bisect over the
+    Apple's list has ~285k prefixes; merging neighbours shrinks it, and bisect over the
     interval starts costs O(log n) per address with no per-prefix Python objects kept.
     """
 
@@ -107,10 +107,19 @@ class NetworkSet:
         self._ends: dict[int, list[int]] = {}
         self.size = 0
         for version, nets in by_version.items():
-            collapsed = list(ipaddress.collapse_addresses(nets))  # type: ignore[type-var]
-            self._starts[version] = [int(n.network_address) for n in collapsed]
-            self._ends[version] = [int(n.broadcast_address) for n in collapsed]
-            self.size += len(collapsed)
+            starts: list[int] = []
+            ends: list[int] = []
+            for start, end in sorted(
+                (int(n.network_address), int(n.broadcast_address)) for n in nets
+            ):
+                if ends and start <= ends[-1] + 1:  # overlapping or adjacent: one interval
+                    ends[-1] = max(ends[-1], end)
+                else:
+                    starts.append(start)
+                    ends.append(end)
+            self._starts[version] = starts
+            self._ends[version] = ends
+            self.size += len(starts)
 
     def __contains__(self, address: object) -> bool:
         if not isinstance(address, str) or not address:

@@ -269,24 +269,45 @@ def _record_chunk(
     _insert_events(session, event_rows)
     if flipped:
         session.execute(sa.update(Event), flipped)
-    updates = [{"id": k, **v} for k, v in sorted(delivery_updates.items()) if v]
-    if updates:
-        session.execute(sa.update(Delivery), updates)
-        # The per-local/language rollup follows the same first-time changes (report breakdown).
-        breakdown.record_engagement_changes(
-            session,
-            [
-                (row["id"], column, getattr(deliveries[row["id"]], column), value)
-                for row in updates
-                for column, value in row.items()
-                if column != "id"
-            ],
-        )
+    _update_firsts(session, deliveries, delivery_updates)
+    # The per-local/language rollup follows the same first-time changes (report breakdown).
+    breakdown.record_engagement_changes(
+        session,
+        [
+            (delivery_id, column, getattr(deliveries[delivery_id], column), value)
+            for delivery_id, changed in sorted(delivery_updates.items())
+            for column, value in changed.items()
+        ],
+    )
     add_counters(session, CampaignStats, ("campaign_id",), counters.campaign)
     add_counters(session, CampaignHourly, ("campaign_id", "hour"), counters.hourly)
     add_counters(session, LinkStats, ("link_id",), counters.links, extra=counters.link_campaign)
     session.flush()
     return len(valid)
+
+
+_UPDATE_FIRSTS = (
+    sa.update(Delivery.__table__)
+    .where(Delivery.__table__.c.id == sa.bindparam("b_id"))
+    .values({name: sa.bindparam(f"b_{name}") for name in _FIRSTS})
+)
+
+
+def _update_firsts(
+    session: DbSession, deliveries: dict[int, Any], changes: dict[int, dict[str, Any]]
+) -> None:
+    """One executemany of a single UPDATE shape (psycopg pipelines it), every first column
+    written: the ORM's bulk update would group rows by changed columns into many statements."""
+    rows = []
+    for delivery_id, changed in sorted(changes.items()):
+        if not changed:
+            continue
+        current = deliveries[delivery_id]
+        row = {f"b_{name}": changed.get(name, getattr(current, name)) for name in _FIRSTS}
+        row["b_id"] = delivery_id
+        rows.append(row)
+    if rows:
+        session.execute(_UPDATE_FIRSTS, rows)
 
 
 class _Click(NamedTuple):
@@ -547,6 +568,7 @@ def record_unsubscribe(
         .returning(Delivery.campaign_id)
         .execution_options(synchronize_session=False)
     ).first()
+    session.expire(delivery, ["unsubscribed_at"])
     if first is not None:
         add_counters(session, CampaignStats, ("campaign_id",), {(first[0],): {"unsubscribes": 1}})
         breakdown.record_engagement_changes(session, [(delivery.id, "unsubscribed_at", None, now)])
