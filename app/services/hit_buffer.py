@@ -167,9 +167,7 @@ class HitBuffer:
         chunks = [
             batch[i : i + self.MAX_ENTRY_HITS] for i in range(0, len(batch), self.MAX_ENTRY_HITS)
         ]
-        checking = (
-            self._epoch is None or time.monotonic() - self._last_poll >= self.WATERMARK_POLL
-        )
+        checking = self._epoch is None or time.monotonic() - self._last_poll >= self.WATERMARK_POLL
         if not checking:
             # Most rounds: one XADD and nothing else (the round's fixed cost is what a busy
             # worker pays per ~10 hits). Epoch and watermark are read every WATERMARK_POLL;
