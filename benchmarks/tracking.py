@@ -132,7 +132,7 @@ def load(port: int, paths: list[str], connections: int, seconds: float, processe
 
 
 _WRK_SCRIPT = (
-    """
+    r"""
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function init(args)
@@ -156,12 +156,11 @@ function done(summary, latency, requests)
     total_bad = total_bad + t:get("bad")
   end
   local e = summary.errors
-  local fmt = "WRK {\"ok\": %d, \"bad\": %d, \"requests\": %d, \"us\": %d, "
-    .. "\"p50\": %f, \"p99\": %f, \"errors\": %d}\n"
-  io.write(string.format(fmt,
-    total_ok, total_bad, summary.requests, summary.duration,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    e.connect + e.read + e.write + e.timeout))
+  io.write("WRK {\"ok\": " .. total_ok .. ", \"bad\": " .. total_bad
+    .. ", \"requests\": " .. summary.requests .. ", \"us\": " .. summary.duration
+    .. ", \"p50\": " .. (latency:percentile(50) / 1000)
+    .. ", \"p99\": " .. (latency:percentile(99) / 1000)
+    .. ", \"errors\": " .. (e.connect + e.read + e.write + e.timeout) .. "}\n")
 end
 """
 ).replace("__UA__", USER_AGENT)
@@ -284,6 +283,29 @@ def _wait_http(port: int, path: str, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing answered on port {port}")
 
 
+def _tree_cpu(root: int) -> float:
+    """CPU seconds used so far by a process and its children (gunicorn master + workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    times: dict[int, float] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid] = int(fields[1])
+        times[pid] = (int(fields[11]) + int(fields[12])) / tick
+    tree, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        tree.add(pid)
+        todo.extend(child for child, parent in parents.items() if parent == pid)
+    return sum(times.get(pid, 0.0) for pid in tree)
+
+
 def _count(db_url: str, campaign_id: int) -> int:
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
@@ -309,11 +331,18 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--deliveries", type=int, default=20_000)
     parser.add_argument("--click-share", type=float, default=0.3)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating tracked/bare rounds")
     parser.add_argument(
         "--tool",
         choices=("auto", "python", "wrk"),
         default="python",
         help="load generator: python (exact hit accounting, the default), wrk, or auto",
+    )
+    parser.add_argument(
+        "--flusher",
+        choices=("during", "after"),
+        default="during",
+        help="run the Celery worker and beat during the load (as the Procfile does) or after",
     )
     parser.add_argument(
         "--install-wrk", action="store_true", help="apt-get install wrk when it is missing"
@@ -363,8 +392,14 @@ def main() -> None:
             [celery, "-A", "workers.celery_app", "beat", "--loglevel", "WARNING",
              "--schedule", str(workdir / "beat-schedule")],
         ]  # fmt: skip
-        for command in commands:  # the Procfile's web, worker and beat lines
+
+        def start(command: list[str]) -> None:
             procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log))
+
+        start(commands[0])  # the Procfile's web line; worker and beat below
+        if args.flusher == "during":
+            start(commands[1])
+            start(commands[2])
         _wait_http(port, "/bench/hello")
 
         rng = random.Random(8058)
@@ -378,26 +413,33 @@ def main() -> None:
         # Warm-up (imports, link cache, connection pools), counted like the real run.
         warm_up = load(port, paths[:2000], args.connections, 1.0)
         warm = warm_up["statuses"].get(200, 0) + warm_up["statuses"].get(302, 0)
-        if _count_until_stable(db_url, campaign_id, warm, timeout=60) != warm:
+        if args.flusher == "during" and _count_until_stable(db_url, campaign_id, warm, 60) != warm:
             raise RuntimeError("the warm-up hits were not all recorded")
 
         tool = "wrk" if use_wrk else "python"
-        print(
-            f"tracking: {args.seconds:.0f} s, {args.connections} connections, {tool} ...",
-            flush=True,
-        )
-        if use_wrk:
-            tracked = load_wrk(port, paths, args.connections, args.seconds, workdir)
-        else:
-            tracked = load(port, paths, args.connections, args.seconds)
-        print(f"  {tracked}", flush=True)
-        print(f"bare /bench/hello: {args.seconds:.0f} s ...", flush=True)
-        if use_wrk:
-            bare = load_wrk(port, ["/bench/hello"], args.connections, args.seconds, workdir)
-        else:
-            bare = load(port, ["/bench/hello"], args.connections, args.seconds)
-        print(f"  {bare}", flush=True)
+        # Alternate tracked and bare rounds: the machine's other load then weighs on both alike.
+        per_round = args.seconds / args.rounds
+        tracked_parts, bare_parts = [], []
+        for number in range(args.rounds):
+            for label, target, parts in (
+                ("tracking", paths, tracked_parts),
+                ("bare /bench/hello", ["/bench/hello"], bare_parts),
+            ):
+                cpu_before = _tree_cpu(procs[0].pid)
+                if use_wrk:
+                    part = load_wrk(port, target, args.connections, per_round, workdir)
+                else:
+                    part = load(port, target, args.connections, per_round)
+                # Web CPU per request: immune to what else the machine runs meanwhile.
+                part["web_cpu_s"] = _tree_cpu(procs[0].pid) - cpu_before
+                print(f"round {number + 1} {label} ({tool}): {part}", flush=True)
+                parts.append(part)
+        tracked = _combine(tracked_parts)
+        bare = _combine(bare_parts)
 
+        if args.flusher == "after":
+            start(commands[1])
+            start(commands[2])
         ok = tracked["statuses"].get(200, 0) + tracked["statuses"].get(302, 0)
         hits_sent = ok
         hits_recorded = (
@@ -420,13 +462,41 @@ def main() -> None:
         "hits_sent": hits_sent,
         "hits_recorded": hits_recorded,
         "bare_p99_ms": bare["p99_ms"],
+        # gunicorn CPU per request (master + workers, incl. the hit buffer thread) and their
+        # ratio: the throughput ratio a quiet machine would show, whatever else runs here.
+        "web_cpu_us": tracked["web_cpu_us"],
+        "bare_web_cpu_us": bare["web_cpu_us"],
+        "cpu_ratio": round(bare["web_cpu_us"] / tracked["web_cpu_us"], 3)
+        if tracked["web_cpu_us"]
+        else 0.0,
         "errors": tracked["errors"] + bare["errors"],
         "seconds": args.seconds,
+        "rounds": args.rounds,
         "connections": args.connections,
         "cpus": os.cpu_count(),
         "load_generator": tool,
+        "flusher": args.flusher,
     }
     print(json.dumps(result))
+
+
+def _combine(parts: list[dict]) -> dict:
+    """Rounds added up: rps over the whole time; latency percentiles as the worst round's."""
+    statuses: dict[int, int] = {}
+    for part in parts:
+        for status, count in part["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    seconds = sum(p["requests"] / p["rps"] for p in parts if p["rps"])
+    requests = sum(p["requests"] for p in parts)
+    return {
+        "requests": requests,
+        "web_cpu_us": round(sum(p["web_cpu_s"] for p in parts) / max(requests, 1) * 1e6, 1),
+        "rps": round(requests / seconds, 1) if seconds else 0.0,
+        "p50_ms": round(sorted(p["p50_ms"] for p in parts)[len(parts) // 2], 2),
+        "p99_ms": max(p["p99_ms"] for p in parts),
+        "statuses": statuses,
+        "errors": sum(p["errors"] for p in parts),
+    }
 
 
 def _count_until_stable(db_url: str, campaign_id: int, expected: int, timeout: float) -> int:
@@ -438,8 +508,8 @@ def _count_until_stable(db_url: str, campaign_id: int, expected: int, timeout: f
         if expected and count >= expected:
             time.sleep(2)  # a flusher that over-counts would show here
             return _count(db_url, campaign_id)
-        still = still + 1 if count == last else 0
-        if still >= (10 if expected else 3):
+        still = still + 1 if count == last and count > 0 else 0
+        if still >= (20 if expected else 3):  # nothing new for 10 s: the flusher is done
             return count
         last = count
         time.sleep(0.5)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 
-from flask import Blueprint, Response, abort, request
+from flask import Blueprint, Response, abort, render_template, request
+from flask.typing import ResponseReturnValue
 
+from app.services import unsubscribe_page
 from app.services.tracking import CLICK, OPEN
 from app.services.tracking_runtime import runtime
 
@@ -26,6 +28,14 @@ _PIXEL_HEADERS = {
     "Expires": "0",
     "X-Robots-Tag": "noindex, nofollow",
 }
+
+
+@bp.errorhandler(404)
+def _not_found(_exc: Exception) -> ResponseReturnValue:
+    # A member followed a broken link: a plain page for them, not the admin's error page.
+    t = unsubscribe_page.strings("en")
+    page = render_template("public/invalid.html", t=t, lang="en")
+    return page, 404, {"X-Robots-Tag": "noindex, nofollow", "Cache-Control": _NO_CACHE}
 
 
 @bp.get("/t/o/<token>.gif")

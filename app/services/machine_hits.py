@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import csv
+import functools
 import ipaddress
 import logging
 import os
@@ -80,8 +81,13 @@ _BOT_WORD = re.compile(r"bot\b|spider|crawler|scanner", re.IGNORECASE)
 _HUMAN_PROXIES = ("googleimageproxy", "yahoomailproxy")
 
 
+@functools.lru_cache(maxsize=8192)
 def agent_is_machine(user_agent: str, *, for_click: bool) -> bool:
-    """True when the user agent belongs to a scanner, a link preview or a script."""
+    """True when the user agent belongs to a scanner, a link preview or a script.
+
+    Cached: a campaign's hits come from a few hundred distinct agents, and the flusher
+    classifies thousands of hits a second.
+    """
     agent = user_agent.lower()
     if any(proxy in agent for proxy in _HUMAN_PROXIES):
         return False
@@ -105,6 +111,7 @@ class NetworkSet:
             by_version[network.version].append(network)
         self._starts: dict[int, list[int]] = {}
         self._ends: dict[int, list[int]] = {}
+        self._seen: dict[str, bool] = {}  # MPP egress addresses repeat: remember answers
         self.size = 0
         for version, nets in by_version.items():
             starts: list[int] = []
@@ -124,6 +131,14 @@ class NetworkSet:
     def __contains__(self, address: object) -> bool:
         if not isinstance(address, str) or not address:
             return False
+        known = self._seen.get(address)
+        if known is None:
+            if len(self._seen) > 65536:
+                self._seen.clear()
+            known = self._seen[address] = self._lookup(address)
+        return known
+
+    def _lookup(self, address: str) -> bool:
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:

@@ -286,9 +286,10 @@ def _record_chunk(
     return len(valid)
 
 
+_DELIVERIES: sa.Table = Delivery.__table__  # type: ignore[assignment]
 _UPDATE_FIRSTS = (
-    sa.update(Delivery.__table__)
-    .where(Delivery.__table__.c.id == sa.bindparam("b_id"))
+    sa.update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == sa.bindparam("b_id"))
     .values({name: sa.bindparam(f"b_{name}") for name in _FIRSTS})
 )
 

@@ -96,6 +96,7 @@ class PageView:
     organization: str
     contact: str
     lists: list[ListChoice] = field(default_factory=list)
+    campaign_has_lists: bool = False  # False: sent to a segment; leaving it means leaving all
 
     @property
     def subscribed(self) -> list[ListChoice]:
@@ -150,6 +151,7 @@ def page_for(session: DbSession, delivery: Delivery) -> PageView:
         organization=(org.organization if org and org.organization else t["org_fallback"]),
         contact=org.contact if org else "",
         lists=lists,
+        campaign_has_lists=bool(in_campaign),
     )
 
 
@@ -173,9 +175,10 @@ def parse_choice(form: Mapping[str, Any], view: PageView) -> Choice:
     if action == "all":
         return Choice("all", None)
     if action == "unsubscribe":
-        ids = [item.id for item in view.campaign_lists]
         # A campaign sent to a segment has no lists: leaving "these emails" means leaving all.
-        return Choice("unsubscribe", ids or None)
+        if not view.campaign_has_lists:
+            return Choice("unsubscribe", None)
+        return Choice("unsubscribe", [item.id for item in view.campaign_lists])
     if action == "preferences":
         getlist = getattr(form, "getlist", None)
         raw = getlist("keep") if getlist else form.get("keep", [])

@@ -7,6 +7,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import redis
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from app.services.tracking_runtime import runtime
 from tests import factories
 from tests.fakes.sendgrid import find_schema_path
 
+MIGRATIONS = str(Path(__file__).resolve().parents[2] / "migrations")
 PETITION_URL = "https://action.example.org/petition/free-amar"
 INFO_URL = "https://union.example.org/news/day-of-action"
 

@@ -193,3 +193,31 @@ def test_bench_route_is_off_unless_asked_for(client):
 def test_bench_route_with_the_flag(other_app):
     app = other_app(RALLYPOINT_BENCH="1")
     assert app.test_client().get("/bench/hello").data == b"hello"
+
+
+def test_a_broken_click_link_shows_members_a_plain_page(client, sent):
+    response = client.get(f"/t/c/{sent['petition']}/not-a-token")
+    assert response.status_code == 404
+    assert "This link doesn" in response.get_data(as_text=True)
+    assert "dashboard" not in response.get_data(as_text=True)
+    assert "noindex" in response.headers["X-Robots-Tag"]
+
+
+def test_verify_stats_command(app, client, sent):
+    client.get(f"/t/o/{sent['token']}.gif")
+    client.get(f"/t/c/{sent['petition']}/{sent['token']}")
+    flush_all(app)
+    result = app.test_cli_runner().invoke(args=["tracking", "verify-stats", str(sent["campaign"])])
+    assert result.exit_code == 0, result.output
+    assert "every counter matches" in result.output
+    with app.app_context():
+        db.session.execute(
+            sa.update(CampaignStats)
+            .where(CampaignStats.campaign_id == sent["campaign"])
+            .values(opens_total=CampaignStats.opens_total + 5)
+        )
+        db.session.commit()
+        db.session.remove()
+    bad = app.test_cli_runner().invoke(args=["tracking", "verify-stats", str(sent["campaign"])])
+    assert bad.exit_code != 0
+    assert "opens_total: stored 6, events say 1" in bad.output

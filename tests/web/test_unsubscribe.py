@@ -167,3 +167,26 @@ def test_record_unsubscribe_counts_a_delivery_once(db_session, setup):
         )
     assert _unsubscribes(db_session, data.campaign.id) == 1
     assert db_session.get(Delivery, data.deliveries[1].id).unsubscribed_at is not None
+
+
+def test_leaving_lists_already_left_touches_no_other_list(client, db_session, setup):
+    data, other_list, _ = setup
+    member_id = data.members[0].id
+    client.post(f"/u/{data.token(0)}", data={"action": "unsubscribe"})
+    page = client.get(f"/u/{data.token(0)}").get_data(as_text=True)
+    assert 'data-test="unsubscribe"' not in page  # nothing left to leave for this campaign
+    client.post(f"/u/{data.token(0)}", data={"action": "unsubscribe"})
+    assert _status(db_session, member_id, other_list.id) == "subscribed"
+
+
+def test_a_campaign_without_lists_unsubscribes_from_everything(client, db_session, app):
+    from app.models import campaign_lists
+
+    data = sent_campaign(db_session, app, members=1)
+    db_session.execute(
+        sa.delete(campaign_lists).where(campaign_lists.c.campaign_id == data.campaign.id)
+    )  # sent to a segment, not to lists
+    db_session.commit()
+    response = client.post(f"/u/{data.token(0)}", data={"List-Unsubscribe": "One-Click"})
+    assert response.status_code == 200
+    assert _status(db_session, data.members[0].id, data.lists[0].id) == "unsubscribed"
