@@ -33,9 +33,9 @@ def _rates_schema(name: str, rates: tuple[str, ...]) -> type[Schema]:
     )
 
 
-FunnelCountsSchema = _counts_schema("FunnelCounts", reports.FUNNEL_COUNTERS)
-FunnelRatesSchema = _rates_schema(
-    "FunnelRates",
+StatsFunnelCountsSchema = _counts_schema("StatsFunnelCounts", reports.FUNNEL_COUNTERS)
+StatsFunnelRatesSchema = _rates_schema(
+    "StatsFunnelRates",
     (
         "sent",
         "delivered",
@@ -51,16 +51,16 @@ FunnelRatesSchema = _rates_schema(
         "click_to_open",
     ),
 )
-HourlyCountsSchema = _counts_schema("TimelineCounts", reports.HOURLY_COUNTERS)
-LinkCountsSchema = _counts_schema("LinkCounts", reports.LINK_COUNTERS)
-BreakdownCountsSchema = _counts_schema("BreakdownCounts", reports.BREAKDOWN_FIGURES)
-BreakdownRatesSchema = _rates_schema(
-    "BreakdownRates",
+StatsHourlyCountsSchema = _counts_schema("StatsTimelineCounts", reports.HOURLY_COUNTERS)
+StatsLinkCountsSchema = _counts_schema("StatsLinkCounts", reports.LINK_COUNTERS)
+StatsBreakdownCountsSchema = _counts_schema("StatsBreakdownCounts", reports.BREAKDOWN_FIGURES)
+StatsBreakdownRatesSchema = _rates_schema(
+    "StatsBreakdownRates",
     ("opened", "opened_human", "clicked_human", "petition_clicked_human", "unsubscribed"),
 )
 
 
-class CampaignInfoSchema(Schema):
+class StatsCampaignInfoSchema(Schema):
     id = fields.Integer()
     name = fields.String()
     status = fields.String()
@@ -70,8 +70,8 @@ class CampaignInfoSchema(Schema):
     send_at = fields.DateTime(allow_none=True)
 
 
-class FunnelSchema(Schema):
-    counts = fields.Nested(FunnelCountsSchema)
+class StatsFunnelSchema(Schema):
+    counts = fields.Nested(StatsFunnelCountsSchema)
     denominator = fields.String(
         metadata={
             "description": "What engagement rates are out of: 'delivered' when the transport "
@@ -80,7 +80,7 @@ class FunnelSchema(Schema):
     )
     denominator_count = fields.Integer()
     rates = fields.Nested(
-        FunnelRatesSchema,
+        StatsFunnelRatesSchema,
         metadata={
             "description": "Fractions (0.25 = 25%); null when there is nothing to divide by. "
             "sent is over targeted; delivered and bounced over sent; the rest over the "
@@ -89,49 +89,49 @@ class FunnelSchema(Schema):
     )
 
 
-class CampaignReportSchema(CampaignInfoSchema):
-    counts = fields.Nested(FunnelCountsSchema)
+class StatsCampaignReportSchema(StatsCampaignInfoSchema):
+    counts = fields.Nested(StatsFunnelCountsSchema)
     denominator = fields.String()
     denominator_count = fields.Integer()
-    rates = fields.Nested(FunnelRatesSchema)
+    rates = fields.Nested(StatsFunnelRatesSchema)
 
 
-class CampaignReportPageSchema(Schema):
-    items = fields.List(fields.Nested(CampaignReportSchema))
+class StatsCampaignReportPageSchema(Schema):
+    items = fields.List(fields.Nested(StatsCampaignReportSchema))
     total = fields.Integer()
     page = fields.Integer()
     per_page = fields.Integer()
 
 
-class BucketSchema(Schema):
+class StatsBucketSchema(Schema):
     start = fields.DateTime()
     end = fields.DateTime()
     kind = fields.String(metadata={"description": "'hour' (first 72 hours) or 'day' (after)"})
-    counts = fields.Nested(HourlyCountsSchema)
+    counts = fields.Nested(StatsHourlyCountsSchema)
 
 
-class TimelineSchema(Schema):
+class StatsTimelineSchema(Schema):
     campaign_id = fields.Integer()
-    buckets = fields.List(fields.Nested(BucketSchema))
+    buckets = fields.List(fields.Nested(StatsBucketSchema))
 
 
-class LinkSchema(Schema):
+class StatsLinkSchema(Schema):
     link_id = fields.Integer()
     url = fields.String()
     position = fields.Integer()
     is_petition = fields.Boolean()
-    counts = fields.Nested(LinkCountsSchema)
+    counts = fields.Nested(StatsLinkCountsSchema)
 
 
-class BreakdownRowSchema(Schema):
+class StatsBreakdownRowSchema(Schema):
     dimension = fields.String()
     value = fields.String()
     label = fields.String()
-    counts = fields.Nested(BreakdownCountsSchema)
-    rates = fields.Nested(BreakdownRatesSchema)
+    counts = fields.Nested(StatsBreakdownCountsSchema)
+    rates = fields.Nested(StatsBreakdownRatesSchema)
 
 
-class ProblemSchema(Schema):
+class StatsProblemSchema(Schema):
     delivery_id = fields.Integer()
     email = fields.String()
     kind = fields.String(metadata={"description": "failed, bounced or dropped"})
@@ -139,28 +139,28 @@ class ProblemSchema(Schema):
     at = fields.DateTime(allow_none=True)
 
 
-class ProblemPageSchema(Schema):
-    items = fields.List(fields.Nested(ProblemSchema))
+class StatsProblemPageSchema(Schema):
+    items = fields.List(fields.Nested(StatsProblemSchema))
     total = fields.Integer()
     page = fields.Integer()
     per_page = fields.Integer()
     pages = fields.Integer()
 
 
-class GrowthWeekSchema(Schema):
+class StatsGrowthWeekSchema(Schema):
     week_start = fields.DateTime()
     joined = fields.Integer()
     left = fields.Integer()
 
 
-class ThresholdsSchema(Schema):
+class StatsThresholdsSchema(Schema):
     spam_warning = fields.Float()
     spam_alarm = fields.Float()
     bounce_warning = fields.Float()
     bounce_alarm = fields.Float()
 
 
-class HealthSchema(Schema):
+class StatsHealthSchema(Schema):
     days = fields.Integer()
     campaigns = fields.Integer()
     sent = fields.Integer()
@@ -171,16 +171,16 @@ class HealthSchema(Schema):
     spam_rate = fields.Float(allow_none=True)
     bounce_level = fields.String(metadata={"description": "none, healthy, warning or alarm"})
     spam_level = fields.String(metadata={"description": "none, healthy, warning or alarm"})
-    thresholds = fields.Nested(ThresholdsSchema)
+    thresholds = fields.Nested(StatsThresholdsSchema)
 
 
-class DashboardSchema(Schema):
-    recent_campaigns = fields.List(fields.Nested(CampaignReportSchema))
-    deliverability = fields.Nested(HealthSchema)
-    list_growth = fields.List(fields.Nested(GrowthWeekSchema))
+class StatsDashboardSchema(Schema):
+    recent_campaigns = fields.List(fields.Nested(StatsCampaignReportSchema))
+    deliverability = fields.Nested(StatsHealthSchema)
+    list_growth = fields.List(fields.Nested(StatsGrowthWeekSchema))
 
 
-class MemberDeliverySchema(Schema):
+class StatsMemberDeliverySchema(Schema):
     delivery_id = fields.Integer()
     campaign_id = fields.Integer()
     campaign_name = fields.String()
@@ -194,7 +194,7 @@ class MemberDeliverySchema(Schema):
     unsubscribed_at = fields.DateTime(allow_none=True)
 
 
-class MemberEventSchema(Schema):
+class StatsMemberEventSchema(Schema):
     kind = fields.String()
     occurred_at = fields.DateTime()
     campaign_id = fields.Integer(allow_none=True)
@@ -204,31 +204,31 @@ class MemberEventSchema(Schema):
     is_machine = fields.Boolean()
 
 
-class MemberActivitySchema(Schema):
+class StatsMemberActivitySchema(Schema):
     member_id = fields.Integer()
     email = fields.String()
-    deliveries = fields.List(fields.Nested(MemberDeliverySchema))
-    events = fields.List(fields.Nested(MemberEventSchema))
+    deliveries = fields.List(fields.Nested(StatsMemberDeliverySchema))
+    events = fields.List(fields.Nested(StatsMemberEventSchema))
     opens = fields.Integer()
     clicks = fields.Integer()
 
 
-class PageArgsSchema(Schema):
+class StatsPageArgsSchema(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
     per_page = fields.Integer(load_default=25, validate=validate.Range(min=1, max=200))
 
 
-class ProblemArgsSchema(Schema):
+class StatsProblemArgsSchema(Schema):
     page = fields.Integer(load_default=1, validate=validate.Range(min=1))
     per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
     kind = fields.String(load_default="", validate=validate.OneOf(["", *reports.PROBLEM_KINDS]))
 
 
-class GrowthArgsSchema(Schema):
+class StatsGrowthArgsSchema(Schema):
     weeks = fields.Integer(load_default=12, validate=validate.Range(min=1, max=104))
 
 
-class HealthArgsSchema(Schema):
+class StatsHealthArgsSchema(Schema):
     days = fields.Integer(load_default=30, validate=validate.Range(min=1, max=365))
 
 
@@ -247,8 +247,8 @@ def _header(campaign_id: int) -> reports.CampaignHeader:
 @blp.route("/campaigns")
 class Campaigns(MethodView):
     @api_role(Role.VIEWER)
-    @blp.arguments(PageArgsSchema, location="query")
-    @blp.response(200, CampaignReportPageSchema)
+    @blp.arguments(StatsPageArgsSchema, location="query")
+    @blp.response(200, StatsCampaignReportPageSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Campaigns that have begun sending, newest first, with their funnels and rates."""
         items, total = reports.reported_campaigns(db.session, **args)
@@ -258,7 +258,7 @@ class Campaigns(MethodView):
 @blp.route("/campaigns/<int:campaign_id>")
 class CampaignReport(MethodView):
     @api_role(Role.VIEWER)
-    @blp.response(200, CampaignReportSchema)
+    @blp.response(200, StatsCampaignReportSchema)
     @blp.alt_response(404, description="No such campaign")
     def get(self, campaign_id: int) -> dict[str, Any]:
         """One campaign's funnel: targeted, sent, delivered, bounced, opens, clicks, petition
@@ -270,7 +270,7 @@ class CampaignReport(MethodView):
 @blp.route("/campaigns/<int:campaign_id>/timeline")
 class CampaignTimeline(MethodView):
     @api_role(Role.VIEWER)
-    @blp.response(200, TimelineSchema)
+    @blp.response(200, StatsTimelineSchema)
     @blp.alt_response(404, description="No such campaign")
     def get(self, campaign_id: int) -> dict[str, Any]:
         """Opens and clicks per hour for the first 72 hours after sending started, then per
@@ -285,7 +285,7 @@ class CampaignTimeline(MethodView):
 @blp.route("/campaigns/<int:campaign_id>/links")
 class CampaignLinks(MethodView):
     @api_role(Role.VIEWER)
-    @blp.response(200, LinkSchema(many=True))
+    @blp.response(200, StatsLinkSchema(many=True))
     @blp.alt_response(404, description="No such campaign")
     def get(self, campaign_id: int) -> list[dict[str, Any]]:
         """Clicks per link, in the order the links appear, petition links flagged."""
@@ -296,7 +296,7 @@ class CampaignLinks(MethodView):
 @blp.route("/campaigns/<int:campaign_id>/breakdown/<string:dimension>")
 class CampaignBreakdown(MethodView):
     @api_role(Role.VIEWER)
-    @blp.response(200, BreakdownRowSchema(many=True))
+    @blp.response(200, StatsBreakdownRowSchema(many=True))
     @blp.alt_response(404, description="No such campaign or dimension")
     def get(self, campaign_id: int, dimension: str) -> list[dict[str, Any]]:
         """Targeted, delivered, opens, clicks, petition clicks and unsubscribes per local
@@ -312,8 +312,8 @@ class CampaignBreakdown(MethodView):
 @blp.route("/campaigns/<int:campaign_id>/problems")
 class CampaignProblems(MethodView):
     @api_role(Role.VIEWER)
-    @blp.arguments(ProblemArgsSchema, location="query")
-    @blp.response(200, ProblemPageSchema)
+    @blp.arguments(StatsProblemArgsSchema, location="query")
+    @blp.response(200, StatsProblemPageSchema)
     @blp.alt_response(404, description="No such campaign")
     def get(self, args: dict[str, Any], campaign_id: int) -> dict[str, Any]:
         """Failed (refused when sending), bounced and dropped addresses with their reasons,
@@ -343,7 +343,7 @@ class CampaignOutcomes(MethodView):
 @blp.route("/dashboard")
 class Dashboard(MethodView):
     @api_role(Role.VIEWER)
-    @blp.response(200, DashboardSchema)
+    @blp.response(200, StatsDashboardSchema)
     def get(self) -> dict[str, Any]:
         """The dashboard: the five most recent campaigns, deliverability over 30 days and list
         growth over 12 weeks."""
@@ -358,8 +358,8 @@ class Dashboard(MethodView):
 @blp.route("/list-growth")
 class ListGrowth(MethodView):
     @api_role(Role.VIEWER)
-    @blp.arguments(GrowthArgsSchema, location="query")
-    @blp.response(200, GrowthWeekSchema(many=True))
+    @blp.arguments(StatsGrowthArgsSchema, location="query")
+    @blp.response(200, StatsGrowthWeekSchema(many=True))
     def get(self, args: dict[str, Any]) -> list[dict[str, Any]]:
         """Subscriptions started (joined) and ended (left) per week, oldest week first; weeks
         start on Monday in the organization's time zone."""
@@ -369,8 +369,8 @@ class ListGrowth(MethodView):
 @blp.route("/deliverability")
 class Deliverability(MethodView):
     @api_role(Role.VIEWER)
-    @blp.arguments(HealthArgsSchema, location="query")
-    @blp.response(200, HealthSchema)
+    @blp.arguments(StatsHealthArgsSchema, location="query")
+    @blp.response(200, StatsHealthSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Bounce rate (over sent) and spam-report rate (over delivered) of the campaigns
         started in the last `days` days, with levels against Gmail/Yahoo's thresholds (spam
@@ -381,7 +381,7 @@ class Deliverability(MethodView):
 @blp.route("/members/<int:member_id>")
 class MemberActivity(MethodView):
     @api_role(Role.ORGANIZER)
-    @blp.response(200, MemberActivitySchema)
+    @blp.response(200, StatsMemberActivitySchema)
     @blp.alt_response(404, description="No such member")
     def get(self, member_id: int) -> dict[str, Any]:
         """A member's recent campaigns, opens, clicks and unsubscribes (organizers: this is
