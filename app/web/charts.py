@@ -254,7 +254,7 @@ def threshold_meter(
     The scale runs to twice the alarm level (or just past the value when it is higher), so
     the green and amber zones stay visible however small they are.
     """
-    width, height, left, right = 360, 62, 8, 8
+    width, height, left, right = 360, 64, 8, 8
     top_value = max(alarm * 2, (value or 0) * 1.15)
     plot = width - left - right
 
@@ -266,7 +266,7 @@ def threshold_meter(
 
     ident = f"{chart_id}-m"
     out = [
-        f'<svg class="meter-svg" viewBox="0 0 {width} {height}" role="img" font-size="12" '
+        f'<svg class="meter-svg" viewBox="0 0 {width} {height}" role="img" font-size="14" '
         f'aria-labelledby="{ident}-t {ident}-d">',
         f'<title id="{ident}-t">{escape(title)}</title>',
         f'<desc id="{ident}-d">{escape(desc)}</desc>',
@@ -280,7 +280,7 @@ def threshold_meter(
     for mark in (0.0, warning, alarm):
         anchor = "start" if mark == 0 else "middle"
         out.append(
-            f'<text class="tick" x="{x(mark):.1f}" y="50" text-anchor="{anchor}">{pct(mark)}</text>'
+            f'<text class="tick" x="{x(mark):.1f}" y="54" text-anchor="{anchor}">{pct(mark)}</text>'
         )
     if value is not None:
         vx = x(value)
