@@ -354,3 +354,23 @@ def test_entries_redis_lost_are_added_again_from_the_web_process(other_app, comm
         assert buffer.retained == 0  # the flusher's watermark released them
     finally:
         server.cleanup()
+
+
+def test_an_entry_that_can_never_be_recorded_is_parked_not_blocking(app, client, clean):
+    from app.services.tracking import encode_hits
+
+    seed = _seed(app, members=1)
+    with app.app_context():
+        ref = runtime(app).signer.verify(seed["tokens"][0])
+    poison = [("p.1", "o", ref.campaign_id, ref.delivery_id, 0, 1e20, "", "UA", False)]
+    client_redis = _redis(app)
+    client_redis.xadd(hit_stream.STREAM_KEY, {"h": encode_hits(poison)})
+    for _ in range(3):
+        client.get(f"/t/o/{seed['tokens'][0]}.gif", headers={"User-Agent": "Bad\x00Agent"})
+    assert flush_all(app) == 3
+    assert event_count(app) == 3
+    dead = client_redis.xrange(hit_stream.DEAD_KEY)
+    assert len(dead) == 1
+    assert b"p.1" in dead[0][1][b"h"]
+    client_redis.delete(hit_stream.DEAD_KEY)
+    assert hit_stream.backlog(client_redis) == 0
