@@ -1,0 +1,439 @@
+"""Streaming member CSV reader: refuses non-CSV files, yields parsed and skipped rows."""
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterator
+from functools import partial
+from itertools import chain, islice
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+
+from .addresses import InvalidEmail, _fast_normalise, normalise_email
+from .columns import (
+    ColumnMapping,
+    CsvRefused,
+    map_columns,
+    normalise_language,
+    normalise_postal_code,
+)
+
+if TYPE_CHECKING:
+    from _csv import Reader as CsvReader
+
+    from _typeshed import WriteableBuffer
+
+__all__ = ["MAX_FIELD_LENGTH", "MemberCsv", "ParsedRow", "SkippedRow", "open_member_csv"]
+
+MAX_FIELD_LENGTH = 1000
+# Sniffing window: binary content shows within it, and a header line must fit in it.
+_HEAD_BYTES = 64 * 1024
+# Longest physical line kept. A longer one (no newline for a megabyte: a
+# corrupt or hostile file) is dropped piece by piece instead of being held
+# in memory, and reported as a skipped row.
+_MAX_LINE = 1024 * 1024
+_LINES_PER_BATCH = 512
+_SHOWN_EMAIL_LENGTH = 100
+# Lone surrogates are what surrogateescape makes of bytes that are not UTF-8.
+_SURROGATE = re.compile("[\udc80-\udcff]")
+_UNSHOWABLE = re.compile("[\x00\udc80-\udcff]")
+_SPREADSHEET_HINT = ' If it is a spreadsheet, save it as "CSV UTF-8" and import that file.'
+_BINARY_MESSAGE = "This file is not a CSV file (it contains binary data)." + _SPREADSHEET_HINT
+# Control characters other than tab, newline, carriage return and form feed
+# never appear in text a spreadsheet writes; many of them mean binary data.
+_BINARY_CHARS = re.compile("[\x00-\x08\x0b\x0e-\x1f\x7f\udc80-\udcff]")
+
+
+class ParsedRow(NamedTuple):
+    """A valid member row, normalised.
+
+    None in a field means "not given" (no such column, or an empty cell), so
+    the import keeps what it already has, or the default, for that field.
+
+    Attributes:
+        line: The physical line where the record starts.
+        email: The normalised address (see normalise_email).
+        first_name: Trimmed, or None.
+        last_name: Trimmed, or None.
+        language: "en" or "fr", or None.
+        postal_code: "A1A 1A1" for a Canadian postal code, else trimmed as
+            written; or None.
+        local: The local or chapter, trimmed, or None.
+        attributes: The custom columns with a non-empty value, keyed by
+            their header text.
+    """
+
+    line: int
+    email: str
+    first_name: str | None
+    last_name: str | None
+    language: str | None
+    postal_code: str | None
+    local: str | None
+    attributes: dict[str, str]
+
+
+class SkippedRow(NamedTuple):
+    """A row that is not imported, with the reason to show the organizer.
+
+    Attributes:
+        line: The physical line where the record starts.
+        reason: Why it is skipped, in words an organizer can act on.
+        email: The address as written (at most 100 characters), when the row
+            has one, so the organizer can find the member.
+    """
+
+    line: int
+    reason: str
+    email: str | None = None
+
+
+class _PrefixedStream(io.RawIOBase):
+    """The bytes already read for sniffing, then the rest of the caller's stream.
+
+    This lets the sniffing work on non-seekable streams (an HTTP request body)
+    without reading more than the sniffing window ahead. Closing it does not
+    close the caller's stream: the caller opened it and closes it.
+    """
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: "WriteableBuffer", /) -> int:
+        target = memoryview(buffer).cast("B")
+        if self._head:
+            size = min(len(target), len(self._head))
+            target[:size] = self._head[:size]
+            self._head = self._head[size:]
+            return size
+        data = self._rest.read(len(target))
+        target[: len(data)] = data
+        return len(data)
+
+
+class _LineSource:
+    """Physical lines of the text, in batches, with over-long lines cut out.
+
+    Reading a batch of lines with C-level calls and checking their lengths at
+    once costs a few nanoseconds a line; a Python generator per line would
+    cost ten times that. Each over-long line is replaced by an empty line, so
+    csv.reader's line count stays the physical one, and its number is noted
+    in ``overlong`` for the row loop to report.
+    """
+
+    def __init__(self, text: io.TextIOWrapper) -> None:
+        self._read = iter(partial(text.readline, _MAX_LINE), "")
+        self._lines = 0
+        self.overlong: list[int] = []
+
+    def __iter__(self) -> Iterator[str]:
+        return chain.from_iterable(self._batches())
+
+    def _batches(self) -> Iterator[list[str]]:
+        read = self._read
+        while batch := list(islice(read, _LINES_PER_BATCH)):
+            if max(map(len, batch)) >= _MAX_LINE:
+                batch = self._drop_overlong(batch)
+            self._lines += len(batch)
+            yield batch
+
+    def _drop_overlong(self, batch: list[str]) -> list[str]:
+        kept: list[str] = []
+        pieces = iter(batch)
+        for piece in pieces:
+            if len(piece) < _MAX_LINE or piece[-1] in "\r\n":
+                kept.append(piece)
+                continue
+            kept.append("\n")
+            self.overlong.append(self._lines + len(kept))
+            # Skip the rest of this physical line, in the batch or beyond it.
+            for rest in chain(pieces, self._read):
+                if len(rest) < _MAX_LINE or rest[-1] in "\r\n":
+                    break
+        return kept
+
+
+def _read_head(stream: BinaryIO) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while size < _HEAD_BYTES:
+        chunk = stream.read(_HEAD_BYTES - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+def _refuse_binary(head: bytes, complete: bool) -> None:
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise CsvRefused("This file is UTF-16 text, not UTF-8." + _SPREADSHEET_HINT)
+    if b"\x00" in head:
+        raise CsvRefused(_BINARY_MESSAGE)
+    # final=complete: a character cut by the window's edge is not an error.
+    text = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(head, final=complete)
+    # A little undecodable text is a row-level problem (a legacy-encoded name);
+    # a lot of it, or of control characters, is not a text file at all.
+    if len(_BINARY_CHARS.findall(text)) > len(text) // 4:
+        raise CsvRefused(_BINARY_MESSAGE)
+
+
+def _choose_delimiter(line: str) -> str:
+    # Count only outside quotes; split('"') alternates outside and inside
+    # quoted text, and a doubled quote toggles twice, so it stays correct.
+    outside = "".join(line.split('"')[::2])
+    return ";" if outside.count(";") > outside.count(",") else ","
+
+
+def _shown(email: str) -> str:
+    # Skip reports end up in JSON, CSV downloads and PostgreSQL: no lone
+    # surrogates (unencodable) and no NUL (refused by PostgreSQL text) there.
+    email = _UNSHOWABLE.sub("\ufffd", email)
+    if len(email) > _SHOWN_EMAIL_LENGTH:
+        return email[:_SHOWN_EMAIL_LENGTH] + "…"
+    return email
+
+
+def open_member_csv(stream: BinaryIO) -> "MemberCsv":
+    """Open a member CSV file for streaming: check it, read its header.
+
+    Reads at most 64 KiB ahead before deciding whether the file is a CSV at
+    all; rows are read only as the result is iterated, so memory stays flat
+    whatever the size of the file. The stream is not closed.
+
+    Args:
+        stream: The file, opened in binary mode; it need not be seekable.
+
+    Returns:
+        The opened file, ready to iterate once.
+
+    Raises:
+        CsvRefused: The file is binary, UTF-16, empty, has no header line,
+            no email column, or two columns for one field; nothing has been
+            read as a member.
+    """
+    head = _read_head(stream)
+    _refuse_binary(head, complete=len(head) < _HEAD_BYTES)
+    text = io.TextIOWrapper(
+        io.BufferedReader(_PrefixedStream(head, stream), _HEAD_BYTES),
+        encoding="utf-8-sig",  # takes the BOM off if there is one
+        errors="surrogateescape",  # a bad byte spoils its row, not the file
+        newline="",  # csv sees "\r\n" inside quoted fields as written
+    )
+    text._CHUNK_SIZE = _HEAD_BYTES  # type: ignore[attr-defined]  # fewer, larger decodes
+    source = _LineSource(text)
+    lines = iter(source)
+    # Blank lines before the header are tolerated, and still counted.
+    leading: list[str] = []
+    for line in lines:
+        leading.append(line)
+        if line.strip():
+            break
+    else:
+        raise CsvRefused("The file is empty.")
+    header_text = leading[-1]
+    if (source.overlong and source.overlong[0] <= len(leading)) or len(header_text) > _HEAD_BYTES:
+        raise CsvRefused("This file is not a CSV file (its first line is far too long).")
+    delimiter = _choose_delimiter(header_text)
+    reader = csv.reader(chain(leading, lines), delimiter=delimiter, skipinitialspace=True)
+    for _ in range(len(leading) - 1):
+        next(reader)
+    try:
+        header = next(reader)
+    except csv.Error as exc:  # e.g. an unclosed quote running past the field size limit
+        raise CsvRefused(f"The header line of the file is not valid CSV ({exc}).") from None
+    if _SURROGATE.search("".join(header)):
+        raise CsvRefused(
+            "This file is not UTF-8 text (its first line has characters in another "
+            'encoding). Save it as "CSV UTF-8" and import it again.'
+        )
+    return MemberCsv(map_columns(header), delimiter, len(leading), reader, source)
+
+
+class MemberCsv:
+    """An opened member CSV file: its columns, then its rows, once.
+
+    Iterating yields a ParsedRow for each valid row and a SkippedRow for each
+    row that is not imported, in file order, each with the physical line
+    where its record starts (the header is usually line 1; a quoted field
+    spanning lines counts all of them). Blank lines, and rows of empty cells,
+    are neither.
+
+    Duplicates within the file are not detected here: that would mean
+    remembering every address, and memory must stay flat whatever the size
+    of the file. The database staging step decides them, using the line
+    numbers these rows carry.
+
+    Attributes:
+        columns: Which column holds which field, and the custom attributes.
+        delimiter: "," or ";", decided from the header line.
+        header_line: The line number of the header (1 unless blank lines
+            precede it).
+    """
+
+    def __init__(
+        self,
+        columns: ColumnMapping,
+        delimiter: str,
+        header_line: int,
+        reader: "CsvReader",
+        source: _LineSource,
+    ) -> None:
+        self.columns = columns
+        self.delimiter = delimiter
+        self.header_line = header_line
+        self._reader = reader
+        self._source = source
+        self._started = False
+
+    def __iter__(self) -> Iterator[ParsedRow | SkippedRow]:
+        if self._started:
+            raise RuntimeError("A member CSV file can be iterated only once.")
+        self._started = True
+        return self._rows()
+
+    def _rows(self) -> Iterator[ParsedRow | SkippedRow]:
+        reader = self._reader
+        columns = self.columns
+        headers = columns.headers
+        width = len(headers)
+        standard = columns.standard
+        # Absent standard fields read index `width`, a cell that is always
+        # empty (every row is padded to width + 1), so the loop has no branch
+        # per optional column.
+        email_at = standard["email"]
+        first_name_at = standard.get("first_name", width)
+        last_name_at = standard.get("last_name", width)
+        language_at = standard.get("language", width)
+        postal_code_at = standard.get("postal_code", width)
+        local_at = standard.get("local", width)
+        attributes = columns.attributes
+        imported = sorted([*standard.values(), *(index for _, index in attributes)])
+        padding = [""] * (width + 1)
+        overlong = self._source.overlong
+        # Few distinct spellings of a language occur in one file; remember them.
+        languages: dict[str, str | None] = {}
+        fast_normalise = _fast_normalise
+        # NamedTuple's generated __new__ is a Python function; building the
+        # tuple directly skips it and saves a tenth of the time per row.
+        new_row = tuple.__new__
+        join = "".join
+
+        previous_end = reader.line_num
+        while True:
+            try:
+                for fields in reader:
+                    line = previous_end + 1
+                    previous_end = reader.line_num
+                    if overlong and overlong[0] <= previous_end:
+                        first_overlong = overlong[0]
+                        while overlong and overlong[0] <= previous_end:
+                            overlong.pop(0)
+                        yield SkippedRow(
+                            line, f"line {first_overlong} is longer than {_MAX_LINE} characters"
+                        )
+                        continue
+                    count = len(fields)
+                    if count == width:
+                        fields.append("")
+                    elif count == 0:
+                        continue  # a blank line
+                    elif count < width:
+                        fields.extend(padding[count:])
+                    else:
+                        if any(extra.strip() for extra in fields[width:]):
+                            yield SkippedRow(
+                                line,
+                                f"wrong number of fields (expected {width}, found {count})",
+                                _shown(fields[email_at].strip()),
+                            )
+                            continue
+                        del fields[width + 1 :]
+                        fields[width] = ""
+
+                    joined = join(fields)
+                    if not joined.isascii() and _SURROGATE.search(joined):
+                        yield SkippedRow(line, "not valid UTF-8", _shown(fields[email_at].strip()))
+                        continue
+                    if "\x00" in joined:
+                        # PostgreSQL text cannot hold NUL, and no spreadsheet writes it.
+                        yield SkippedRow(
+                            line, "contains a NUL character", _shown(fields[email_at].strip())
+                        )
+                        continue
+                    if len(joined) > MAX_FIELD_LENGTH:
+                        too_long = next(
+                            (i for i in imported if len(fields[i].strip()) > MAX_FIELD_LENGTH),
+                            None,
+                        )
+                        if too_long is not None:
+                            yield SkippedRow(
+                                line,
+                                f"field '{headers[too_long]}' is longer than "
+                                f"{MAX_FIELD_LENGTH} characters",
+                                None if too_long == email_at else _shown(fields[email_at].strip()),
+                            )
+                            continue
+
+                    raw_email = fields[email_at].strip()
+                    if not raw_email:
+                        if joined.strip():
+                            yield SkippedRow(line, "missing email")
+                        continue  # else a row of empty cells: a blank line
+                    # The fast path directly, without normalise_email's extra call
+                    # and strip: nearly every row ends here.
+                    email = fast_normalise(raw_email)
+                    if email is None:
+                        try:
+                            email = normalise_email(raw_email)
+                        except InvalidEmail as exc:
+                            yield SkippedRow(
+                                line, f"invalid email address: {exc}", _shown(raw_email)
+                            )
+                            continue
+
+                    language: str | None = None
+                    raw_language = fields[language_at].strip()
+                    if raw_language:
+                        language = languages.get(raw_language, "")
+                        if language == "":
+                            language = normalise_language(raw_language)
+                            if len(languages) < 256:
+                                languages[raw_language] = language
+                        if language is None:
+                            yield SkippedRow(
+                                line,
+                                f"unknown language '{raw_language[:40]}' (use en or fr)",
+                                _shown(raw_email),
+                            )
+                            continue
+
+                    postal_code = fields[postal_code_at].strip()
+                    yield new_row(
+                        ParsedRow,
+                        (
+                            line,
+                            email,
+                            fields[first_name_at].strip() or None,
+                            fields[last_name_at].strip() or None,
+                            language,
+                            normalise_postal_code(postal_code) if postal_code else None,
+                            fields[local_at].strip() or None,
+                            {
+                                key: value
+                                for key, index in attributes
+                                if (value := fields[index].strip())
+                            },
+                        ),
+                    )
+            except csv.Error as exc:
+                line = previous_end + 1
+                previous_end = reader.line_num
+                yield SkippedRow(line, f"malformed CSV: {exc}")
+                continue
+            return
