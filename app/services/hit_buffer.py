@@ -148,7 +148,10 @@ class HitBuffer:
                 self._to_redis(batch)
             except redis.RedisError as exc:
                 log.warning(
-                    "Redis unreachable (%s): writing %d hits to the database", exc, len(batch)
+                    "Redis unreachable (%s): %d new and %d unconfirmed hits to the database",
+                    exc,
+                    len(batch),
+                    self._retained_hits,
                 )
                 self._to_database(batch)
             return len(batch)

@@ -34,7 +34,7 @@ WATERMARK_KEY = "rp:tracking:committed"
 EPOCH_KEY = "rp:tracking:epoch"
 # Entries pending this long under another consumer name belong to a dead flusher.
 CLAIM_IDLE_MS = 30_000
-READ_COUNT = 20  # entries per read; each holds up to HitBuffer.MAX_ENTRY_HITS hits
+READ_COUNT = 100  # entries per read (~10 hits each under load): few, large transactions
 
 
 def parse_id(entry_id: str | bytes) -> tuple[int, int]:
@@ -43,11 +43,15 @@ def parse_id(entry_id: str | bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
+DEAD_KEY = "rp:tracking:dead"  # entries no retry can record, kept for a person to look at
+
+
 @dataclass
 class StreamBatch:
     entry_ids: list[str] = field(default_factory=list)
     hits: list[Hit] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
+    entries: dict[str, list[Hit]] = field(default_factory=dict)
 
 
 def ensure_group(client: redis.Redis) -> None:
@@ -63,7 +67,9 @@ def _decode(entries: list[tuple[bytes, dict[bytes, bytes]]], batch: StreamBatch)
         ident = entry_id.decode()
         batch.entry_ids.append(ident)
         try:
-            batch.hits.extend(decode_hits(fields[b"h"]))
+            hits = decode_hits(fields[b"h"])
+            batch.entries[ident] = hits
+            batch.hits.extend(hits)
         except (KeyError, ValueError, TypeError):
             # A corrupt entry can never be recorded; acknowledge it so it does not block
             # the stream, and keep it in the log.
@@ -104,6 +110,17 @@ def acknowledge(client: redis.Redis, entry_ids: list[str]) -> None:
         pipe.xdel(STREAM_KEY, *entry_ids)
         pipe.execute()
     publish_watermark(client)
+
+
+def dead_letter(client: redis.Redis, entry_id: str, hits: list[Hit], error: str) -> None:
+    """Park an entry that cannot be recorded (and acknowledge it) so it blocks no other hit."""
+    from app.services.tracking import encode_hits
+
+    pipe = client.pipeline(transaction=True)
+    pipe.xadd(DEAD_KEY, {"h": encode_hits(hits), "entry": entry_id, "error": error[:500]})
+    pipe.xack(STREAM_KEY, GROUP, entry_id)
+    pipe.xdel(STREAM_KEY, entry_id)
+    pipe.execute()
 
 
 def publish_watermark(client: redis.Redis) -> None:

@@ -74,7 +74,8 @@ def decode_hits(raw: str | bytes) -> list[Hit]:
             raise ValueError("malformed hit")
         hit = Hit(
             str(row[0]), str(row[1]), int(row[2]), int(row[3]), int(row[4]), float(row[5]),
-            str(row[6]), str(row[7])[:_AGENT_CHARS], bool(row[8]),
+            str(row[6])[:64].replace("\x00", ""),  # PostgreSQL text and JSON refuse NUL
+            str(row[7])[:_AGENT_CHARS].replace("\x00", ""), bool(row[8]),
         )  # fmt: skip
         if hit.kind not in (OPEN, CLICK) or not hit.hit_id or len(hit.hit_id) > 40:
             raise ValueError("malformed hit")

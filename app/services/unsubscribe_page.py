@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.models import (
-    CampaignVariant,
+    Campaign,
     Delivery,
     MailingList,
     Member,
@@ -19,6 +20,8 @@ from app.models import (
     campaign_lists,
 )
 from app.services import DbSession
+
+log = logging.getLogger(__name__)
 
 STRINGS: dict[str, dict[str, str]] = {
     "en": {
@@ -115,9 +118,7 @@ def page_for(session: DbSession, delivery: Delivery) -> PageView:
     member = session.get(Member, delivery.member_id)
     language = (member.language if member else delivery.language) or "en"
     t = strings(language)
-    variant = session.get(CampaignVariant, (delivery.campaign_id, language)) or session.scalar(
-        sa.select(CampaignVariant).where(CampaignVariant.campaign_id == delivery.campaign_id)
-    )
+    subject = _subject_for(session, delivery, member, language)
     org = session.get(OrgSettings, 1)
     in_campaign = set(
         session.scalars(
@@ -147,12 +148,41 @@ def page_for(session: DbSession, delivery: Delivery) -> PageView:
         language=language,
         t=t,
         email=delivery.email,
-        subject=variant.subject if variant else "",
+        subject=subject,
         organization=(org.organization if org and org.organization else t["org_fallback"]),
         contact=org.contact if org else "",
         lists=lists,
         campaign_has_lists=bool(in_campaign),
     )
+
+
+def _subject_for(
+    session: DbSession, delivery: Delivery, member: Member | None, language: str
+) -> str:
+    """The subject as this member saw it: merge fields filled in, never template syntax."""
+    from app.emails.content import Recipient
+    from app.services import campaigns
+
+    campaign = session.get(Campaign, delivery.campaign_id)
+    if campaign is None:
+        return ""
+    try:
+        # Cached per campaign version and process: a page view costs a substitution.
+        skeleton = campaigns.skeleton_for(
+            session, campaign, language, tracking=False, archive=False
+        )
+        recipient = Recipient(
+            first_name=member.first_name if member else "",
+            last_name=member.last_name if member else "",
+            local=member.local if member else "",
+            language=language,
+        )
+        return skeleton.personalize(recipient).subject
+    except Exception:  # an incomplete identity or an old draft: the page works without it
+        log.warning(
+            "no subject for campaign %s on the unsubscribe page", campaign.id, exc_info=True
+        )
+        return ""
 
 
 class ChoiceError(ValueError):

@@ -84,6 +84,7 @@ class BatchResult:
     duplicates: int = 0
     ignored: int = 0
     unmatched: int = 0
+    failed: int = 0
     by_kind: dict[str, int] = field(default_factory=dict)
 
 
@@ -173,9 +174,22 @@ def process_batch(session: DbSession, batch_id: int) -> BatchResult | None:
         batch.error = "not JSON"
         batch.processed_at = utcnow()
         return result
-    for event in events if isinstance(events, list) else []:
-        if isinstance(event, dict):
+    problems = []
+    for index, event in enumerate(events if isinstance(events, list) else []):
+        if not isinstance(event, dict):
+            continue
+        savepoint = session.begin_nested()
+        try:
             process_event(session, event, result)
+            savepoint.commit()
+        except (ValueError, TypeError, sa.exc.IntegrityError, sa.exc.DataError) as exc:
+            # One event the database or our code cannot take must not hold back the rest
+            # (SendGrid would otherwise redeliver the whole batch for a day).
+            savepoint.rollback()
+            log.exception("webhook batch %s: event %s skipped", batch_id, index)
+            problems.append(f"event {index}: {exc}"[:300])
+            result.failed += 1
+    batch.error = "\n".join(problems)[:5000] or None
     batch.processed_at = utcnow()
     session.flush()
     return result

@@ -1,21 +1,20 @@
 """A member opens an alert in Chromium, signs the petition through its button, and unsubscribes.
 
-Until the email renderer is on main, the alert's HTML is built here from the tracking URLs
-(app.services.tracking.open_url / click_url / unsubscribe_url), as the sender will.
+The alert is the demo's petition alert, rendered by the real renderer with tracking on
+(`campaigns.skeleton_for(..., tracking=True)` personalized with the member's token and
+unsubscribe URLs, as the sender will do), and shown by a stand-in webmail page.
 """
 
 from __future__ import annotations
 
-import html
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import CampaignStats, Delivery, Link, OrgSettings, Subscription
+from app.models import CampaignStats, Delivery, Subscription
 from app.services import tracking
 from app.services.tracking_runtime import runtime
 from tests import factories
@@ -32,29 +31,6 @@ PETITION_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>Petition</title></head>
 <body><h1>Free Amar Fayaz</h1><p>Add your name: tell the High Commission to act now.</p>
 <form><label>Name <input name="name"></label><button>Sign</button></form></body></html>"""
-
-
-def alert_html(base: str, token: str, petition: Link, info: Link) -> str:
-    """A small but realistic action alert, linked the way the sender links it."""
-    sign = html.escape(tracking.click_url(base, petition.id, token))
-    more = html.escape(tracking.click_url(base, info.id, token))
-    unsubscribe = html.escape(tracking.unsubscribe_url(base, token))
-    pixel = html.escape(tracking.open_url(base, token))
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Day of action</title></head>
-<body style="font-family: sans-serif; max-width: 600px; margin: auto; padding: 16px">
-<p style="color:#b3261e;font-weight:700">ACTION ALERT</p>
-<h1>Day of action, Dec. 17: rally for Amar Fayaz's release</h1>
-<p>Sisters, brothers and friends: our member has been detained for eight months. Stand with
-him and his family. Sign the petition before the rally.</p>
-<p><a href="{sign}" style="background:#b3261e;color:#fff;padding:12px 18px;border-radius:8px;
-text-decoration:none;display:inline-block">Sign the petition</a></p>
-<p><a href="{more}">Read about the rally</a></p>
-<hr><p style="font-size:12px;color:#555">Prairie Workers Union, 10 Main St., Calgary AB ·
-<a href="{unsubscribe}">Unsubscribe</a></p>
-<img src="{pixel}" width="1" height="1" alt="">
-</body></html>"""
 
 
 class _Site:
@@ -94,42 +70,76 @@ def site() -> Iterator[_Site]:
         yield s
 
 
-def test_member_opens_signs_and_unsubscribes_in_one_click(app, live_server, browser, site):
-    reset_tracking(app)
+def _rendered_alert(app, live_server, site) -> tuple[tuple[int, int, int, int], str]:
+    """The demo petition alert, its petition pointing at the local petition page, rendered
+    for one member with tracking on; returns the ids and the HTML."""
+    from dataclasses import replace
+    from datetime import UTC, datetime, timedelta
+
+    from app.emails.content import Recipient
+    from app.services import campaigns, demo
+
+    petition_url = f"{site.url}/petition"
     with app.app_context():
         session = db.session
-        session.add(
-            OrgSettings(id=1, organization="Prairie Workers Union", contact="office@pwu.example")
-        )
+        demo.load(session, admin_email="admin@example.org", admin_password="demo-password-123")
         lst = factories.mailing_list(session, name="Action alerts")
         member = factories.member(session, first_name="Rosa")
         factories.subscribe(session, member, lst)
-        campaign = factories.campaign(session, lists=[lst], status="sent")
-        petition = Link(campaign_id=campaign.id, url=f"{site.url}/petition", is_petition=True)
-        info = Link(campaign_id=campaign.id, url=f"{site.url}/rally", position=1)
-        session.add_all([petition, info])
-        from datetime import UTC, datetime, timedelta
-
+        alert = demo.demo_campaigns()[2]
+        variants = {
+            lang: replace(v, fields={**v.fields, "cta_url": petition_url})
+            for lang, v in alert.variants.items()
+        }
+        data = replace(
+            alert, variants=variants, list_ids=[lst.id], petition_flags={petition_url: True}
+        )
+        campaign = campaigns.create_campaign(session, data, actor_id=None)
+        campaign.status = "sent"
         delivery = factories.delivery(
             session, campaign, member, status="sent", sent_at=datetime.now(UTC) - timedelta(hours=2)
         )
         session.commit()
+        base = live_server.url
         token = runtime(app).signer.sign(campaign.id, delivery.id)
-        site.pages["/mail"] = alert_html(live_server.url, token, petition, info).encode()
+        skeleton = campaigns.skeleton_for(session, campaign, "en", tracking=True)
+        email = skeleton.personalize(
+            Recipient(
+                first_name="Rosa",
+                email=member.email,
+                token=token,
+                unsubscribe_url=tracking.unsubscribe_url(base, token),
+                preferences_url=tracking.preferences_url(base, token),
+            )
+        )
         ids = (campaign.id, delivery.id, member.id, lst.id)
         session.remove()
+    return ids, email.html
+
+
+def test_member_opens_signs_and_unsubscribes_in_one_click(
+    app, live_server, browser, site, monkeypatch
+):
+    reset_tracking(app)
+    monkeypatch.setitem(app.config, "PUBLIC_BASE_URL", live_server.url)
+    ids, html_body = _rendered_alert(app, live_server, site)
+    assert f"{live_server.url}/t/o/" in html_body  # the pixel
+    site.pages["/mail"] = html_body.encode()
 
     context = browser.new_context(viewport={"width": 390, "height": 844}, user_agent=DESKTOP_CHROME)
     page = context.new_page()
     try:
         page.goto(f"{site.url}/mail")
         page.wait_for_load_state("networkidle")  # the pixel has loaded
-        page.get_by_role("link", name="Sign the petition").click()
-        page.wait_for_url(f"{site.url}/petition")
-        assert page.get_by_role("heading", name="Free Amar Fayaz").is_visible()
+        with context.expect_page() as opened:  # the button opens a new tab, as in webmail
+            page.get_by_role("link", name="Sign the petition").first.click()
+        petition = opened.value
+        petition.wait_for_url(f"{site.url}/petition")
+        assert petition.get_by_role("heading", name="Free Amar Fayaz").is_visible()
+        petition.close()
 
         page.goto(f"{site.url}/mail")
-        page.get_by_role("link", name="Unsubscribe").click()
+        page.get_by_role("link", name="Unsubscribe", exact=True).click()
         page.wait_for_url(f"{live_server.url}/u/**")
         assert page.get_by_role("heading", name="Stop these emails?").is_visible()
         screenshot(page, "unsubscribe-page-phone")
@@ -154,6 +164,5 @@ def test_member_opens_signs_and_unsubscribes_in_one_click(app, live_server, brow
         assert stats.petition_clicks_human_unique == 1
         assert stats.opens_human_unique == 1
         assert stats.unsubscribes == 1
-        assert session.scalar(sa.select(sa.func.count()).select_from(Link)) == 2
         session.remove()
     reset_tracking(app)

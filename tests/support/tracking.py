@@ -82,6 +82,13 @@ def reset_tracking(app: Flask) -> None:
             client.delete(key)
 
 
+def stop_buffer(app: Flask) -> None:
+    """Stop an extra app's buffer thread, dropping what it holds (its test is over)."""
+    buffer = runtime(app).buffer
+    buffer.forget()
+    buffer.close()
+
+
 def flush_all(app: Flask, *, ship: bool = True) -> int:
     """Ship the web buffer, then run the flusher task's code until the stream is empty."""
     from workers.tasks.tracking import flush_tracking

@@ -284,3 +284,14 @@ def test_the_official_example_batch_processes_without_custom_args(db_session):
 
 def test_custom_args_are_strings():
     assert webhook_events.custom_args(7, 42) == {"rp_campaign": "7", "rp_delivery": "42"}
+
+
+def test_an_event_that_cannot_be_stored_does_not_hold_back_the_batch(db_session, data):
+    bad = _event(data, 0, "delivered", "z1", reason="\x00 nul bytes are refused by jsonb")
+    good = _event(data, 1, "delivered", "z2")
+    batch_id = _store(db_session, [bad, good])
+    result = webhook_events.process_batch(db_session, batch_id)
+    assert (result.recorded, result.failed) == (1, 1)
+    db_session.expire_all()
+    assert db_session.get(Delivery, data.deliveries[1].id).outcome == "delivered"
+    assert "event 0" in db_session.get(WebhookBatch, batch_id).error

@@ -23,7 +23,13 @@ from app.services import hit_stream, stats
 from app.services.tracking import decode_hits
 from app.services.tracking_runtime import runtime
 from tests.support.servers import RedisServer, free_port
-from tests.support.tracking import event_count, flush_all, reset_tracking, sent_campaign
+from tests.support.tracking import (
+    event_count,
+    flush_all,
+    reset_tracking,
+    sent_campaign,
+    stop_buffer,
+)
 from workers.tasks.tracking import flush_tracking
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -150,6 +156,7 @@ def test_with_redis_down_hits_go_to_the_database_and_redirects_work(other_app, c
     assert runtime(app).buffer.direct_writes == 4
     counters = _counters_match(app, seed["campaign"])
     assert (counters["clicks_total"], counters["opens_total"]) == (2, 2)
+    stop_buffer(app)
 
 
 @pytest.mark.chaos
@@ -201,6 +208,7 @@ def test_redis_restarted_during_a_run_of_hits_loses_none(other_app, committed_db
         assert hits_sent > 200
         assert hits_recorded == hits_sent
         _counters_match(app, seed["campaign"])
+        stop_buffer(app)
     finally:
         server.cleanup()
 
@@ -213,13 +221,18 @@ def test_a_real_worker_flushes_hits_and_processes_webhook_batches(app, client, c
     for token in seed["tokens"]:
         client.get(f"/t/o/{token}.gif")
     runtime(app).buffer.flush()
+    import workers.tasks  # noqa: F401 - registers every task with the app's Celery
+
     celery = app.extensions["celery"]
-    with start_worker(celery, pool="solo", perform_ping_check=False, shutdown_timeout=10):
-        with app.app_context():
-            jobs.send_now(jobs.Job(jobs.FLUSH_TRACKING))
-        deadline = time.monotonic() + 20
+    celery.control.purge()  # messages other tests left behind (their rows are gone)
+    with start_worker(
+        celery, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues=["default"]
+    ):
+        deadline = time.monotonic() + 30
         while event_count(app, "open") < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+            with app.app_context():
+                jobs.send_now(jobs.Job(jobs.FLUSH_TRACKING))  # what beat does every second
+            time.sleep(0.5)
         assert event_count(app, "open") == 2
 
         signer = WebhookSigner()
@@ -354,3 +367,23 @@ def test_entries_redis_lost_are_added_again_from_the_web_process(other_app, comm
         assert buffer.retained == 0  # the flusher's watermark released them
     finally:
         server.cleanup()
+
+
+def test_an_entry_that_can_never_be_recorded_is_parked_not_blocking(app, client, clean):
+    from app.services.tracking import encode_hits
+
+    seed = _seed(app, members=1)
+    with app.app_context():
+        ref = runtime(app).signer.verify(seed["tokens"][0])
+    poison = [("p.1", "o", ref.campaign_id, ref.delivery_id, 0, 1e20, "", "UA", False)]
+    client_redis = _redis(app)
+    client_redis.xadd(hit_stream.STREAM_KEY, {"h": encode_hits(poison)})
+    for _ in range(3):
+        client.get(f"/t/o/{seed['tokens'][0]}.gif", headers={"User-Agent": "Bad\x00Agent"})
+    assert flush_all(app) == 3
+    assert event_count(app) == 3
+    dead = client_redis.xrange(hit_stream.DEAD_KEY)
+    assert len(dead) == 1
+    assert b"p.1" in dead[0][1][b"h"]
+    client_redis.delete(hit_stream.DEAD_KEY)
+    assert hit_stream.backlog(client_redis) == 0

@@ -6,11 +6,13 @@ import logging
 import time
 
 from celery import shared_task
+from redis import Redis
 from redis.exceptions import LockError
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import jobs
 from app.extensions import db
-from app.services import hit_stream, tracking
+from app.services import hit_stream, machine_hits, tracking
 from app.services.redis_client import get_redis
 from app.services.tracking_runtime import runtime
 
@@ -39,9 +41,12 @@ def flush_tracking(
             try:
                 recorded += tracking.record_hits(db.session, batch.hits, apple=apple)
                 db.session.commit()
-            except Exception:
+            except Exception as exc:
                 db.session.rollback()
-                raise  # left pending: the next run reads these entries again
+                if _database_away(exc):
+                    raise  # leave the entries pending: the next run reads them again
+                recorded += _record_entries_alone(client, batch, apple)
+                continue
             hit_stream.acknowledge(client, batch.entry_ids)  # only after the commit
             if time.monotonic() > deadline:
                 break
@@ -52,4 +57,34 @@ def flush_tracking(
             lock.release()
         except LockError:
             log.warning("tracking flush lock expired before the run ended")
+    return recorded
+
+
+def _database_away(exc: Exception) -> bool:
+    """An outage (retry later), as opposed to an entry the database will never accept."""
+    if isinstance(exc, OperationalError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def _record_entries_alone(
+    client: Redis, batch: hit_stream.StreamBatch, apple: machine_hits.NetworkSet
+) -> int:
+    """A batch the database refused: record entry by entry, parking the ones that fail."""
+    recorded = 0
+    for entry_id in batch.entry_ids:
+        hits = batch.entries.get(entry_id, [])
+        try:
+            recorded += tracking.record_hits(db.session, hits, apple=apple)
+            db.session.commit()
+        except Exception as exc:
+            db.session.rollback()
+            if _database_away(exc):
+                raise
+            log.exception(
+                "tracking entry %s cannot be recorded; parked in %s", entry_id, hit_stream.DEAD_KEY
+            )
+            hit_stream.dead_letter(client, entry_id, hits, str(exc))
+            continue
+        hit_stream.acknowledge(client, [entry_id])
     return recorded
