@@ -16,6 +16,8 @@ from flask import current_app
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from app.services import DbSession
+
 log = logging.getLogger(__name__)
 
 # Task names: the contract between app/ and workers/.
@@ -27,6 +29,7 @@ IMPORT_MEMBERS = "audience.import_members"
 SEND_TRANSACTIONAL = "transactional.send"
 FLUSH_TRACKING = "tracking.flush"
 PROCESS_WEBHOOK_BATCH = "webhooks.process_batch"
+SWEEP_WEBHOOK_BATCHES = "webhooks.sweep"
 
 _PENDING_KEY = "rallypoint.pending_jobs"
 
@@ -40,7 +43,7 @@ class Job:
 
 
 def enqueue(
-    session: Session, name: str, *args: Any, queue: str | None = None, **kwargs: Any
+    session: DbSession, name: str, *args: Any, queue: str | None = None, **kwargs: Any
 ) -> Job:
     """Queue a task to be sent when `session` commits; dropped if it rolls back.
 

@@ -51,7 +51,20 @@ def celery_settings(broker_url: str) -> dict[str, Any]:
             "transactional.*": {"queue": QUEUE_TRANSACTIONAL},
         },
         # Filled by the features that need periodic work (scheduling tick, tracking flush).
-        "beat_schedule": {},
+        # Names are spelled out: config/ does not import app.jobs. `expires` drops ticks that
+        # waited behind a stopped worker instead of running a pile of them at once.
+        "beat_schedule": {
+            "tracking-flush": {
+                "task": "tracking.flush",
+                "schedule": 1.0,
+                "options": {"expires": 5},
+            },
+            "webhook-sweep": {
+                "task": "webhooks.sweep",
+                "schedule": 60.0,
+                "options": {"expires": 50},
+            },
+        },
         "timezone": "UTC",
         "enable_utc": True,
     }

@@ -1,6 +1,7 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
 from app.models.base import Base
+from app.models.breakdown import BreakdownDimension, CampaignBreakdown
 from app.models.campaigns import (
     TRANSITIONS,
     Campaign,
@@ -31,6 +32,7 @@ from app.models.members import (
     UnsubscribeSource,
 )
 from app.models.settings import OrgSettings, Sender
+from app.models.stats import CampaignHourly, CampaignStats, LinkStats
 from app.models.users import ApiToken, Role, User
 
 __all__ = [
@@ -38,7 +40,11 @@ __all__ = [
     "TRANSITIONS",
     "ApiToken",
     "Base",
+    "BreakdownDimension",
     "Campaign",
+    "CampaignBreakdown",
+    "CampaignHourly",
+    "CampaignStats",
     "CampaignStatus",
     "CampaignVariant",
     "ConsentBasis",
@@ -51,6 +57,7 @@ __all__ = [
     "ImportStatus",
     "Language",
     "Link",
+    "LinkStats",
     "MailingList",
     "Member",
     "MemberImport",

@@ -268,7 +268,7 @@ def queue_upload(
         user_id=user_id,
         consent=consent,
     )
-    jobs.enqueue(session, jobs.IMPORT_MEMBERS, job.id)  # type: ignore[arg-type]
+    jobs.enqueue(session, jobs.IMPORT_MEMBERS, job.id)
     return job
 
 

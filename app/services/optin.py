@@ -176,7 +176,7 @@ def subscribe(
             # a second queued copy of the job (a form sent twice) sends nothing more.
             subscription.confirmation_sent_at = None
             jobs.enqueue(
-                session,  # type: ignore[arg-type]
+                session,
                 jobs.SEND_TRANSACTIONAL,
                 OPTIN_KIND,
                 {"member_id": member.id, "list_id": mailing_list.id},

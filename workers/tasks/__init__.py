@@ -1,3 +1,9 @@
 """Task modules, one per room of work; importing this registers them all."""
 
-from workers.tasks import audience, maintenance, transactional  # noqa: F401
+from workers.tasks import (  # noqa: F401
+    audience,
+    maintenance,
+    tracking,
+    transactional,
+    webhooks,
+)
