@@ -123,7 +123,14 @@ class Subscription(Base):
         # The dashboard's list growth counts joins and departures per week over a recent
         # window: range scans on these two stay proportional to the window, not the table.
         sa.Index("ix_subscriptions_subscribed_at", "subscribed_at"),
-        sa.Index("ix_subscriptions_unsubscribed_at", "unsubscribed_at"),
+        # Partial: most subscriptions were never unsubscribed, and a bulk import would
+        # otherwise add a NULL entry per row; `unsubscribed_at >= :since` implies NOT NULL.
+        sa.Index(
+            "ix_subscriptions_unsubscribed_at",
+            "unsubscribed_at",
+            postgresql_where=sa.text("unsubscribed_at IS NOT NULL"),
+            sqlite_where=sa.text("unsubscribed_at IS NOT NULL"),
+        ),
     )
 
     member_id: Mapped[int] = mapped_column(
