@@ -214,9 +214,10 @@ def test_anonymous_visitors_are_sent_to_login(client, scenario, path):
 
 
 # Write routes a viewer may use: logging in and out, their own API tokens. The public
-# endpoints (tracking, unsubscribe, webhooks) are authorised by a signed token, not a role.
+# endpoints (tracking, unsubscribe, webhooks, public sign-up forms) are authorised by a signed
+# token or are open to the public by design, not by a role.
 VIEWER_WRITES = {"auth.login", "auth.logout", "settings.tokens_page", "settings.revoke_token"}
-PUBLIC_BLUEPRINTS = {"tracking", "unsubscribe", "webhooks"}
+PUBLIC_BLUEPRINTS = {"tracking", "unsubscribe", "webhooks", "subscribe"}
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 
