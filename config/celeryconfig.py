@@ -15,7 +15,14 @@ QUEUE_DEFAULT = "default"
 VISIBILITY_TIMEOUT = 3600
 
 
-def celery_settings(broker_url: str) -> dict[str, Any]:
+# Task names of the periodic work (the same strings as app.jobs, which config may not import).
+TICK_TASK = "scheduling.tick"
+SWEEP_TASK = "scheduling.sweep"
+
+
+def celery_settings(
+    broker_url: str, *, tick_seconds: float = 5.0, sweep_seconds: float = 15.0
+) -> dict[str, Any]:
     """Build the Celery configuration for a broker URL.
 
     The choices follow reference/celery-tracking-security.md §1.9: late acks with rejection on
@@ -50,8 +57,22 @@ def celery_settings(broker_url: str) -> dict[str, Any]:
             "campaigns.*": {"queue": QUEUE_BULK},
             "transactional.*": {"queue": QUEUE_TRANSACTIONAL},
         },
-        # Filled by the features that need periodic work (scheduling tick, tracking flush).
-        "beat_schedule": {},
+        # Periodic work. Each run decides from PostgreSQL rows what is due and holds a Redis
+        # lock, so a second beat (or a tick overlapping the previous one) changes nothing.
+        # Each message expires after one period: a beat that ran while no worker was up must
+        # not leave a pile of stale ticks behind it.
+        "beat_schedule": {
+            "scheduling-tick": {
+                "task": TICK_TASK,
+                "schedule": tick_seconds,
+                "options": {"expires": tick_seconds},
+            },
+            "sending-sweep": {
+                "task": SWEEP_TASK,
+                "schedule": sweep_seconds,
+                "options": {"expires": sweep_seconds},
+            },
+        },
         "timezone": "UTC",
         "enable_utc": True,
     }
