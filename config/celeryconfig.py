@@ -44,7 +44,11 @@ def celery_settings(
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A batch running when the broker connection drops is allowed to finish: its outcome
+        # goes to PostgreSQL, which is still there, and the ledger makes a redelivered copy
+        # claim nothing. Cancelling it would strand its claimed rows as 'unknown' (measured
+        # in tests/workers/test_sending_chaos.py: two batches lost per Redis restart).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_soft_shutdown_timeout": 10,
         "worker_hijack_root_logger": False,
         "task_default_queue": QUEUE_DEFAULT,
