@@ -14,7 +14,7 @@ from typing import Any
 from celery import Celery
 from flask import current_app
 from sqlalchemy import event
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,11 @@ class Job:
 
 
 def enqueue(
-    session: Session, name: str, *args: Any, queue: str | None = None, **kwargs: Any
+    session: Session | scoped_session[Any],
+    name: str,
+    *args: Any,
+    queue: str | None = None,
+    **kwargs: Any,
 ) -> Job:
     """Queue a task to be sent when `session` commits; dropped if it rolls back.
 

@@ -72,7 +72,8 @@ def test_a_batch_is_one_request_with_one_personalization_each(db_session, fake, 
 
     outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
 
-    assert outcome.sent == len(english) and outcome.requeue_in is None
+    assert outcome.sent == len(english)
+    assert outcome.requeue_in is None
     assert fake.stats()["validated"] == 1  # the whole request passed SendGrid's schema
     [request] = fake.accepted
     body = request.body
@@ -102,35 +103,37 @@ def test_a_batch_is_one_request_with_one_personalization_each(db_session, fake, 
     assert record.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert record.headers["Message-ID"] == f"<d{delivery_id}.c{campaign.id}@prairieworkers.example>"
     html = record.render("text/html")
-    assert "First1" in html and token in html and "-rp" not in html
+    assert "First1" in html
+    assert token in html
+    assert "-rp" not in html
     assert f"https://rally.example.org/u/{token}" in record.render("text/plain")
 
     statuses = _statuses(db_session, campaign.id)
     assert {statuses[e] for e in english} == {"sent"}
     provider_ids = set(
-        db_session.scalars(
-            sa.select(Delivery.provider_message_id).where(Delivery.status == "sent")
-        )
+        db_session.scalars(sa.select(Delivery.provider_message_id).where(Delivery.status == "sent"))
     )
     assert provider_ids == {request.message_id}
 
 
 def test_each_language_batch_gets_its_own_content(db_session, fake, context):
-    campaign, emails, batches = _sending_campaign(db_session, members=6)
+    campaign, _emails, batches = _sending_campaign(db_session, members=6)
     for batch_no in batches:
         sending.send_batch(db_session, campaign.id, batch_no, context=context)
     subjects = {r.body["subject"] for r in fake.accepted}
-    assert len(fake.accepted) == 2 and len(subjects) == 2
+    assert len(fake.accepted) == 2
+    assert len(subjects) == 2
     french = next(r for r in fake.records if r.email == "member3@example.org")
     english = next(r for r in fake.records if r.email == "member1@example.org")
     assert french.subject == "17 décembre\u00a0: rassemblement pour libérer Nadia Rahimi"
     assert english.subject == "Dec. 17: rally to bring Nadia Rahimi home"
     db_session.refresh(campaign)
-    assert campaign.status == "sent" and campaign.finished_at is not None
+    assert campaign.status == "sent"
+    assert campaign.finished_at is not None
 
 
 def test_running_a_batch_twice_sends_once(db_session, fake, context):
-    campaign, emails, batches = _sending_campaign(db_session, members=4, languages=("en",))
+    campaign, _emails, batches = _sending_campaign(db_session, members=4, languages=("en",))
     first = sending.send_batch(db_session, campaign.id, batches[0], context=context)
     second = sending.send_batch(db_session, campaign.id, batches[0], context=context)
     assert (first.sent, second.claimed) == (4, 0)
@@ -144,7 +147,10 @@ def test_unsubscribe_or_suppression_after_dispatch_stops_the_delivery(db_session
     # re-checks, so these two are still skipped.
     db_session.execute(
         sa.update(Subscription)
-        .where(Subscription.member_id == sa.select(Member.id).where(Member.email == emails[0]).scalar_subquery())
+        .where(
+            Subscription.member_id
+            == sa.select(Member.id).where(Member.email == emails[0]).scalar_subquery()
+        )
         .values(status="unsubscribed")
     )
     db_session.add(Suppression(email=emails[1], reason="spam_report"))
@@ -152,7 +158,8 @@ def test_unsubscribe_or_suppression_after_dispatch_stops_the_delivery(db_session
 
     outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
 
-    assert outcome.skipped == 2 and outcome.sent == 3
+    assert outcome.skipped == 2
+    assert outcome.sent == 3
     assert set(fake.count_by_email()) == set(emails[2:])
     statuses = _statuses(db_session, campaign.id)
     assert statuses[emails[0]] == statuses[emails[1]] == "skipped"
@@ -171,23 +178,28 @@ def test_a_paused_or_cancelled_campaign_sends_nothing(db_session, fake, context)
 
 
 def test_429_puts_rows_back_and_holds_every_worker_until_the_reset(db_session, fake, context):
-    campaign, emails, batches = _sending_campaign(db_session, members=3, languages=("en",))
+    campaign, _emails, batches = _sending_campaign(db_session, members=3, languages=("en",))
     fake.fail_next(1, "429", reset_in=3)
 
     outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
 
-    assert outcome.released == 3 and outcome.requeue_in is not None
-    assert 2 <= outcome.requeue_in <= 10 and outcome.next_attempt == 1
+    assert outcome.released == 3
+    assert outcome.requeue_in is not None
+    assert 2 <= outcome.requeue_in <= 10
+    assert outcome.next_attempt == 1
     assert set(_statuses(db_session, campaign.id).values()) == {"queued"}
     assert coordination.provider_blocked_for(context.redis) > 1
     # Another run before the reset does not even ask SendGrid.
     again = sending.send_batch(db_session, campaign.id, batches[0], context=context, attempt=1)
-    assert again.claimed == 0 and again.requeue_in is not None and again.next_attempt == 1
+    assert again.claimed == 0
+    assert again.requeue_in is not None
+    assert again.next_attempt == 1
     assert fake.stats()["requests"] == 1
 
     context.redis.delete("rp:sending:provider-blocked")
     done = sending.send_batch(db_session, campaign.id, batches[0], context=context, attempt=1)
-    assert done.sent == 3 and set(fake.count_by_email().values()) == {1}
+    assert done.sent == 3
+    assert set(fake.count_by_email().values()) == {1}
 
 
 def test_5xx_retries_with_backoff_then_pauses_after_repeated_failed_batches(
@@ -196,7 +208,8 @@ def test_5xx_retries_with_backoff_then_pauses_after_repeated_failed_batches(
     campaign, _, batches = _sending_campaign(db_session, members=3, languages=("en",))
     fake.set_mode("500")
     outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
-    assert outcome.requeue_in is not None and 0 < outcome.requeue_in <= 10
+    assert outcome.requeue_in is not None
+    assert 0 < outcome.requeue_in <= 10
     assert set(_statuses(db_session, campaign.id).values()) == {"queued"}
 
     for _ in range(context.max_failed_batches):
@@ -215,7 +228,8 @@ def test_400_fails_the_batch_with_sendgrids_message(db_session, fake, context):
     campaign, _, batches = _sending_campaign(db_session, members=3, languages=("en",))
     fake.fail_next(1, "400")
     outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
-    assert outcome.failed == 3 and outcome.requeue_in is None
+    assert outcome.failed == 3
+    assert outcome.requeue_in is None
     progress = sending.progress(db_session, campaign)
     assert progress.failed == 3
     [error] = progress.errors
@@ -236,7 +250,8 @@ def test_401_pauses_at_once_and_keeps_the_rows_queued(db_session, fake, context)
     assert outcome.paused
     db_session.refresh(campaign)
     assert campaign.status == "paused"
-    assert "401" in campaign.status_reason and "resume" in campaign.status_reason
+    assert "401" in campaign.status_reason
+    assert "resume" in campaign.status_reason
     assert set(_statuses(db_session, campaign.id).values()) == {"queued"}
 
 
@@ -271,7 +286,8 @@ def test_a_connection_refused_is_retried_and_nothing_is_lost(db_session, redis_u
     outcome = sending.send_batch(
         db_session, campaign.id, batches[0], context=sending_context(transport, redis_url)
     )
-    assert outcome.released == 2 and outcome.requeue_in is not None
+    assert outcome.released == 2
+    assert outcome.requeue_in is not None
     assert set(_statuses(db_session, campaign.id).values()) == {"queued"}
 
 
@@ -279,7 +295,8 @@ def test_the_send_rate_limit_splits_a_batch(db_session, fake, context):
     campaign, _, batches = _sending_campaign(db_session, members=30, languages=("en",), rate=60)
     # 60 a minute: a bucket of 10 tokens, one more each second.
     first = sending.send_batch(db_session, campaign.id, batches[0], context=context)
-    assert first.sent == 10 and first.requeue_in == 0.0
+    assert first.sent == 10
+    assert first.requeue_in == 0.0
     second = sending.send_batch(
         db_session, campaign.id, batches[0], context=context, sleep=lambda s: None
     )
@@ -297,13 +314,16 @@ def test_finishing_happens_once_when_the_last_batches_end(db_session, fake, cont
 
 
 def test_progress_counts_the_ledger(db_session, fake, context):
-    campaign, emails, batches = _sending_campaign(db_session, members=4, batch_size=2, languages=("en",))
+    campaign, _emails, batches = _sending_campaign(
+        db_session, members=4, batch_size=2, languages=("en",)
+    )
     before = sending.progress(db_session, campaign)
     assert (before.total, before.queued, before.sent, before.frozen) == (4, 4, 0, True)
     sending.send_batch(db_session, campaign.id, batches[0], context=context)
     during = sending.progress(db_session, campaign)
     assert (during.sent, during.queued, during.percent) == (2, 2, 50.0)
-    assert during.rate_per_minute > 0 and during.seconds_left is not None
+    assert during.rate_per_minute > 0
+    assert during.seconds_left is not None
     assert during.to_json()["status"] == "sending"
 
 
@@ -315,7 +335,9 @@ def test_the_sweep_declares_stuck_rows_unknown_and_requeues_stalled_campaigns(
     from app import jobs
     from app.models.base import utcnow
 
-    campaign, _, batches = _sending_campaign(db_session, members=4, batch_size=2, languages=("en",))
+    campaign, _, _batches = _sending_campaign(
+        db_session, members=4, batch_size=2, languages=("en",)
+    )
     now = utcnow()
     db_session.execute(
         sa.update(Delivery)
@@ -323,7 +345,9 @@ def test_the_sweep_declares_stuck_rows_unknown_and_requeues_stalled_campaigns(
         .values(status="sending", updated_at=now - timedelta(minutes=10))
     )
     db_session.execute(
-        sa.update(Campaign).where(Campaign.id == campaign.id).values(started_at=now - timedelta(minutes=11))
+        sa.update(Campaign)
+        .where(Campaign.id == campaign.id)
+        .values(started_at=now - timedelta(minutes=11))
     )
     db_session.commit()
     client = redis.Redis.from_url(redis_url)
@@ -338,4 +362,5 @@ def test_the_sweep_declares_stuck_rows_unknown_and_requeues_stalled_campaigns(
     db_session.commit()
     # The sweep marked the campaign alive: the next sweep does not queue it again.
     again = sending.sweep(db_session, now, client=client, stuck_seconds=300, stall_seconds=60)
-    assert again.requeued == {} and again.unknown == 0
+    assert again.requeued == {}
+    assert again.unknown == 0

@@ -76,14 +76,15 @@ def test_two_sessions_ticking_together_start_a_campaign_once(app, committed_db):
 
 
 def test_freeze_writes_one_row_per_eligible_member(db_session):
-    campaign, emails, lst = _campaign(db_session, members=9)
+    campaign, emails, _lst = _campaign(db_session, members=9)
     other = make_list(db_session, "Stewards")
     add_members(db_session, 3, other.id, prefix="member")  # members 1-3 on both lists
     db_session.execute(
         sa.insert(Subscription).from_select(
             ["member_id", "list_id", "status", "source"],
-            sa.select(Member.id, sa.literal(other.id), sa.literal("subscribed"), sa.literal("x"))
-            .where(Member.email == "member4@example.org"),
+            sa.select(
+                Member.id, sa.literal(other.id), sa.literal("subscribed"), sa.literal("x")
+            ).where(Member.email == "member4@example.org"),
         )
     )
     from app.models import campaign_lists
@@ -156,7 +157,7 @@ def test_members_without_their_language_get_the_default_variant(db_session):
 
 
 def test_a_second_dispatch_inserts_nothing_and_requeues_only_what_is_queued(db_session):
-    campaign, emails, lst = _campaign(db_session, members=5)
+    campaign, _emails, lst = _campaign(db_session, members=5)
     campaign.status = CampaignStatus.SENDING.value
     first = sending.freeze_audience(db_session, campaign.id, now=NOW, batch_size=2)
     db_session.commit()
@@ -171,9 +172,7 @@ def test_a_second_dispatch_inserts_nothing_and_requeues_only_what_is_queued(db_s
     assert first.inserted == 5
     assert second.inserted == 0  # the audience was frozen once; late joiners wait for next time
     assert 0 not in second.batches
-    count = db_session.scalar(
-        sa.select(sa.func.count()).where(Delivery.campaign_id == campaign.id)
-    )
+    count = db_session.scalar(sa.select(sa.func.count()).where(Delivery.campaign_id == campaign.id))
     assert count == 5
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from celery import shared_task
+from celery import Task, shared_task
 from flask import current_app
 
 from app import jobs
@@ -62,7 +62,7 @@ def dispatch(campaign_id: int) -> int:
 
 
 @shared_task(name=jobs.SEND_BATCH, bind=True)
-def send_batch(self, campaign_id: int, batch_no: int, attempt: int = 0) -> int:  # type: ignore[no-untyped-def]
+def send_batch(self: Task, campaign_id: int, batch_no: int, attempt: int = 0) -> int:
     """Send one batch; the service says when to run it again (bounded, a few seconds)."""
     outcome = sending.send_batch(db.session, campaign_id, batch_no, attempt=attempt)
     if outcome.requeue_in is not None:

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 import sqlalchemy as sa
@@ -46,6 +46,9 @@ from app.services.tokens import TokenSigner, signer_from_config
 from app.services.transports import Transport, TransportError, get_transport
 
 log = logging.getLogger(__name__)
+
+DELIVERIES = cast(sa.Table, Delivery.__table__)
+MEMBERS = cast(sa.Table, Member.__table__)
 
 MAX_ATTEMPTS = 8  # transport calls of one batch before it counts as a failed batch
 BACKOFF_BASE = 0.5  # seconds; doubled each attempt, with jitter
@@ -113,10 +116,18 @@ def backoff(attempt: int, retry_after: float | None = None) -> float:
     return min(delay, MAX_COUNTDOWN)
 
 
-def _ids(session: DbSession, column: sa.ColumnElement[Any], ids: Collection[int]) -> Any:
-    # One array parameter on PostgreSQL (`= ANY(:ids)`) instead of a thousand bound values.
+def _ids(
+    session: DbSession,
+    column: Any,
+    ids: Collection[int],
+    *,
+    name: str = "ids",
+    type_: type[sa.types.TypeEngine[int]] = sa.BigInteger,
+) -> Any:
+    # One array parameter on PostgreSQL (`= ANY(:ids)`, an index condition on the primary
+    # key) instead of a thousand bound values; SQLite (development) gets a plain IN.
     if session.get_bind().dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam("ids", list(ids), type_=ARRAY(sa.BigInteger)))
+        return column == sa.any_(sa.bindparam(name, list(ids), type_=ARRAY(type_)))
     return column.in_(list(ids))
 
 
@@ -132,7 +143,7 @@ def _set_status(
     """One UPDATE for a group of rows (by primary key), only from the expected statuses."""
     if not ids:
         return 0
-    table = Delivery.__table__
+    table = DELIVERIES
     result = session.execute(
         sa.update(table)
         .where(
@@ -145,7 +156,7 @@ def _set_status(
 
 
 def count_queued(session: DbSession, campaign_id: int, batch_no: int) -> int:
-    table = Delivery.__table__
+    table = DELIVERIES
     return int(
         session.scalar(
             sa.select(sa.func.count())
@@ -168,8 +179,11 @@ def claim(
     On PostgreSQL this is::
 
         WITH picked AS (
-          SELECT d.id, (NOT EXISTS (suppression of d.email)
-                        AND EXISTS (subscribed to one of the campaign's lists)) AS ok
+          SELECT d.id, (NOT EXISTS (SELECT 1 FROM suppressions WHERE email = d.email)
+                        AND EXISTS (SELECT 1 FROM subscriptions s
+                                     WHERE s.member_id = d.member_id
+                                       AND s.list_id = ANY(:list_ids)
+                                       AND s.status = 'subscribed')) AS ok
             FROM deliveries d
            WHERE d.campaign_id = :c AND d.batch_no = :b AND d.status = 'queued'
              AND EXISTS (SELECT 1 FROM campaigns WHERE id = :c AND status = 'sending')
@@ -182,24 +196,33 @@ def claim(
          WHERE d.id = picked.id AND m.id = d.member_id
         RETURNING d.id, picked.ok, d.email, d.language, m.first_name, ...
 
-    `picked` reads ix_deliveries_campaign_batch (campaign_id, batch_no, status); the
-    checks probe the unique index on suppressions.email and the subscriptions primary key
-    (member_id, list_id). SKIP LOCKED lets a concurrent run of the same batch (a
-    redelivered task) pass by instead of waiting. The unsubscribe/suppression and
-    campaign-status checks happen here, at claim time, so one that arrived after the
-    audience was frozen — or a pause — still stops these rows. The caller commits at once:
-    the claim must be durable before the transport is called.
+    Every step is an index probe, 1,000 of each (~50 ms on the benchmark machine):
+    `picked` reads ix_deliveries_campaign_batch (campaign_id, batch_no, status); the checks
+    probe the unique index on suppressions.email and the subscriptions primary key
+    (member_id, list_id); the UPDATE joins by pk_deliveries and pk_members. SKIP LOCKED lets
+    a concurrent run of the same batch (a redelivered task) pass by instead of waiting.
+    The unsubscribe/suppression and campaign-status checks happen here, at claim time, so
+    one that arrived after the audience was frozen — or a pause — still stops these rows.
+    The caller commits at once: the claim must be durable before the transport is called.
     """
-    d = Delivery.__table__
-    m = Member.__table__
-    lists_of_campaign = sa.select(campaign_lists.c.list_id).where(
-        campaign_lists.c.campaign_id == campaign_id
+    d = DELIVERIES
+    m = MEMBERS
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        # The rows of a running campaign and these indexes are hot in memory; at the default
+        # random_page_cost (4, for spinning disks) the planner prices 1,000 index probes
+        # above a scan of every delivery and subscription, and hashes them all, per batch.
+        session.execute(sa.text("SET LOCAL random_page_cost = 1.1"))
+    list_ids = list(
+        session.scalars(
+            sa.select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign_id)
+        )
     )
     ok = sa.and_(
         ~sa.exists().where(Suppression.email == d.c.email),
         sa.exists().where(
             Subscription.member_id == d.c.member_id,
-            Subscription.list_id.in_(lists_of_campaign),
+            _ids(session, Subscription.list_id, list_ids, name="list_ids", type_=sa.Integer),
             Subscription.status == SubscriptionStatus.SUBSCRIBED.value,
         ),
     )
@@ -422,7 +445,9 @@ def _send_group(
         return message
 
     finished_at = now()
-    refused = {row.delivery_id: result.refused[row.email] for row in group if row.email in result.refused}
+    refused = {
+        row.delivery_id: result.refused[row.email] for row in group if row.email in result.refused
+    }
     sent_ids = [i for i in ids if i not in refused] if refused else ids
     # The hot path's second statement: every accepted row of the batch in one UPDATE.
     sent = _set_status(

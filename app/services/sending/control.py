@@ -122,7 +122,9 @@ def resume(
     campaign = _load(session, campaign_id)
     now = utcnow()
     change_status(session, campaign, CampaignStatus.SENDING, reason="", now=now)
-    frozen = session.scalar(sa.select(Delivery.id).where(Delivery.campaign_id == campaign_id).limit(1))
+    frozen = session.scalar(
+        sa.select(Delivery.id).where(Delivery.campaign_id == campaign_id).limit(1)
+    )
     if frozen is None:
         jobs.enqueue(session, jobs.DISPATCH_CAMPAIGN, campaign_id)
     else:
@@ -220,7 +222,9 @@ def sweep(
     )
     report.unknown = int(result.rowcount or 0)  # type: ignore[attr-defined]
     if report.unknown:
-        log.warning("sweep: %s deliveries left 'sending' by a crash are now unknown", report.unknown)
+        log.warning(
+            "sweep: %s deliveries left 'sending' by a crash are now unknown", report.unknown
+        )
 
     sending = session.execute(
         sa.select(Campaign.id, Campaign.started_at).where(

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 def _optional(module: str, name: str) -> Callable[..., Any] | None:
     """`module.name` when that feature's branch has landed, else None."""
     try:
-        return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+        return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         return None
 
@@ -44,8 +44,9 @@ def identity_for(session: DbSession) -> Identity | None:
     if settings is None:
         return None
     identity = Identity(settings.organization, settings.mailing_address, settings.contact)
-    if not all(part.strip() for part in (identity.organization, identity.mailing_address,
-                                         identity.contact)):
+    if not all(
+        part.strip() for part in (identity.organization, identity.mailing_address, identity.contact)
+    ):
         return None
     return identity
 
@@ -53,7 +54,10 @@ def identity_for(session: DbSession) -> Identity | None:
 def is_allowed_sender(session: DbSession, email: str) -> bool:
     """Whether `email` is one of the allowed From addresses (Settings → Senders)."""
     address = email.strip().lower()
-    return session.scalar(sa.select(Sender.id).where(sa.func.lower(Sender.email) == address)) is not None
+    return (
+        session.scalar(sa.select(Sender.id).where(sa.func.lower(Sender.email) == address))
+        is not None
+    )
 
 
 def content_for(campaign: Campaign, variant: CampaignVariant) -> EmailContent:

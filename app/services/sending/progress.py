@@ -57,13 +57,14 @@ def progress(session: DbSession, campaign: Campaign, now: datetime | None = None
     queued at that rate; the errors are the most common failure messages (SendGrid's own).
     """
     now = now or utcnow()
-    counts = dict(
-        session.execute(
+    counts: dict[str, int] = {
+        status: int(count)
+        for status, count in session.execute(
             sa.select(Delivery.status, sa.func.count())
             .where(Delivery.campaign_id == campaign.id)
             .group_by(Delivery.status)
-        ).all()
-    )
+        )
+    }
     frozen = bool(counts)
     result = Progress(
         campaign_id=campaign.id,

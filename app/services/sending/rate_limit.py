@@ -88,7 +88,7 @@ class TokenBucket:
         capacity = bucket_capacity(self.per_minute)
         granted, wait = self.client.eval(
             _TAKE, 1, self.key, str(self.per_minute / 60), str(capacity), str(int(wanted))
-        )  # type: ignore[misc]
+        )
         return Grant(int(granted), max(float(wait), 0.0))
 
     def refund(self, count: int) -> None:

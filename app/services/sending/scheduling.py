@@ -54,7 +54,9 @@ def check_sendable(session: DbSession, campaign: Campaign) -> list[Problem]:
     """
     problems: list[Problem] = []
     has_lists = session.scalar(
-        sa.select(campaign_lists.c.list_id).where(campaign_lists.c.campaign_id == campaign.id).limit(1)
+        sa.select(campaign_lists.c.list_id)
+        .where(campaign_lists.c.campaign_id == campaign.id)
+        .limit(1)
     )
     if has_lists is None:
         problems.append(Problem("lists", None, "Choose at least one list to send to."))
@@ -94,7 +96,10 @@ def check_sendable(session: DbSession, campaign: Campaign) -> list[Problem]:
                     f"{name} {problem.field}{where}: {problem.message}",
                 )
             )
-    if campaign.segment_id is not None and peers.segment_clause(session, campaign.segment_id) is None:
+    if (
+        campaign.segment_id is not None
+        and peers.segment_clause(session, campaign.segment_id) is None
+    ):
         problems.append(
             Problem("segment", None, "Sending to a segment isn't available yet; send to lists.")
         )
@@ -118,8 +123,8 @@ def to_utc(local: datetime, zone: ZoneInfo) -> datetime:
                 Problem(
                     "send_at",
                     None,
-                    f"{local:%H:%M} doesn't exist on {local:%B} {local.day} in {zone.key}: the clocks "
-                    "jump forward that night. Choose another time.",
+                    f"{local:%H:%M} doesn't exist on {local:%B} {local.day} in {zone.key}: "
+                    "the clocks jump forward that night. Choose another time.",
                 )
             ]
         )
@@ -187,7 +192,11 @@ def unschedule(session: DbSession, campaign: Campaign, *, actor: User | None = N
 
 
 def send_now(
-    session: DbSession, campaign: Campaign, *, actor: User | None = None, now: datetime | None = None
+    session: DbSession,
+    campaign: Campaign,
+    *,
+    actor: User | None = None,
+    now: datetime | None = None,
 ) -> Campaign:
     """Start sending a draft or scheduled campaign at once.
 

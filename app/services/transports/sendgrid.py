@@ -81,7 +81,7 @@ class _HTTPHandler(urllib.request.HTTPHandler):
 
     def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         connection = functools.partial(_HTTPConnection, connect_timeout=self.connect_timeout)
-        return self.do_open(connection, req)  # type: ignore[arg-type]
+        return self.do_open(connection, req)
 
 
 class _HTTPSHandler(urllib.request.HTTPSHandler):
@@ -92,7 +92,7 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         connection = functools.partial(_HTTPSConnection, connect_timeout=self.connect_timeout)
-        return self.do_open(connection, req, context=self.ssl_context)  # type: ignore[arg-type]
+        return self.do_open(connection, req, context=self.ssl_context)
 
 
 class _TimedClient(python_http_client.Client):
@@ -101,7 +101,7 @@ class _TimedClient(python_http_client.Client):
     opener: urllib.request.OpenerDirector
 
     def _build_client(self, name: str | None = None) -> _TimedClient:
-        url_path = self._url_path + [name] if name else self._url_path
+        url_path = [*self._url_path, name] if name else self._url_path
         client = _TimedClient(
             host=self.host,
             version=self._version,
@@ -179,7 +179,7 @@ class SendGridTransport:
             raise ValueError(f"SendGrid takes at most {MAIL_SEND_LIMIT} recipients a request.")
         skeleton = batch.skeleton
         substitutions = skeleton.substitutions
-        personalizations = []
+        personalizations: list[dict[str, Any]] = []
         append = personalizations.append
         for to in batch.recipients:
             address: dict[str, str] = {"email": to.email}

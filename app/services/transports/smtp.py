@@ -84,7 +84,9 @@ class SmtpTransport:
                 retryable=False,
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransportError(f"Could not connect to SMTP {where}: {exc}", retryable=True) from exc
+            raise TransportError(
+                f"Could not connect to SMTP {where}: {exc}", retryable=True
+            ) from exc
         if self.username:
             try:
                 smtp.login(self.username, self.password)
@@ -98,7 +100,9 @@ class SmtpTransport:
                 ) from exc
             except (OSError, smtplib.SMTPException) as exc:
                 smtp.close()
-                raise TransportError(f"SMTP login at {where} failed: {exc}", retryable=True) from exc
+                raise TransportError(
+                    f"SMTP login at {where} failed: {exc}", retryable=True
+                ) from exc
         return smtp
 
     def send_batch(self, batch: OutgoingBatch) -> BatchResult:
