@@ -15,7 +15,7 @@ from app.models.base import utcnow
 from app.services import DbSession
 from app.services.sending import coordination
 from app.services.sending.audience import queued_batches
-from app.services.sending.status import change_status, conditional_status
+from app.services.sending.status import change_status, conditional_status, require
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,7 @@ def pause(session: DbSession, campaign_id: int, actor: User | None) -> Campaign:
         TransitionError: the campaign is not sending.
     """
     campaign = _load(session, campaign_id)
+    require(campaign, CampaignStatus.PAUSED, CampaignStatus.SENDING)
     change_status(session, campaign, CampaignStatus.PAUSED, reason=f"Paused by {_who(actor)}.")
     session.flush()
     return campaign
@@ -121,6 +122,7 @@ def resume(
     """
     campaign = _load(session, campaign_id)
     now = utcnow()
+    require(campaign, CampaignStatus.SENDING, CampaignStatus.PAUSED)
     change_status(session, campaign, CampaignStatus.SENDING, reason="", now=now)
     frozen = session.scalar(
         sa.select(Delivery.id).where(Delivery.campaign_id == campaign_id).limit(1)

@@ -20,7 +20,7 @@ from app.services.sending.status import (
     SendingError,
     allowed,
     change_status,
-    ensure_allowed,
+    require,
 )
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def schedule(
     """
     now = now or utcnow()
     if campaign.status != CampaignStatus.SCHEDULED.value:
-        ensure_allowed(campaign.status_enum, CampaignStatus.SCHEDULED)
+        require(campaign, CampaignStatus.SCHEDULED, CampaignStatus.DRAFT)
     try:
         zone = ZoneInfo(timezone) if timezone else org_timezone(session)
     except (ZoneInfoNotFoundError, ValueError) as exc:
@@ -186,6 +186,7 @@ def unschedule(session: DbSession, campaign: Campaign, *, actor: User | None = N
     Raises:
         TransitionError: the campaign is not scheduled (too late: it may be sending).
     """
+    require(campaign, CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
     change_status(session, campaign, CampaignStatus.DRAFT, reason="", send_at=None)
     session.flush()
     return campaign
@@ -208,7 +209,7 @@ def send_now(
         TransitionError: the campaign's status does not allow sending.
     """
     now = now or utcnow()
-    ensure_allowed(campaign.status_enum, CampaignStatus.SENDING)
+    require(campaign, CampaignStatus.SENDING, CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
     problems = check_sendable(session, campaign)
     if not problems:
         try:

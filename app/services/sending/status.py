@@ -56,6 +56,19 @@ def ensure_allowed(current: CampaignStatus, to: CampaignStatus) -> None:
         raise TransitionError(f"A {label} campaign can't be {_VERBS[to]}.")
 
 
+def require(campaign: Campaign, to: CampaignStatus, *sources: CampaignStatus) -> None:
+    """The action moves to `to` only from `sources` (a subset of what the table allows).
+
+    E.g. the table lets paused → sending, but that is resume's move, not send now's, and
+    draft → sending is send now's, not resume's.
+    """
+    current = campaign.status_enum
+    if current not in sources:
+        label = STATUS_LABELS[current].lower()
+        raise TransitionError(f"A {label} campaign can't be {_VERBS[to]}.")
+    ensure_allowed(current, to)
+
+
 def change_status(
     session: DbSession,
     campaign: Campaign,
