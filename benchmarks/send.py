@@ -230,7 +230,7 @@ def main() -> None:
 
             env = worker_environ(environ)
             for _ in range(args.workers):
-                worker = CeleryProcess("worker", env, log_dir, "-c", str(args.concurrency))
+                worker = CeleryProcess("worker", env, log_dir, concurrency=args.concurrency)
                 workers.append(worker.start())
             for worker in workers:
                 worker.wait_ready(redis_server.url, timeout=60)

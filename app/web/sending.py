@@ -135,7 +135,7 @@ def schedule(campaign_id: int) -> ResponseReturnValue:
     db.session.commit()
     zone = sending.org_timezone(db.session)
     when = campaign.send_at.astimezone(zone) if campaign.send_at else local
-    flash(f"Scheduled for {_format_when(when)}.", "success")
+    flash(f"Scheduled: it goes out on {_format_when(when)}.", "success")
     return _back(campaign)
 
 

@@ -85,9 +85,7 @@ def test_unsendable_campaign_is_422_with_every_problem(client, db_session, token
     campaign.variants[0].subject = "{{ member.first_name "
     campaign.from_email = "nobody@else.example"
     db_session.commit()
-    response = client.post(
-        _url(campaign.id, "send-now"), headers=token_for(Role.ORGANIZER)
-    )
+    response = client.post(_url(campaign.id, "send-now"), headers=token_for(Role.ORGANIZER))
     assert response.status_code == 422
     error = response.get_json()["error"]
     fields = {p["field"] for p in error["details"]["problems"]}
@@ -110,7 +108,9 @@ def test_send_now_pause_resume_cancel(client, db_session, token_for, campaign):
     assert client.post(_url(campaign.id, "send-now"), headers=headers).status_code == 202
     assert client.post(_url(campaign.id, "send-now"), headers=headers).status_code == 409
     assert client.post(_url(campaign.id, "pause"), headers=headers).get_json()["status"] == "paused"
-    assert client.post(_url(campaign.id, "resume"), headers=headers).get_json()["status"] == "sending"
+    assert (
+        client.post(_url(campaign.id, "resume"), headers=headers).get_json()["status"] == "sending"
+    )
     body = client.post(_url(campaign.id, "cancel"), headers=headers).get_json()
     assert body["status"] == "cancelled"
     assert client.post(_url(campaign.id, "resume"), headers=headers).status_code == 409

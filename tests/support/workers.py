@@ -30,7 +30,9 @@ def worker_environ(base: Mapping[str, str], **overrides: str) -> dict[str, str]:
 class CeleryProcess:
     """`celery worker` or `celery beat` in its own process group (so SIGKILL takes it all)."""
 
-    def __init__(self, kind: str, env: Mapping[str, str], log_dir: Path, *args: str) -> None:
+    def __init__(
+        self, kind: str, env: Mapping[str, str], log_dir: Path, *args: str, concurrency: int = 2
+    ) -> None:
         self.kind = kind
         self.name = f"{kind}-{uuid.uuid4().hex[:6]}"
         self.env = dict(env)
@@ -41,7 +43,7 @@ class CeleryProcess:
                 "-Q",
                 QUEUES,
                 "-c",
-                "2",
+                str(concurrency),
                 "--prefetch-multiplier",
                 "1",
                 "-n",

@@ -67,9 +67,10 @@ class SmtpTransport:
 
     def _connect(self) -> smtplib.SMTP:
         where = f"{self.host}:{self.port}"
+        smtp: smtplib.SMTP | None = None
         try:
             if self.security == "ssl":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                smtp = smtplib.SMTP_SSL(
                     self.host, self.port, timeout=self.timeout, context=self._context()
                 )
             else:
@@ -79,11 +80,15 @@ class SmtpTransport:
                 smtp.starttls(context=self._context())
                 smtp.ehlo()
         except smtplib.SMTPNotSupportedError as exc:
+            if smtp is not None:
+                smtp.close()
             raise TransportError(
                 f"The SMTP server {where} does not offer STARTTLS; set SMTP_SECURITY=ssl or none",
                 retryable=False,
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
+            if smtp is not None:
+                smtp.close()
             raise TransportError(
                 f"Could not connect to SMTP {where}: {exc}", retryable=True
             ) from exc
