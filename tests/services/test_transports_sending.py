@@ -286,11 +286,13 @@ def test_smtp_unreachable_is_retried(skeleton):
 
 def test_smtp_without_starttls_on_offer_is_a_clear_error(skeleton, tls):
     server, client = tls
-    with SmtpSink("none", server, require_auth=False) as sink:
-        with pytest.raises(TransportError, match="does not offer STARTTLS"):
-            _smtp(sink, "starttls", client, username="").send_batch(
-                _batch(skeleton, ["ana@example.org"])
-            )
+    with (
+        SmtpSink("none", server, require_auth=False) as sink,
+        pytest.raises(TransportError, match="does not offer STARTTLS"),
+    ):
+        _smtp(sink, "starttls", client, username="").send_batch(
+            _batch(skeleton, ["ana@example.org"])
+        )
 
 
 def test_smtp_from_config():
