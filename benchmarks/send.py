@@ -213,13 +213,11 @@ def main() -> None:
             campaign_id = campaign.id
             print(f"data: {args.members} members in {time.perf_counter() - started:.1f} s")
 
-            from app.services.sending.rendering import cached_skeleton
+            from app.services.sending.rendering import skeleton as campaign_skeleton
             from app.services.transports.sendgrid import SendGridTransport
 
             transport = SendGridTransport("SG.benchmark", fake_url)
-            skeleton = cached_skeleton(
-                db.session, campaign, "en", base_url="https://rally.example.org"
-            )
+            skeleton = campaign_skeleton(db.session, campaign, "en")
             ceiling = _ceiling(transport, skeleton, args.ceiling_requests)
             print(f"ceiling: {ceiling:,.0f} recipients/s (one client, pre-built payloads)")
             _fake_call(fake_url, "/__fake__/reset", {})

@@ -8,6 +8,7 @@ source scripts/lib.sh
 
 export RALLYPOINT_ENV=${RALLYPOINT_ENV:-development}
 export FLASK_APP=app:create_app
+export PATH="$PWD/.venv/bin:$PATH"  # the Procfile names gunicorn, celery and flask
 export PORT=${PORT:-5000}
 export PUBLIC_BASE_URL=${PUBLIC_BASE_URL:-http://localhost:$PORT}
 mkdir -p var

@@ -11,7 +11,7 @@ from app.models import Role, User
 
 
 def init_web(app: Flask) -> None:
-    from app.web import auth, dev, health, main, sending, settings
+    from app.web import archive, auth, campaigns, dev, health, main, sending, settings
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
@@ -29,6 +29,8 @@ def init_web(app: Flask) -> None:
     app.register_blueprint(main.bp)
     app.register_blueprint(settings.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(campaigns.bp)
+    app.register_blueprint(archive.bp)
     app.register_blueprint(sending.bp)
     app.register_blueprint(dev.bp)
 

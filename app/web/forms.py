@@ -1,9 +1,16 @@
-"""WTForms forms of the shell: login and user management (every form carries a CSRF token)."""
+"""WTForms forms: login, users, organization settings (every form carries a CSRF token)."""
 
 from __future__ import annotations
 
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, SelectField, StringField
+from wtforms import (
+    BooleanField,
+    EmailField,
+    PasswordField,
+    SelectField,
+    StringField,
+    TextAreaField,
+)
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
@@ -34,3 +41,16 @@ class RoleForm(FlaskForm):
 
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[Length(max=100)])
+
+
+class OrganizationForm(FlaskForm):
+    organization = StringField("Organization name", validators=[Length(max=200)])
+    mailing_address = TextAreaField("Mailing address", validators=[Length(max=1000)])
+    contact = StringField("Contact", validators=[Length(max=300)])
+    timezone = SelectField("Time zone", choices=[], validate_choice=False)
+
+
+class SenderForm(FlaskForm):
+    email = EmailField("Email address", validators=[Length(max=254)])
+    name = StringField("Name people see", validators=[Length(max=200)])
+    is_default = BooleanField("Use it by default for new campaigns")

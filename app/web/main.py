@@ -34,7 +34,9 @@ def lists() -> ResponseReturnValue:
 @bp.route("/campaigns")
 @role_required(Role.ORGANIZER)
 def campaigns() -> ResponseReturnValue:
-    return render_template("pages/section.html", section="campaigns", title="Campaigns")
+    from app.web.campaigns import campaign_list
+
+    return campaign_list()
 
 
 @bp.route("/stats")

@@ -59,8 +59,12 @@ def _back(campaign: Campaign) -> ResponseReturnValue:
     return redirect(target)
 
 
-def send_panel_context(campaign: Campaign) -> dict[str, Any]:
-    """Everything `campaigns/_send_panel.html` needs; the campaign page passes it too."""
+def send_panel_context(campaign: Campaign, *, embedded: bool = False) -> dict[str, Any]:
+    """Everything `campaigns/_send_panel.html` needs; the campaign page passes it too.
+
+    `embedded` (the campaign page) leaves out what that page shows itself: the status
+    badge, the pause reason and the list of problems.
+    """
     zone = sending.org_timezone(db.session)
     now = utcnow()
     progress = sending.progress(db.session, campaign, now)
@@ -79,16 +83,17 @@ def send_panel_context(campaign: Campaign) -> dict[str, Any]:
     schedule_form = ScheduleForm(
         formdata=None, date=default.date(), time=default.time().replace(tzinfo=None)
     )
+    # Names the campaign page does not use itself (it passes `campaign`).
     return {
-        "campaign": campaign,
         "progress": progress,
-        "problems": problems,
+        "send_problems": problems,
         "zone": zone,
         "zone_abbreviation": now.astimezone(zone).tzname(),
         "send_at_local": campaign.send_at.astimezone(zone) if campaign.send_at else None,
         "schedule_form": schedule_form,
         "action_form": ActionForm(formdata=None),
         "next_url": request.path,
+        "embedded": embedded,
     }
 
 
@@ -96,7 +101,7 @@ def send_panel_context(campaign: Campaign) -> dict[str, Any]:
 @role_required(Role.ORGANIZER)
 def page(campaign_id: int) -> ResponseReturnValue:
     campaign = _campaign(campaign_id)
-    return render_template("sending/send.html", **send_panel_context(campaign))
+    return render_template("sending/send.html", campaign=campaign, **send_panel_context(campaign))
 
 
 @bp.route("/<int:campaign_id>/send/progress.json")

@@ -1,16 +1,17 @@
-"""Settings: users and roles (admins only), and each user's own API tokens."""
+"""Settings: users and roles, the organization and its senders (admins), each user's API tokens."""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
 from app.extensions import db
-from app.models import ApiToken, Role, User
-from app.services import users
-from app.web.forms import CreateUserForm, RoleForm, TokenForm
+from app.models import ApiToken, Role, Sender, User
+from app.services import org_settings, users
+from app.services.org_settings import SettingsError
+from app.web.forms import CreateUserForm, OrganizationForm, RoleForm, SenderForm, TokenForm
 from app.web.roles import role_required
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -96,3 +97,82 @@ def revoke_token(token_id: int) -> ResponseReturnValue:
     db.session.commit()
     flash("The token is revoked.", "success")
     return redirect(url_for("settings.tokens_page"))
+
+
+@bp.route("/organization", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def organization_page() -> ResponseReturnValue:
+    row = org_settings.get_settings(db.session)
+    form = OrganizationForm(obj=row if request.method == "GET" else None)
+    form.timezone.choices = [(tz, tz.replace("_", " ")) for tz in org_settings.timezone_choices()]
+    if form.validate_on_submit():
+        try:
+            org_settings.update_identity(
+                db.session,
+                organization=form.organization.data or "",
+                mailing_address=form.mailing_address.data or "",
+                contact=form.contact.data or "",
+                timezone=form.timezone.data or "",
+            )
+        except SettingsError as exc:
+            db.session.rollback()
+            getattr(form, exc.field).errors = [str(exc)]
+        else:
+            db.session.commit()
+            flash(
+                "The organization's details are saved; every email's footer uses them.", "success"
+            )
+            return redirect(url_for("settings.organization_page"))
+    db.session.commit()  # get_settings may have created the row
+    return render_template("settings/organization.html", form=form), (422 if form.errors else 200)
+
+
+@bp.route("/senders", methods=["GET", "POST"])
+@role_required(Role.ADMIN)
+def senders_page() -> ResponseReturnValue:
+    form = SenderForm()
+    if form.validate_on_submit():
+        try:
+            sender = org_settings.add_sender(
+                db.session,
+                email=form.email.data or "",
+                name=form.name.data or "",
+                is_default=bool(form.is_default.data),
+            )
+        except SettingsError as exc:
+            db.session.rollback()
+            getattr(form, exc.field).errors = [str(exc)]
+        else:
+            db.session.commit()
+            flash(f"Campaigns can now be sent from {sender.email}.", "success")
+            return redirect(url_for("settings.senders_page"))
+    senders = org_settings.allowed_senders(db.session)
+    return render_template("settings/senders.html", form=form, senders=senders), (
+        422 if form.errors else 200
+    )
+
+
+@bp.route("/senders/<int:sender_id>/default", methods=["POST"])
+@role_required(Role.ADMIN)
+def make_default_sender(sender_id: int) -> ResponseReturnValue:
+    sender = db.session.get(Sender, sender_id) or abort(404)
+    org_settings.set_default_sender(db.session, sender)
+    db.session.commit()
+    flash(f"New campaigns now come from {sender.email} unless you choose another.", "success")
+    return redirect(url_for("settings.senders_page"))
+
+
+@bp.route("/senders/<int:sender_id>/remove", methods=["POST"])
+@role_required(Role.ADMIN)
+def remove_sender(sender_id: int) -> ResponseReturnValue:
+    sender = db.session.get(Sender, sender_id) or abort(404)
+    email = sender.email
+    try:
+        org_settings.remove_sender(db.session, sender)
+    except SettingsError as exc:
+        db.session.rollback()
+        flash(str(exc), "error")
+    else:
+        db.session.commit()
+        flash(f"{email} is no longer an allowed sender.", "success")
+    return redirect(url_for("settings.senders_page"))

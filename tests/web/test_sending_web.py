@@ -78,7 +78,7 @@ def test_the_panel_lists_what_stops_a_campaign(client, login_as, db_session, cam
     html = client.get(_page(campaign.id)).get_data(as_text=True)
     assert "Before you can send this campaign" in html
     assert "Choose at least one list to send to." in html
-    assert "someone@else.example is not one of the allowed senders" in html
+    assert "someone@else.example is not an allowed sender" in html
     assert "Send now" not in html
 
 

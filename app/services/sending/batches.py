@@ -422,7 +422,7 @@ def _send_group(
     """Send one language's rows and record the result; returns an error for a failed batch."""
     ids = [row.delivery_id for row in group]
     try:
-        skeleton = rendering.cached_skeleton(session, campaign, language, base_url=ctx.base_url)
+        skeleton = rendering.skeleton(session, campaign, language)
         batch = builder.batch(skeleton, group)
     except Exception as exc:  # content that does not render now will not render on retry
         log.exception("campaign %s batch %s: could not render", campaign.id, outcome.batch_no)

@@ -123,7 +123,7 @@ def resume(
     campaign = _load(session, campaign_id)
     now = utcnow()
     require(campaign, CampaignStatus.SENDING, CampaignStatus.PAUSED)
-    change_status(session, campaign, CampaignStatus.SENDING, reason="", now=now)
+    change_status(session, campaign, CampaignStatus.SENDING, reason="")
     frozen = session.scalar(
         sa.select(Delivery.id).where(Delivery.campaign_id == campaign_id).limit(1)
     )
@@ -155,12 +155,7 @@ def cancel(session: DbSession, campaign_id: int, actor: User | None) -> Campaign
     campaign = _load(session, campaign_id)
     now = utcnow()
     change_status(
-        session,
-        campaign,
-        CampaignStatus.CANCELLED,
-        reason=f"Cancelled by {_who(actor)}.",
-        now=now,
-        finished_at=now,
+        session, campaign, CampaignStatus.CANCELLED, reason=f"Cancelled by {_who(actor)}."
     )
     session.execute(
         sa.update(Delivery)

@@ -1,9 +1,9 @@
 """What sending borrows from campaigns, audience and tracking, in one place.
 
 Each function here is the interface another feature provides (issue 4: campaigns, issue 3:
-audience, issue 6: tracking). Until their branches land on main, sending uses the small
-stand-ins below; each is marked `TODO(merge)` with what replaces it, so the merge is a
-one-file change.
+audience, issue 6: tracking). Campaigns is on main and used directly. Where a branch had
+not landed when this was written, a small stand-in is marked `TODO(merge)` with what
+replaces it, so the merge is a one-file change.
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.emails.content import EmailContent, Identity
-from app.emails.render import Skeleton, build_skeleton
-from app.models import Campaign, CampaignVariant, ConsentBasis, Link, Member, OrgSettings, Sender
-from app.services import DbSession
+from app.emails.content import EmailContent, Identity, Problem
+from app.emails.render import Skeleton
+from app.models import Campaign, CampaignStatus, ConsentBasis, Member
+from app.services import DbSession, campaigns
 
 log = logging.getLogger(__name__)
 
@@ -32,77 +32,38 @@ def _optional(module: str, name: str) -> Callable[..., Any] | None:
         return None
 
 
-# -- campaigns (issue 4) ---------------------------------------------------------------
+# -- campaigns (issue 4, on main) -------------------------------------------------------
 
 
 def identity_for(session: DbSession) -> Identity | None:
-    """The CASL sender identification from OrgSettings, or None when it is not filled in.
-
-    TODO(merge campaigns): use app.services.campaigns.identity_for.
-    """
-    settings = session.get(OrgSettings, 1)
-    if settings is None:
-        return None
-    identity = Identity(settings.organization, settings.mailing_address, settings.contact)
-    if not all(
-        part.strip() for part in (identity.organization, identity.mailing_address, identity.contact)
-    ):
-        return None
-    return identity
+    """The CASL sender identification from OrgSettings, or None when it is incomplete."""
+    identity = campaigns.identity_for(session)
+    return identity if campaigns.identity_complete(identity) else None
 
 
-def is_allowed_sender(session: DbSession, email: str) -> bool:
-    """Whether `email` is one of the allowed From addresses (Settings → Senders)."""
-    address = email.strip().lower()
-    return (
-        session.scalar(sa.select(Sender.id).where(sa.func.lower(Sender.email) == address))
-        is not None
-    )
+def sendability_problems(session: DbSession, campaign: Campaign) -> list[Problem]:
+    """What stops the campaign from being scheduled or sent (campaigns.assert_sendable's
+    checks: it renders in every language, an allowed sender, a valid reply-to, at least
+    one list, the organization's identity)."""
+    return campaigns.sendability_problems(session, campaign)
 
 
-def content_for(campaign: Campaign, variant: CampaignVariant) -> EmailContent:
-    """A variant as the render pipeline's plain data.
-
-    TODO(merge campaigns): use app.services.campaigns.content_for(campaign, language).
-    """
-    return EmailContent(
-        layout=campaign.layout,
-        language=variant.language,
-        subject=variant.subject,
-        preheader=variant.preheader,
-        body=variant.body,
-        body_format=variant.body_format,  # type: ignore[arg-type]
-        fields={str(k): str(v) for k, v in (variant.fields or {}).items()},
-    )
+def content_for(campaign: Campaign, language: str) -> EmailContent:
+    """The variant in `language`, else the default language's, as plain data."""
+    return campaigns.content_for(campaign, language)
 
 
-def build_campaign_skeleton(
-    session: DbSession, campaign: Campaign, variant: CampaignVariant, *, base_url: str
-) -> Skeleton:
-    """Render one variant for a real send: tracked links, pixel, per-member unsubscribe.
+def skeleton_for(session: DbSession, campaign: Campaign, language: str) -> Skeleton:
+    """The tracked skeleton of a real send (campaigns.skeleton_for caches it per process,
+    keyed by campaign, language and updated_at)."""
+    return campaigns.skeleton_for(session, campaign, language, tracking=True)
 
-    Links found in the campaign's link table become click-tracking links to their id;
-    others stay as written.
 
-    TODO(merge campaigns): use app.services.campaigns.skeleton_for(session, campaign,
-    language, tracking=True), which also adds the archive and calendar links.
-    """
-    identity = identity_for(session)
-    if identity is None:
-        raise ValueError("The organization's name, mailing address and contact are not set.")
-    link_ids = {
-        url: str(link_id)
-        for url, link_id in session.execute(
-            sa.select(Link.url, Link.id).where(Link.campaign_id == campaign.id)
-        )
-    }
-    return build_skeleton(
-        content_for(campaign, variant),
-        identity,
-        links=link_ids.get,
-        tracking=True,
-        base_url=base_url,
-    )
+def transition(
+    session: DbSession, campaign: Campaign, to_status: CampaignStatus, reason: str = ""
+) -> Campaign:
+    """The one status change of campaigns (TRANSITIONS, conditional UPDATE)."""
+    return campaigns.transition(session, campaign, to_status, reason)
 
 
 # -- audience (issue 3) ------------------------------------------------------------------

@@ -2,66 +2,29 @@
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from app.emails.content import Recipient
 from app.emails.headers import list_unsubscribe_headers, message_id
 from app.emails.render import Skeleton
-from app.models import Campaign, CampaignVariant
+from app.models import Campaign
 from app.services import DbSession
 from app.services.sending import peers
 from app.services.tokens import TokenSigner
 from app.services.transports import OutgoingBatch, OutgoingRecipient
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
-_CACHE_SIZE = 64
-
-_cache: OrderedDict[tuple[int, str, datetime], Skeleton] = OrderedDict()
-_cache_lock = threading.Lock()
 
 
-def variant_for(campaign: Campaign, language: str) -> CampaignVariant:
-    """The variant in `language`, else the default language's, else any."""
-    variants = {v.language: v for v in campaign.variants}
-    variant = variants.get(language) or variants.get(campaign.default_language)
-    if variant is None:
-        if not campaign.variants:
-            raise ValueError(f"Campaign {campaign.id} has no content.")
-        variant = campaign.variants[0]
-    return variant
+def skeleton(session: DbSession, campaign: Campaign, language: str) -> Skeleton:
+    """The campaign's tracked skeleton for `language` (else its default language).
 
-
-def cached_skeleton(
-    session: DbSession, campaign: Campaign, language: str, *, base_url: str
-) -> Skeleton:
-    """The campaign's skeleton for `language`, rendered once per process.
-
-    Keyed by (campaign id, language, campaign.updated_at): an edit bumps updated_at, so a
-    stale skeleton is never used; a batch costs one dict lookup instead of a render.
+    Rendered once per process: campaigns.skeleton_for caches it by campaign id, language
+    and updated_at (which every edit bumps), so a batch costs a dict lookup, not a render.
     """
-    variant = variant_for(campaign, language)
-    key = (campaign.id, variant.language, campaign.updated_at)
-    with _cache_lock:
-        skeleton = _cache.get(key)
-        if skeleton is not None:
-            _cache.move_to_end(key)
-            return skeleton
-    skeleton = peers.build_campaign_skeleton(session, campaign, variant, base_url=base_url)
-    with _cache_lock:
-        _cache[key] = skeleton
-        while len(_cache) > _CACHE_SIZE:
-            _cache.popitem(last=False)
-    return skeleton
-
-
-def clear_cache() -> None:
-    with _cache_lock:
-        _cache.clear()
+    return peers.skeleton_for(session, campaign, language)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,7 @@ import sqlalchemy as sa
 
 from app import jobs
 from app.emails.content import Problem
-from app.emails.render import check_content
-from app.models import Campaign, CampaignStatus, OrgSettings, User, campaign_lists
+from app.models import Campaign, CampaignStatus, OrgSettings, User
 from app.models.base import utcnow
 from app.services import DbSession
 from app.services.sending import peers
@@ -25,7 +24,6 @@ from app.services.sending.status import (
 
 log = logging.getLogger(__name__)
 
-LANGUAGE_NAMES = {"en": "English", "fr": "French"}
 MAX_AHEAD = timedelta(days=366)
 DEFAULT_TIMEZONE = "America/Edmonton"
 
@@ -46,62 +44,18 @@ def org_timezone(session: DbSession, fallback: str = DEFAULT_TIMEZONE) -> ZoneIn
 def check_sendable(session: DbSession, campaign: Campaign) -> list[Problem]:
     """Everything that stops a campaign from being scheduled or sent, for the organizer.
 
-    Lists chosen, a sender from the allowed senders, the organization's identity (CASL),
-    content in the default language, and every variant rendering (`check_content`: the
-    same save-time checks, so a campaign that does not render can never be scheduled).
-
-    TODO(merge campaigns): also run app.services.campaigns.assert_sendable once it lands.
+    campaigns.assert_sendable's checks — every variant renders (`check_content`, the same
+    save-time checks, so a campaign that does not render can never be scheduled), an
+    allowed sender, a valid reply-to, at least one list, the organization's identity
+    (CASL) — and a segment sending can use.
     """
-    problems: list[Problem] = []
-    has_lists = session.scalar(
-        sa.select(campaign_lists.c.list_id)
-        .where(campaign_lists.c.campaign_id == campaign.id)
-        .limit(1)
-    )
-    if has_lists is None:
-        problems.append(Problem("lists", None, "Choose at least one list to send to."))
-    if not campaign.from_email.strip():
-        problems.append(Problem("from_email", None, "Choose who the email comes from."))
-    elif not peers.is_allowed_sender(session, campaign.from_email):
-        problems.append(
-            Problem(
-                "from_email",
-                None,
-                f"{campaign.from_email} is not one of the allowed senders (Settings).",
-            )
-        )
-    if peers.identity_for(session) is None:
-        problems.append(
-            Problem(
-                "identity",
-                None,
-                "Fill in your organization's name, mailing address and contact in Settings: "
-                "the law (CASL) requires them in every email.",
-            )
-        )
-    languages = {v.language for v in campaign.variants}
-    if campaign.default_language not in languages:
-        name = LANGUAGE_NAMES.get(campaign.default_language, campaign.default_language)
-        problems.append(
-            Problem("content", None, f"Write the {name} version: it is the default language.")
-        )
-    for variant in campaign.variants:
-        name = LANGUAGE_NAMES.get(variant.language, variant.language)
-        for problem in check_content(peers.content_for(campaign, variant)):
-            where = f" (line {problem.line})" if problem.line else ""
-            problems.append(
-                Problem(
-                    f"{variant.language}.{problem.field}",
-                    problem.line,
-                    f"{name} {problem.field}{where}: {problem.message}",
-                )
-            )
+    problems = peers.sendability_problems(session, campaign)
     if (
         campaign.segment_id is not None
         and peers.segment_clause(session, campaign.segment_id) is None
     ):
         problems.append(
-            Problem("segment", None, "Sending to a segment isn't available yet; send to lists.")
+            Problem("segment_id", None, "Sending to a segment isn't available yet; send to lists.")
         )
     return problems
 
@@ -174,7 +128,7 @@ def schedule(
         campaign.send_at = when
         campaign.updated_at = now
     else:
-        change_status(session, campaign, CampaignStatus.SCHEDULED, reason="", now=now, send_at=when)
+        change_status(session, campaign, CampaignStatus.SCHEDULED, reason="", send_at=when)
     log.info("campaign %s scheduled for %s by %s", campaign.id, when, actor.email if actor else "-")
     session.flush()
     return campaign
@@ -187,7 +141,7 @@ def unschedule(session: DbSession, campaign: Campaign, *, actor: User | None = N
         TransitionError: the campaign is not scheduled (too late: it may be sending).
     """
     require(campaign, CampaignStatus.DRAFT, CampaignStatus.SCHEDULED)
-    change_status(session, campaign, CampaignStatus.DRAFT, reason="", send_at=None)
+    change_status(session, campaign, CampaignStatus.DRAFT, reason="")
     session.flush()
     return campaign
 
@@ -226,9 +180,7 @@ def send_now(
             problems.append(Problem("segment", None, str(exc)))
     if problems:
         raise SendingError(problems)
-    change_status(
-        session, campaign, CampaignStatus.SENDING, reason="", now=now, send_at=now, started_at=now
-    )
+    change_status(session, campaign, CampaignStatus.SENDING, reason="", send_at=now)
     jobs.enqueue(session, jobs.DISPATCH_CAMPAIGN, campaign.id)
     log.info("campaign %s sent now by %s", campaign.id, actor.email if actor else "-")
     session.flush()

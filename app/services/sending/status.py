@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +11,8 @@ from app.emails.content import Problem
 from app.models import TRANSITIONS, Campaign, CampaignStatus
 from app.models.base import utcnow
 from app.services import DbSession
+from app.services.campaigns import TransitionRefused
+from app.services.sending import peers
 
 STATUS_LABELS = {
     CampaignStatus.DRAFT: "Draft",
@@ -74,34 +75,25 @@ def change_status(
     campaign: Campaign,
     to: CampaignStatus,
     *,
-    reason: str | None = None,
-    now: datetime | None = None,
+    reason: str = "",
     **values: Any,
 ) -> None:
-    """Move `campaign` to `to` if TRANSITIONS allows it, and only if nobody moved it first.
+    """Move `campaign` to `to` through campaigns.transition, then set `values` (send_at).
 
-    The UPDATE repeats the status the decision was made on (`WHERE status = <current>`),
-    so two requests racing (a double click, the API and the UI, a worker pausing the
-    campaign) cannot both apply. Flushes, does not commit.
+    campaigns.transition checks TRANSITIONS and repeats the status it decided on in its
+    UPDATE (`WHERE status = <current>`), so two requests racing (a double click, the API
+    and the UI, a worker pausing the campaign) cannot both apply. Flushes, does not commit.
 
     Raises:
         TransitionError: the table forbids the change, or the status changed meanwhile.
     """
-    current = campaign.status_enum
-    ensure_allowed(current, to)
-    changes: dict[str, Any] = {"status": to.value, "updated_at": now or utcnow(), **values}
-    if reason is not None:
-        changes["status_reason"] = reason
-    result = session.execute(
-        sa.update(Campaign)
-        .where(Campaign.id == campaign.id, Campaign.status == current.value)
-        .values(**changes)
-        .execution_options(synchronize_session="fetch")
-    )
-    if result.rowcount != 1:  # type: ignore[attr-defined]
-        session.refresh(campaign)
-        label = STATUS_LABELS[campaign.status_enum].lower()
-        raise TransitionError(f"The campaign changed meanwhile: it is {label} now.")
+    try:
+        peers.transition(session, campaign, to, reason)
+    except TransitionRefused as exc:
+        raise TransitionError(str(exc)) from exc
+    for name, value in values.items():
+        setattr(campaign, name, value)
+    session.flush()
 
 
 def conditional_status(

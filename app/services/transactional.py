@@ -1,0 +1,49 @@
+"""Transactional mail by kind: one task (SEND_TRANSACTIONAL) on its own queue sends them all.
+
+A kind maps to the service that sends it; today campaign test sends. Opt-in confirmations
+and other one-off messages add a kind here rather than a task of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from app.services import DbSession, previews
+from app.services.transports import Transport
+
+Sender = Callable[[DbSession, Transport, Mapping[str, Any]], int]
+
+
+class UnknownKind(ValueError):
+    """A transactional job of a kind nobody sends (a stale message, or a typo)."""
+
+
+def _campaign_test(session: DbSession, transport: Transport, payload: Mapping[str, Any]) -> int:
+    return previews.send_test(
+        session,
+        transport,
+        campaign_id=int(payload["campaign_id"]),
+        emails=[str(e) for e in payload["emails"]],
+        language=payload.get("language"),
+        member_id=payload.get("member_id"),
+    )
+
+
+KINDS: dict[str, Sender] = {previews.TEST_SEND_KIND: _campaign_test}
+
+
+def deliver(session: DbSession, transport: Transport, kind: str, payload: Mapping[str, Any]) -> int:
+    """Send one transactional job.
+
+    Returns:
+        How many messages the transport accepted.
+
+    Raises:
+        UnknownKind: No sender for `kind`.
+        app.services.transports.TransportError: The transport failed (retry if retryable).
+    """
+    sender = KINDS.get(kind)
+    if sender is None:
+        raise UnknownKind(f"Unknown transactional message kind {kind!r}.")
+    return sender(session, transport, payload)

@@ -1,0 +1,56 @@
+"""Demo data: valid campaigns in every layout, loaded once however often `load` runs."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import sqlalchemy as sa
+
+from app.models import Campaign, OrgSettings, Sender, User
+from app.services import campaigns, demo
+from tests import factories
+
+
+def _counts(session) -> tuple[int, ...]:
+    return tuple(
+        session.scalar(sa.select(sa.func.count()).select_from(model))
+        for model in (User, Sender, Campaign, OrgSettings)
+    )
+
+
+def test_demo_loads_once_and_every_campaign_is_sendable_once_lists_exist(db_session):
+    assert demo.load(db_session, admin_email="admin@example.org", admin_password="x" * 12)
+    first = _counts(db_session)
+    assert first == (1, 2, 3, 1)
+    assert not demo.load(db_session, admin_email="admin@example.org", admin_password="x" * 12)
+    assert _counts(db_session) == first
+
+    rows = db_session.scalars(sa.select(Campaign).order_by(Campaign.id)).all()
+    assert [c.layout for c in rows] == ["statement", "day_of_action", "action_alert"]
+    day = rows[1]
+    assert {v.language for v in day.variants} == {"en", "fr"}
+    assert [link.is_petition for link in day.links] == [True]
+    assert [link.is_petition for link in rows[2].links] == [True]
+    for campaign in rows:
+        problems = campaigns.sendability_problems(db_session, campaign)
+        assert [p.field for p in problems] == ["list_ids"], problems  # no lists yet
+
+    # Once the audience has lists, a later load attaches them to the drafts.
+    factories.mailing_list(db_session, name="All members")
+    assert demo.load(db_session, admin_email="admin@example.org", admin_password="x" * 12)
+    for campaign in rows:
+        campaigns.assert_sendable(db_session, campaign)
+
+
+def test_the_day_of_action_is_the_next_dec_17():
+    assert demo._next_dec_17(date(2025, 11, 1)) == date(2025, 12, 17)
+    assert demo._next_dec_17(date(2025, 12, 17)) == date(2025, 12, 17)
+    assert demo._next_dec_17(date(2025, 12, 18)) == date(2026, 12, 17)
+
+
+def test_demo_bodies_read_as_typed_paragraphs():
+    day = demo.demo_campaigns(date(2025, 11, 1))[1]
+    body = day.variants["en"].body
+    assert "police took her away without a warrant" in body
+    assert day.variants["en"].fields["event_date"] == "2025-12-17"
+    assert demo.unwrap("> a\n> b\n\n- x\n  y\n- z\n") == "> a b\n\n- x y\n- z\n"
