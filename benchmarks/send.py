@@ -249,6 +249,22 @@ def main() -> None:
                     raise RuntimeError("timed out")
             seconds = time.perf_counter() - started
             progress = sending.progress(db.session, db.session.get(Campaign, campaign_id))
+            timeline = db.session.execute(
+                sa.text(
+                    "SELECT c.started_at, min(d.queued_at), min(d.sent_at), max(d.sent_at), "
+                    "c.finished_at FROM campaigns c JOIN deliveries d ON d.campaign_id = c.id "
+                    "WHERE c.id = :id GROUP BY c.id"
+                ),
+                {"id": campaign_id},
+            ).one()
+            start = timeline[0]
+            print(
+                "timeline (s after send now): audience frozen by "
+                f"{(timeline[1] - start).total_seconds():.2f} (freeze began), first batch sent "
+                f"{(timeline[2] - start).total_seconds():.2f}, last "
+                f"{(timeline[3] - start).total_seconds():.2f}, finished "
+                f"{(timeline[4] - start).total_seconds():.2f}"
+            )
             db.engine.dispose()
 
         pool = [child for worker in workers for child in _children(worker.pid)]

@@ -184,7 +184,7 @@ def _insert_audience(session: DbSession, campaign: Campaign, now: datetime, batc
     # Batch numbers in the same statement: per language, members in id order, `batch_size`
     # to a batch; languages LANGUAGE_STRIDE apart. One window function over the eligible
     # set (one sort by language, id), so nothing but the INSERT touches the rows.
-    in_language = sa.func.row_number().over(
+    in_language = sa.func.row_number(type_=sa.Integer).over(
         partition_by=eligible.c.language, order_by=eligible.c.member_id
     )
     language_index = sa.case(
@@ -204,7 +204,7 @@ def _insert_audience(session: DbSession, campaign: Campaign, now: datetime, batc
         sa.literal(0),
         sa.literal(now, type_=Delivery.__table__.c.queued_at.type),
         sa.literal(now, type_=Delivery.__table__.c.updated_at.type),
-    )
+    ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
     insert = _insert(session)(cast(sa.Table, Delivery.__table__)).from_select(
         [
             "campaign_id",
