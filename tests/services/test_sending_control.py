@@ -209,8 +209,10 @@ def test_the_bucket_says_how_long_to_wait_and_takes_refunds(client):
 
 
 def test_a_second_beat_does_nothing_while_the_first_holds_the_lock(client):
-    with coordination.exclusive(client, "tick", ttl=5) as first:
-        with coordination.exclusive(client, "tick", ttl=5) as second:
-            assert (first, second) == (True, False)
+    with (
+        coordination.exclusive(client, "tick", ttl=5) as first,
+        coordination.exclusive(client, "tick", ttl=5) as second,
+    ):
+        assert (first, second) == (True, False)
     with coordination.exclusive(client, "tick", ttl=5) as again:
         assert again

@@ -348,7 +348,12 @@ def _claim_in_steps(
         .where(d.c.id.in_(ids))
         .order_by(d.c.id)
     ).all()
-    return [ClaimedRow(*row[:8], row[8] or {}) for row in rows], skipped
+    return [
+        ClaimedRow(
+            delivery_id, email, language, first, last, local, member_language, postal, attrs or {}
+        )
+        for delivery_id, email, language, first, last, local, member_language, postal, attrs in rows
+    ], skipped
 
 
 def send_batch(
