@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
+from flask import current_app
 
 from app import jobs
 from app.emails.content import Problem
@@ -31,9 +32,14 @@ DEFAULT_TIMEZONE = "America/Edmonton"
 assert allowed(CampaignStatus.SCHEDULED, CampaignStatus.SENDING)
 
 
-def org_timezone(session: DbSession, fallback: str = DEFAULT_TIMEZONE) -> ZoneInfo:
-    """The organization's time zone (Settings), in which organizers pick send times."""
+def org_timezone(session: DbSession, fallback: str | None = None) -> ZoneInfo:
+    """The organization's time zone (Settings), in which organizers pick send times.
+
+    Without one, `fallback`, else RALLYPOINT_TIMEZONE, else America/Edmonton.
+    """
     settings = session.get(OrgSettings, 1)
+    if fallback is None:
+        fallback = str(current_app.config.get("TIMEZONE") or DEFAULT_TIMEZONE)
     name = (settings.timezone if settings and settings.timezone else "") or fallback
     try:
         return ZoneInfo(name)
