@@ -2,7 +2,7 @@
 
 Run from the repository root (PostgreSQL on 127.0.0.1:5432 and redis-server installed)::
 
-    PYTHONPATH=. python -m benchmarks.send [--members 100000] [--workers 1] [--concurrency 2]
+    PYTHONPATH=. python -m benchmarks.send [--members 100000] [--workers 1] [--concurrency 4]
 
 Everything is real except SendGrid: a throwaway PostgreSQL database (dropped at the end),
 a private redis-server, Celery worker process(es) started like the Procfile's, and the
@@ -130,6 +130,24 @@ def _ceiling(transport, skeleton, requests: int) -> float:
     return requests * 1000 / (time.perf_counter() - started)
 
 
+def _print_batch_times(workers) -> None:
+    """Median milliseconds per batch step, from the workers' INFO log lines."""
+    import re
+    import statistics
+
+    steps: dict[str, list[float]] = {}
+    for worker in workers:
+        for line in worker.log_path.read_text(errors="replace").splitlines():
+            match = re.search(r"\(ms: (.*)\)$", line)
+            if match and " sent," in line:
+                for part in match.group(1).split(", "):
+                    name, _, value = part.partition(" ")
+                    steps.setdefault(name, []).append(float(value))
+    if steps:
+        summary = ", ".join(f"{k} {statistics.median(v):.0f}" for k, v in steps.items())
+        print(f"per batch (median ms, in each worker process): {summary}")
+
+
 def _profile_one_batch(session, campaign_id: int, batch_size: int) -> None:
     """Freeze the audience, then run batch 0 in this process under cProfile."""
     import cProfile
@@ -158,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=100_000)
     parser.add_argument("--workers", type=int, default=1, help="worker processes (celery -c each)")
-    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=4, help="pool processes each")
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--ceiling-requests", type=int, default=20)
     parser.add_argument(
@@ -226,7 +244,8 @@ def main() -> None:
                 _profile_one_batch(db.session, campaign_id, args.batch_size)
                 return
 
-            env = worker_environ(environ)
+            # INFO: each batch logs where its time went (claim, render, transport, record).
+            env = worker_environ(environ, LOG_LEVEL="INFO")
             for _ in range(args.workers):
                 worker = CeleryProcess("worker", env, log_dir, concurrency=args.concurrency)
                 workers.append(worker.start())
@@ -267,6 +286,7 @@ def main() -> None:
             )
             db.engine.dispose()
 
+        _print_batch_times(workers)
         pool = [child for worker in workers for child in _children(worker.pid)]
         peak = sum(_vm_hwm_mb(pid) for pid in pool)
         stats = _fake_call(fake_url, "/__fake__/stats")

@@ -51,7 +51,7 @@ class CeleryProcess:
                 "--without-gossip",
                 "--without-mingle",
                 "--loglevel",
-                "WARNING",
+                self.env.get("LOG_LEVEL", "WARNING"),
             ]
         else:
             command += ["-s", str(log_dir / f"{self.name}.schedule"), "--loglevel", "WARNING"]

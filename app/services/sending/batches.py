@@ -105,6 +105,11 @@ class BatchOutcome:
     finished: bool = False
     paused: bool = False
     notes: list[str] = field(default_factory=list)
+    # Milliseconds spent claiming, rendering, in the transport and recording the outcome.
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def time(self, step: str, started: float) -> None:
+        self.timings[step] = self.timings.get(step, 0.0) + (time.perf_counter() - started) * 1000
 
 
 def backoff(attempt: int, retry_after: float | None = None) -> float:
@@ -424,8 +429,10 @@ def send_batch(
             waited += grant.wait
 
     claimed_at = now()
+    started = time.perf_counter()
     rows, skipped = claim(session, campaign_id, batch_no, limit, claimed_at)
     session.commit()
+    outcome.time("claim", started)
     outcome.claimed = len(rows)
     outcome.skipped = skipped
     bucket.refund(limit - len(rows))
@@ -442,7 +449,9 @@ def send_batch(
     for language, group in by_language.items():
         error = _send_group(session, ctx, campaign, builder, language, group, outcome, attempt, now)
         failed_batch_error = failed_batch_error or error
+        started = time.perf_counter()
         session.commit()
+        outcome.time("record", started)
         if outcome.paused:
             break
 
@@ -462,6 +471,16 @@ def send_batch(
     if outcome.requeue_in is None and more_to_come and not outcome.paused:
         outcome.requeue_in = 0.0
         outcome.next_attempt = attempt
+    log.info(
+        "campaign %s batch %s: %s sent, %s failed, %s unknown, %s skipped (ms: %s)",
+        campaign_id,
+        batch_no,
+        outcome.sent,
+        outcome.failed,
+        outcome.unknown,
+        outcome.skipped,
+        ", ".join(f"{step} {ms:.0f}" for step, ms in outcome.timings.items()),
+    )
     return _finish(session, outcome, now())
 
 
@@ -478,6 +497,7 @@ def _send_group(
 ) -> str | None:
     """Send one language's rows and record the result; returns an error for a failed batch."""
     ids = [row.delivery_id for row in group]
+    started = time.perf_counter()
     try:
         skeleton = rendering.skeleton(session, campaign, language)
         batch = builder.batch(skeleton, group)
@@ -488,6 +508,8 @@ def _send_group(
         peers.bump_campaign_stats(session, campaign.id, failed=len(ids))
         return message
 
+    outcome.time("render", started)
+    started = time.perf_counter()
     try:
         result = ctx.transport.send_batch(batch)
     except TransportError as exc:
@@ -502,6 +524,8 @@ def _send_group(
         )
         return message
 
+    outcome.time("transport", started)
+    started = time.perf_counter()
     _outcome_transaction(session)
     finished_at = now()
     refused = {
@@ -527,6 +551,7 @@ def _send_group(
     outcome.sent += sent
     outcome.failed += failed
     peers.bump_campaign_stats(session, campaign.id, sent=sent, failed=failed)
+    outcome.time("record", started)
     return None
 
 
