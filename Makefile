@@ -37,5 +37,8 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
+bench-report: install
+	$(VENV)/bin/python -m benchmarks.report
+
 clean:
 	rm -rf $(VENV) var/rallypoint.db* var/outbox var/screenshots

@@ -101,7 +101,9 @@ def celery_init_app(app: Flask) -> Celery:
 
 def _register_blueprints(app: Flask) -> None:
     from app.api import init_api
+    from app.public import init_public
     from app.web import init_web
 
     init_web(app)
     init_api(app)
+    init_public(app)

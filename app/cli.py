@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 import sqlalchemy as sa
 from flask import Flask
@@ -14,6 +16,7 @@ from app.services import users
 users_cli = AppGroup("users", help="Manage the people who log in.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
 demo_cli = AppGroup("demo", help="Demo data for `make run`.")
+tracking_cli = AppGroup("tracking", help="Opens, clicks and their counters.")
 
 
 @users_cli.command("create")
@@ -75,7 +78,86 @@ def load_demo_command(email: str, password: str) -> None:
     click.echo(("Created" if created else "Kept") + f" demo admin {email} / {password}")
 
 
+@tracking_cli.command("load-apple-ranges")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def load_apple_ranges_command(path: Path) -> None:
+    """Load Apple's egress-ip-ranges.csv (Private Relay / Mail Privacy Protection)."""
+    from flask import current_app
+
+    from app.services import machine_hits
+
+    with path.open(encoding="utf-8", newline="") as handle:
+        parsed = machine_hits.parse_ranges(handle)
+    if not parsed.networks:
+        raise click.ClickException(f"{path} holds no IP prefixes; nothing was changed.")
+    for number, text in parsed.skipped[:10]:
+        click.echo(f"line {number}: not an IP prefix, skipped: {text}", err=True)
+    target = Path(current_app.config["APPLE_RANGES_FILE"])
+    written = machine_hits.write_ranges(parsed.networks, target)
+    click.echo(
+        f"Read {len(parsed.networks)} prefixes ({len(parsed.skipped)} lines skipped); "
+        f"wrote {written} merged ranges to {target}. Workers reload it by themselves."
+    )
+
+
+@tracking_cli.command("verify-stats")
+@click.argument("campaign_id", type=int)
+def verify_stats_command(campaign_id: int) -> None:
+    """Recompute a campaign's counters from raw events and compare with the stored ones."""
+    from app.services import stats
+
+    stored = stats.stored_stats(db.session, campaign_id)
+    computed = stats.recompute_stats(db.session, campaign_id)
+    problems = [
+        f"{name}: stored {stored.campaign[name]}, events say {computed.campaign[name]}"
+        for name in stats.EVENT_COUNTERS
+        if stored.campaign[name] != computed.campaign[name]
+    ]
+    if stored.links != computed.links:
+        problems.append("per-link counters differ")
+    if stored.hourly != computed.hourly:
+        problems.append("hourly rollup differs")
+    if problems:
+        raise click.ClickException("Counters differ:\n  " + "\n  ".join(problems))
+    click.echo(f"Campaign {campaign_id}: every counter matches its events.")
+
+
+stats_cli = AppGroup("stats", help="The report's rollups.")
+
+
+@stats_cli.command("verify-breakdown")
+@click.argument("campaign_id", type=int)
+def verify_breakdown_command(campaign_id: int) -> None:
+    """Compare a campaign's per-local/language rollup with a recomputation from raw events."""
+    from app.services import breakdown
+
+    stored = breakdown.stored_breakdown(db.session, campaign_id)
+    computed = breakdown.recompute_breakdown(db.session, campaign_id)
+    problems = [
+        f"{dimension} {value or '(none)'}: stored {stored.get((dimension, value))}, "
+        f"events say {computed.get((dimension, value))}"
+        for dimension, value in sorted(set(stored) | set(computed))
+        if stored.get((dimension, value)) != computed.get((dimension, value))
+    ]
+    if problems:
+        raise click.ClickException("The breakdown differs:\n  " + "\n  ".join(problems[:50]))
+    click.echo(f"Campaign {campaign_id}: the breakdown matches its events.")
+
+
+@stats_cli.command("rebuild-breakdown")
+@click.argument("campaign_id", type=int)
+def rebuild_breakdown_command(campaign_id: int) -> None:
+    """Rebuild a campaign's per-local/language rollup from raw events (backfill or repair)."""
+    from app.services import breakdown
+
+    rows = breakdown.rebuild_breakdown(db.session, campaign_id)
+    db.session.commit()
+    click.echo(f"Campaign {campaign_id}: wrote {rows} breakdown rows.")
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)
     app.cli.add_command(demo_cli)
+    app.cli.add_command(tracking_cli)
+    app.cli.add_command(stats_cli)

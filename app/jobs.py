@@ -14,7 +14,9 @@ from typing import Any
 from celery import Celery
 from flask import current_app
 from sqlalchemy import event
-from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.orm import Session
+
+from app.services import DbSession
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ IMPORT_MEMBERS = "audience.import_members"
 SEND_TRANSACTIONAL = "transactional.send"
 FLUSH_TRACKING = "tracking.flush"
 PROCESS_WEBHOOK_BATCH = "webhooks.process_batch"
+SWEEP_WEBHOOK_BATCHES = "webhooks.sweep"
 
 _PENDING_KEY = "rallypoint.pending_jobs"
 
@@ -41,11 +44,7 @@ class Job:
 
 
 def enqueue(
-    session: Session | scoped_session[Any],
-    name: str,
-    *args: Any,
-    queue: str | None = None,
-    **kwargs: Any,
+    session: DbSession, name: str, *args: Any, queue: str | None = None, **kwargs: Any
 ) -> Job:
     """Queue a task to be sent when `session` commits; dropped if it rolls back.
 

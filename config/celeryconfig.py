@@ -61,10 +61,10 @@ def celery_settings(
             "campaigns.*": {"queue": QUEUE_BULK},
             "transactional.*": {"queue": QUEUE_TRANSACTIONAL},
         },
-        # Periodic work. Each run decides from PostgreSQL rows what is due and holds a Redis
-        # lock, so a second beat (or a tick overlapping the previous one) changes nothing.
-        # Each message expires after one period: a beat that ran while no worker was up must
-        # not leave a pile of stale ticks behind it.
+        # Periodic work. Each run decides from PostgreSQL rows what is due (and the sending
+        # ones hold a Redis lock), so a second beat or an overlapping run changes nothing.
+        # Names are spelled out: config/ does not import app.jobs. `expires` drops ticks that
+        # waited behind a stopped worker instead of running a pile of them at once.
         "beat_schedule": {
             "scheduling-tick": {
                 "task": TICK_TASK,
@@ -75,6 +75,16 @@ def celery_settings(
                 "task": SWEEP_TASK,
                 "schedule": sweep_seconds,
                 "options": {"expires": sweep_seconds},
+            },
+            "tracking-flush": {
+                "task": "tracking.flush",
+                "schedule": 1.0,
+                "options": {"expires": 5},
+            },
+            "webhook-sweep": {
+                "task": "webhooks.sweep",
+                "schedule": 60.0,
+                "options": {"expires": 50},
             },
         },
         "timezone": "UTC",

@@ -89,6 +89,18 @@ class BaseConfig:
             env.get("SENDGRID_API_HOST") or "https://api.sendgrid.com"
         ).rstrip("/")
         self.SENDGRID_WEBHOOK_PUBLIC_KEY = env.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or ""
+        # Signed Event Webhook: refuse timestamps further than this from our clock (replays).
+        self.SENDGRID_WEBHOOK_MAX_AGE = _int(env, "SENDGRID_WEBHOOK_MAX_AGE", 600)
+        # Tracking hits wait this long in the web process before one pipelined XADD; a hard
+        # kill of a web worker can lose at most this window of that worker's hits.
+        self.TRACKING_FLUSH_MS = _int(env, "TRACKING_FLUSH_MS", 20)
+        # Apple's Private Relay egress ranges (`flask tracking load-apple-ranges` writes it);
+        # the small sample shipped in app/data is used until then.
+        self.APPLE_RANGES_FILE = env.get("APPLE_RANGES_FILE") or str(
+            VAR_DIR / "data" / "apple_mpp_egress.csv"
+        )
+        # A bare "hello" route for benchmarks/tracking.py; never on in production.
+        self.BENCH_ROUTES = _bool(env.get("RALLYPOINT_BENCH"))
         self.SMTP_HOST = env.get("SMTP_HOST") or "localhost"
         self.SMTP_PORT = _int(env, "SMTP_PORT", 587)
         self.SMTP_USERNAME = env.get("SMTP_USERNAME") or ""

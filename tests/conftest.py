@@ -24,6 +24,10 @@ from tests.support.forms import login
 from tests.support.servers import RedisServer
 
 PASSWORD = "correct horse battery"
+SENDGRID_TEST_PUBLIC_KEY = (
+    "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE83T4O/n84iotIvIW4mdBgQ/7dAfSmpqIM8kF9mN1flpVKS3GRqe62gw"
+    "+2fNNRaINXvVpiglSI8eNEc6wEA3F+g=="
+)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -78,6 +82,8 @@ def test_environ(database_url: str, redis_server: RedisServer, tmp_path_factory)
         "MAIL_TRANSPORT": "outbox",
         "OUTBOX_DIR": str(tmp_path_factory.mktemp("outbox")),
         "LOG_LEVEL": "WARNING",
+        # The official signed Event Webhook test vector's key (shared/sendgrid).
+        "SENDGRID_WEBHOOK_PUBLIC_KEY": SENDGRID_TEST_PUBLIC_KEY,
     }
 
 

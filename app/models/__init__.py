@@ -1,6 +1,7 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
 from app.models.base import Base
+from app.models.breakdown import BreakdownDimension, CampaignBreakdown
 from app.models.campaigns import (
     TRANSITIONS,
     Campaign,
@@ -24,13 +25,18 @@ from app.models.members import (
     UnsubscribeSource,
 )
 from app.models.settings import OrgSettings, Sender
+from app.models.stats import CampaignHourly, CampaignStats, LinkStats
 from app.models.users import ApiToken, Role, User
 
 __all__ = [
     "TRANSITIONS",
     "ApiToken",
     "Base",
+    "BreakdownDimension",
     "Campaign",
+    "CampaignBreakdown",
+    "CampaignHourly",
+    "CampaignStats",
     "CampaignStatus",
     "CampaignVariant",
     "ConsentBasis",
@@ -40,6 +46,7 @@ __all__ = [
     "EventKind",
     "Language",
     "Link",
+    "LinkStats",
     "MailingList",
     "Member",
     "OrgSettings",

@@ -21,6 +21,10 @@ class DeliveryStatus(StrEnum):
     SKIPPED = "skipped"  # unsubscribed, suppressed or cancelled before it left
 
 
+# A delivery the report lists as a problem: refused by the transport, bounced or dropped.
+PROBLEM_SQL = "status = 'failed' OR outcome IN ('bounced', 'dropped')"
+
+
 class Delivery(Base):
     """The truth about who gets a campaign. UNIQUE (campaign, member) makes double sends
     impossible to record; batch tasks claim rows by status, so a redelivered task is harmless."""
@@ -36,6 +40,15 @@ class Delivery(Base):
         sa.Index("ix_deliveries_campaign_batch", "campaign_id", "batch_no", "status"),
         sa.Index("ix_deliveries_campaign_status", "campaign_id", "status"),
         sa.Index("ix_deliveries_member", "member_id"),
+        # The report's list of bounced and failed addresses pages through (campaign, id) of the
+        # few problem rows only; a partial index keeps it small and its count cheap at 1M rows.
+        sa.Index(
+            "ix_deliveries_campaign_problems",
+            "campaign_id",
+            "id",
+            postgresql_where=sa.text(PROBLEM_SQL),
+            sqlite_where=sa.text(PROBLEM_SQL),
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -43,6 +56,9 @@ class Delivery(Base):
     member_id: Mapped[int] = mapped_column(BigId, sa.ForeignKey("members.id", ondelete="CASCADE"))
     email: Mapped[str] = mapped_column(sa.String(254))
     language: Mapped[str] = mapped_column(sa.String(2), default="en")
+    # The member's local/chapter when the audience was frozen: the report's breakdown counts
+    # targeted and engaged members under the same local even if the member moves afterwards.
+    local: Mapped[str] = mapped_column(sa.String(100), default="", server_default="")
     batch_no: Mapped[int] = mapped_column(default=0)
     status: Mapped[str] = mapped_column(sa.String(10), default=DeliveryStatus.QUEUED.value)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -52,6 +68,16 @@ class Delivery(Base):
     queued_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    # First engagement, set once by the tracking flusher (`... WHERE opened_at IS NULL`), so
+    # unique counts are idempotent and the report's per-chapter breakdown is one GROUP BY.
+    # The human_* twins ignore machine opens (Apple MPP, scanners) and automated clicks.
+    opened_at: Mapped[datetime | None]
+    human_opened_at: Mapped[datetime | None]
+    clicked_at: Mapped[datetime | None]
+    human_clicked_at: Mapped[datetime | None]
+    petition_clicked_at: Mapped[datetime | None]
+    human_petition_clicked_at: Mapped[datetime | None]
+    unsubscribed_at: Mapped[datetime | None]
 
 
 class EventKind(StrEnum):
@@ -87,6 +113,9 @@ class Event(Base):
     is_machine: Mapped[bool] = mapped_column(default=False)
     # SendGrid's own id for webhook events: the deduplication key (retries are normal).
     sg_event_id: Mapped[str | None] = mapped_column(sa.String(100), unique=True)
+    # The id the web process gave a tracking hit: the deduplication key when the flusher sees
+    # a hit twice (redelivered stream entry, replay after a Redis restart, direct-DB fallback).
+    hit_id: Mapped[str | None] = mapped_column(sa.String(40), unique=True)
     detail: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
 
 
@@ -100,3 +129,7 @@ class WebhookBatch(Base):
     body: Mapped[str] = mapped_column(sa.Text)
     processed_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(sa.Text)
+    # sha256 of timestamp + signature: a second POST with the same pair is a replay. UNIQUE
+    # makes the database the durable replay guard (Redis SET NX is the fast first check).
+    signature_digest: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
+    event_count: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -105,6 +105,10 @@ class Subscription(Base):
         sa.CheckConstraint("status IN ('subscribed', 'unsubscribed', 'pending')", name="status"),
         # Freezing an audience reads subscribed rows of a few lists: (list, status) first.
         sa.Index("ix_subscriptions_list_status", "list_id", "status"),
+        # The dashboard's list growth counts joins and departures per week over a recent
+        # window: range scans on these two stay proportional to the window, not the table.
+        sa.Index("ix_subscriptions_subscribed_at", "subscribed_at"),
+        sa.Index("ix_subscriptions_unsubscribed_at", "unsubscribed_at"),
     )
 
     member_id: Mapped[int] = mapped_column(

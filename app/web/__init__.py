@@ -11,7 +11,7 @@ from app.models import Role, User
 
 
 def init_web(app: Flask) -> None:
-    from app.web import archive, auth, campaigns, dev, health, main, sending, settings
+    from app.web import archive, auth, campaigns, dev, health, main, sending, settings, stats
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
@@ -33,6 +33,7 @@ def init_web(app: Flask) -> None:
     app.register_blueprint(archive.bp)
     app.register_blueprint(sending.bp)
     app.register_blueprint(dev.bp)
+    app.register_blueprint(stats.bp)
 
     @app.context_processor
     def _nav() -> dict[str, object]:

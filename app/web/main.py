@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, redirect, render_template, url_for
+from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
+from app.extensions import db
 from app.models import Role
+from app.services import reports
+from app.web import report_view
 from app.web.roles import role_required
 
 bp = Blueprint("main", __name__)
@@ -22,7 +25,14 @@ def index() -> ResponseReturnValue:
 @bp.route("/dashboard")
 @role_required(Role.VIEWER)
 def dashboard() -> ResponseReturnValue:
-    return render_template("pages/dashboard.html")
+    # Counters and rollups only (a handful of small reads): see app.services.reports.
+    tz = reports.org_timezone(db.session)
+    recent, _ = reports.reported_campaigns(db.session, per_page=5)
+    health = report_view.health_view(reports.deliverability(db.session))
+    growth = report_view.growth_view(reports.list_growth(db.session, tz=tz), tz)
+    return render_template(
+        "pages/dashboard.html", recent=recent, health=health, growth=growth, tz=tz
+    )
 
 
 @bp.route("/lists")
@@ -42,4 +52,17 @@ def campaigns() -> ResponseReturnValue:
 @bp.route("/stats")
 @role_required(Role.VIEWER)
 def stats() -> ResponseReturnValue:
-    return render_template("pages/section.html", section="stats", title="Stats")
+    """Every campaign that has begun sending, with its key rates, linking to its report."""
+    page = request.args.get("page", "1")
+    if not page.isdigit() or int(page) < 1:
+        abort(404)
+    campaigns, total = reports.reported_campaigns(db.session, page=int(page), per_page=25)
+    pages = max(1, -(-total // 25))
+    return render_template(
+        "stats/index.html",
+        campaigns=campaigns,
+        total=total,
+        page=int(page),
+        pages=pages,
+        tz=reports.org_timezone(db.session),
+    )

@@ -55,10 +55,20 @@ def worker(app):
     import workers.tasks  # noqa: F401 - registers the tasks with the app's Celery
 
     celery = app.extensions["celery"]
-    with start_worker(
-        celery, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues=["transactional"]
-    ) as running:
-        yield running
+    # start_worker(queues=...) narrows the session-wide Celery app's own consume list; put it
+    # back, or a later test's worker would consume only "transactional" too.
+    consume_from = celery.amqp.queues._consume_from
+    try:
+        with start_worker(
+            celery,
+            pool="solo",
+            perform_ping_check=False,
+            shutdown_timeout=10,
+            queues=["transactional"],
+        ) as running:
+            yield running
+    finally:
+        celery.amqp.queues._consume_from = consume_from
 
 
 def _log_in(page: Page, base: str) -> None:

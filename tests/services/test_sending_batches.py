@@ -8,7 +8,15 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from app.models import Campaign, CampaignStatus, Delivery, Member, Subscription, Suppression
+from app.models import (
+    Campaign,
+    CampaignStats,
+    CampaignStatus,
+    Delivery,
+    Member,
+    Subscription,
+    Suppression,
+)
 from app.services import sending
 from app.services.sending import coordination
 from app.services.sending.batches import MAX_ATTEMPTS
@@ -114,6 +122,8 @@ def test_a_batch_is_one_request_with_one_personalization_each(db_session, fake, 
         db_session.scalars(sa.select(Delivery.provider_message_id).where(Delivery.status == "sent"))
     )
     assert provider_ids == {request.message_id}
+    stats = db_session.get(CampaignStats, campaign.id)
+    assert (stats.targeted, stats.sent, stats.failed) == (12, len(english), 0)
 
 
 def test_each_language_batch_gets_its_own_content(db_session, fake, context):
@@ -234,6 +244,7 @@ def test_400_fails_the_batch_with_sendgrids_message(db_session, fake, context):
     assert progress.failed == 3
     [error] = progress.errors
     assert "The from email does not contain a valid address. (from.email)" in error["message"]
+    assert db_session.get(CampaignStats, campaign.id).failed == 3
     db_session.refresh(campaign)
     assert campaign.status == "sent"  # nothing left to try; the failures are on the page
 

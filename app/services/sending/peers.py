@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from app.emails.content import EmailContent, Identity, Problem
 from app.emails.render import Skeleton
 from app.models import Campaign, CampaignStatus, ConsentBasis, Member
-from app.services import DbSession, campaigns
+from app.services import DbSession, campaigns, stats
 
 log = logging.getLogger(__name__)
 
@@ -100,18 +100,12 @@ def segment_clause(session: DbSession, segment_id: int) -> sa.ColumnElement[bool
     return None
 
 
-# -- tracking (issue 6) ------------------------------------------------------------------
+# -- tracking (issue 6, on main) ---------------------------------------------------------
 
 
 def bump_campaign_stats(session: DbSession, campaign_id: int, **deltas: int) -> None:
-    """Add to the campaign's counters (targeted, sent, failed) in the caller's transaction.
-
-    TODO(merge tracking): app.services.stats.bump_campaign_stats is used as soon as it
-    exists; before that there are no counters to bump (progress reads the ledger).
-    """
+    """Add to the campaign's counters (targeted, sent, failed) in the caller's transaction,
+    through app.services.stats.bump_campaign_stats (tracking, on main)."""
     deltas = {name: value for name, value in deltas.items() if value}
-    if not deltas:
-        return
-    bump = _optional("app.services.stats", "bump_campaign_stats")
-    if bump is not None:
-        bump(session, campaign_id, **deltas)
+    if deltas:
+        stats.bump_campaign_stats(session, campaign_id, **deltas)

@@ -1,0 +1,392 @@
+"""/api/v1/stats: every figure of the stats pages as JSON (viewers and up; read-only)."""
+
+from __future__ import annotations
+
+from typing import Any, NoReturn
+
+from flask import Response, stream_with_context
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import Schema, fields, validate
+
+from app.api.auth import api_role
+from app.extensions import db
+from app.models import BreakdownDimension, Role
+from app.services import reports
+
+blp = Blueprint(
+    "stats_api",
+    __name__,
+    url_prefix="/stats",
+    description="Delivery stats: campaign funnels, timelines, links, breakdowns, problems, "
+    "list growth and deliverability. Read from counters and rollups.",
+)
+
+
+def _counts_schema(name: str, counters: tuple[str, ...]) -> type[Schema]:
+    return Schema.from_dict({c: fields.Integer(required=True) for c in counters}, name=name)
+
+
+def _rates_schema(name: str, rates: tuple[str, ...]) -> type[Schema]:
+    return Schema.from_dict(
+        {r: fields.Float(allow_none=True, required=True) for r in rates}, name=name
+    )
+
+
+StatsFunnelCountsSchema = _counts_schema("StatsFunnelCounts", reports.FUNNEL_COUNTERS)
+StatsFunnelRatesSchema = _rates_schema(
+    "StatsFunnelRates",
+    (
+        "sent",
+        "delivered",
+        "bounced",
+        "opened",
+        "opened_human",
+        "clicked",
+        "clicked_human",
+        "petition_clicked",
+        "petition_clicked_human",
+        "unsubscribed",
+        "spam_reported",
+        "click_to_open",
+    ),
+)
+StatsHourlyCountsSchema = _counts_schema("StatsTimelineCounts", reports.HOURLY_COUNTERS)
+StatsLinkCountsSchema = _counts_schema("StatsLinkCounts", reports.LINK_COUNTERS)
+StatsBreakdownCountsSchema = _counts_schema("StatsBreakdownCounts", reports.BREAKDOWN_FIGURES)
+StatsBreakdownRatesSchema = _rates_schema(
+    "StatsBreakdownRates",
+    ("opened", "opened_human", "clicked_human", "petition_clicked_human", "unsubscribed"),
+)
+
+
+class StatsCampaignInfoSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    status = fields.String()
+    subject = fields.String()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+    send_at = fields.DateTime(allow_none=True)
+
+
+class StatsFunnelSchema(Schema):
+    counts = fields.Nested(StatsFunnelCountsSchema)
+    denominator = fields.String(
+        metadata={
+            "description": "What engagement rates are out of: 'delivered' when the transport "
+            "reports deliveries, else 'sent'."
+        }
+    )
+    denominator_count = fields.Integer()
+    rates = fields.Nested(
+        StatsFunnelRatesSchema,
+        metadata={
+            "description": "Fractions (0.25 = 25%); null when there is nothing to divide by. "
+            "sent is over targeted; delivered and bounced over sent; the rest over the "
+            "denominator; click_to_open is human clicks over human opens."
+        },
+    )
+
+
+class StatsCampaignReportSchema(StatsCampaignInfoSchema):
+    counts = fields.Nested(StatsFunnelCountsSchema)
+    denominator = fields.String()
+    denominator_count = fields.Integer()
+    rates = fields.Nested(StatsFunnelRatesSchema)
+
+
+class StatsCampaignReportPageSchema(Schema):
+    items = fields.List(fields.Nested(StatsCampaignReportSchema))
+    total = fields.Integer()
+    page = fields.Integer()
+    per_page = fields.Integer()
+
+
+class StatsBucketSchema(Schema):
+    start = fields.DateTime()
+    end = fields.DateTime()
+    kind = fields.String(metadata={"description": "'hour' (first 72 hours) or 'day' (after)"})
+    counts = fields.Nested(StatsHourlyCountsSchema)
+
+
+class StatsTimelineSchema(Schema):
+    campaign_id = fields.Integer()
+    buckets = fields.List(fields.Nested(StatsBucketSchema))
+
+
+class StatsLinkSchema(Schema):
+    link_id = fields.Integer()
+    url = fields.String()
+    position = fields.Integer()
+    is_petition = fields.Boolean()
+    counts = fields.Nested(StatsLinkCountsSchema)
+
+
+class StatsBreakdownRowSchema(Schema):
+    dimension = fields.String()
+    value = fields.String()
+    label = fields.String()
+    counts = fields.Nested(StatsBreakdownCountsSchema)
+    rates = fields.Nested(StatsBreakdownRatesSchema)
+
+
+class StatsProblemSchema(Schema):
+    delivery_id = fields.Integer()
+    email = fields.String()
+    kind = fields.String(metadata={"description": "failed, bounced or dropped"})
+    reason = fields.String()
+    at = fields.DateTime(allow_none=True)
+
+
+class StatsProblemPageSchema(Schema):
+    items = fields.List(fields.Nested(StatsProblemSchema))
+    total = fields.Integer()
+    page = fields.Integer()
+    per_page = fields.Integer()
+    pages = fields.Integer()
+
+
+class StatsGrowthWeekSchema(Schema):
+    week_start = fields.DateTime()
+    joined = fields.Integer()
+    left = fields.Integer()
+
+
+class StatsThresholdsSchema(Schema):
+    spam_warning = fields.Float()
+    spam_alarm = fields.Float()
+    bounce_warning = fields.Float()
+    bounce_alarm = fields.Float()
+
+
+class StatsHealthSchema(Schema):
+    days = fields.Integer()
+    campaigns = fields.Integer()
+    sent = fields.Integer()
+    delivered = fields.Integer()
+    bounced = fields.Integer()
+    spam_reports = fields.Integer()
+    bounce_rate = fields.Float(allow_none=True)
+    spam_rate = fields.Float(allow_none=True)
+    bounce_level = fields.String(metadata={"description": "none, healthy, warning or alarm"})
+    spam_level = fields.String(metadata={"description": "none, healthy, warning or alarm"})
+    thresholds = fields.Nested(StatsThresholdsSchema)
+
+
+class StatsDashboardSchema(Schema):
+    recent_campaigns = fields.List(fields.Nested(StatsCampaignReportSchema))
+    deliverability = fields.Nested(StatsHealthSchema)
+    list_growth = fields.List(fields.Nested(StatsGrowthWeekSchema))
+
+
+class StatsMemberDeliverySchema(Schema):
+    delivery_id = fields.Integer()
+    campaign_id = fields.Integer()
+    campaign_name = fields.String()
+    status = fields.String()
+    outcome = fields.String(allow_none=True)
+    sent_at = fields.DateTime(allow_none=True)
+    opened_at = fields.DateTime(allow_none=True)
+    human_opened_at = fields.DateTime(allow_none=True)
+    clicked_at = fields.DateTime(allow_none=True)
+    petition_clicked_at = fields.DateTime(allow_none=True)
+    unsubscribed_at = fields.DateTime(allow_none=True)
+
+
+class StatsMemberEventSchema(Schema):
+    kind = fields.String()
+    occurred_at = fields.DateTime()
+    campaign_id = fields.Integer(allow_none=True)
+    campaign_name = fields.String()
+    url = fields.String(allow_none=True)
+    is_petition = fields.Boolean()
+    is_machine = fields.Boolean()
+
+
+class StatsMemberActivitySchema(Schema):
+    member_id = fields.Integer()
+    email = fields.String()
+    deliveries = fields.List(fields.Nested(StatsMemberDeliverySchema))
+    events = fields.List(fields.Nested(StatsMemberEventSchema))
+    opens = fields.Integer()
+    clicks = fields.Integer()
+
+
+class StatsPageArgsSchema(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=25, validate=validate.Range(min=1, max=200))
+
+
+class StatsProblemArgsSchema(Schema):
+    page = fields.Integer(load_default=1, validate=validate.Range(min=1))
+    per_page = fields.Integer(load_default=50, validate=validate.Range(min=1, max=500))
+    kind = fields.String(load_default="", validate=validate.OneOf(["", *reports.PROBLEM_KINDS]))
+
+
+class StatsGrowthArgsSchema(Schema):
+    weeks = fields.Integer(load_default=12, validate=validate.Range(min=1, max=104))
+
+
+class StatsHealthArgsSchema(Schema):
+    days = fields.Integer(load_default=30, validate=validate.Range(min=1, max=365))
+
+
+def _not_found(exc: reports.ReportError) -> NoReturn:
+    abort(404, message=str(exc))
+    raise AssertionError("flask_smorest.abort always raises")
+
+
+def _header(campaign_id: int) -> reports.CampaignHeader:
+    try:
+        return reports.campaign_header(db.session, campaign_id)
+    except reports.ReportError as exc:
+        _not_found(exc)
+
+
+@blp.route("/campaigns")
+class Campaigns(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.arguments(StatsPageArgsSchema, location="query")
+    @blp.response(200, StatsCampaignReportPageSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Campaigns that have begun sending, newest first, with their funnels and rates."""
+        items, total = reports.reported_campaigns(db.session, **args)
+        return {"items": [s.as_dict() for s in items], "total": total, **args}
+
+
+@blp.route("/campaigns/<int:campaign_id>")
+class CampaignReport(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.response(200, StatsCampaignReportSchema)
+    @blp.alt_response(404, description="No such campaign")
+    def get(self, campaign_id: int) -> dict[str, Any]:
+        """One campaign's funnel: targeted, sent, delivered, bounced, opens, clicks, petition
+        clicks, unsubscribes and spam reports, with rates."""
+        header = _header(campaign_id)
+        return {**header.as_dict(), **reports.campaign_funnel(db.session, campaign_id).as_dict()}
+
+
+@blp.route("/campaigns/<int:campaign_id>/timeline")
+class CampaignTimeline(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.response(200, StatsTimelineSchema)
+    @blp.alt_response(404, description="No such campaign")
+    def get(self, campaign_id: int) -> dict[str, Any]:
+        """Opens and clicks per hour for the first 72 hours after sending started, then per
+        day. *_unique counts a delivery once, in the bucket of its first open or click."""
+        try:
+            buckets = reports.campaign_timeline(db.session, campaign_id)
+        except reports.ReportError as exc:
+            _not_found(exc)
+        return {"campaign_id": campaign_id, "buckets": [b.as_dict() for b in buckets]}
+
+
+@blp.route("/campaigns/<int:campaign_id>/links")
+class CampaignLinks(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.response(200, StatsLinkSchema(many=True))
+    @blp.alt_response(404, description="No such campaign")
+    def get(self, campaign_id: int) -> list[dict[str, Any]]:
+        """Clicks per link, in the order the links appear, petition links flagged."""
+        _header(campaign_id)
+        return [link.as_dict() for link in reports.campaign_links(db.session, campaign_id)]
+
+
+@blp.route("/campaigns/<int:campaign_id>/breakdown/<string:dimension>")
+class CampaignBreakdown(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.response(200, StatsBreakdownRowSchema(many=True))
+    @blp.alt_response(404, description="No such campaign or dimension")
+    def get(self, campaign_id: int, dimension: str) -> list[dict[str, Any]]:
+        """Targeted, delivered, opens, clicks, petition clicks and unsubscribes per local
+        (`local`) or per language (`language`), largest group first."""
+        if dimension not in {d.value for d in BreakdownDimension}:
+            abort(404, message="The breakdown is 'local' or 'language'.")
+        _header(campaign_id)
+        use_sent = reports.campaign_funnel(db.session, campaign_id).denominator == "sent"
+        rows = reports.campaign_breakdown(db.session, campaign_id, dimension, use_sent=use_sent)
+        return [row.as_dict() for row in rows]
+
+
+@blp.route("/campaigns/<int:campaign_id>/problems")
+class CampaignProblems(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.arguments(StatsProblemArgsSchema, location="query")
+    @blp.response(200, StatsProblemPageSchema)
+    @blp.alt_response(404, description="No such campaign")
+    def get(self, args: dict[str, Any], campaign_id: int) -> dict[str, Any]:
+        """Failed (refused when sending), bounced and dropped addresses with their reasons,
+        one page at a time."""
+        _header(campaign_id)
+        return reports.campaign_problems(db.session, campaign_id, **args).as_dict()
+
+
+@blp.route("/campaigns/<int:campaign_id>/outcomes.csv")
+class CampaignOutcomes(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.response(200, content_type="text/csv", description="One row per member, streamed")
+    @blp.alt_response(404, description="No such campaign")
+    def get(self, campaign_id: int) -> Response:
+        """Each member's outcome as CSV (cells that a spreadsheet would run as a formula are
+        prefixed with an apostrophe)."""
+        _header(campaign_id)
+        return Response(
+            stream_with_context(reports.outcome_csv(db.session, campaign_id)),
+            mimetype="text/csv",
+            headers={
+                "Content-Disposition": f'attachment; filename="campaign-{campaign_id}-outcomes.csv"'
+            },
+        )
+
+
+@blp.route("/dashboard")
+class Dashboard(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.response(200, StatsDashboardSchema)
+    def get(self) -> dict[str, Any]:
+        """The dashboard: the five most recent campaigns, deliverability over 30 days and list
+        growth over 12 weeks."""
+        recent, _ = reports.reported_campaigns(db.session, per_page=5)
+        return {
+            "recent_campaigns": [s.as_dict() for s in recent],
+            "deliverability": reports.deliverability(db.session).as_dict(),
+            "list_growth": [w.as_dict() for w in reports.list_growth(db.session)],
+        }
+
+
+@blp.route("/list-growth")
+class ListGrowth(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.arguments(StatsGrowthArgsSchema, location="query")
+    @blp.response(200, StatsGrowthWeekSchema(many=True))
+    def get(self, args: dict[str, Any]) -> list[dict[str, Any]]:
+        """Subscriptions started (joined) and ended (left) per week, oldest week first; weeks
+        start on Monday in the organization's time zone."""
+        return [w.as_dict() for w in reports.list_growth(db.session, weeks=args["weeks"])]
+
+
+@blp.route("/deliverability")
+class Deliverability(MethodView):
+    @api_role(Role.VIEWER)
+    @blp.arguments(StatsHealthArgsSchema, location="query")
+    @blp.response(200, StatsHealthSchema)
+    def get(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Bounce rate (over sent) and spam-report rate (over delivered) of the campaigns
+        started in the last `days` days, with levels against Gmail/Yahoo's thresholds (spam
+        below 0.1% healthy, 0.3% and above alarm) and the usual 2%/5% for bounces."""
+        return reports.deliverability(db.session, days=args["days"]).as_dict()
+
+
+@blp.route("/members/<int:member_id>")
+class MemberActivity(MethodView):
+    @api_role(Role.ORGANIZER)
+    @blp.response(200, StatsMemberActivitySchema)
+    @blp.alt_response(404, description="No such member")
+    def get(self, member_id: int) -> dict[str, Any]:
+        """A member's recent campaigns, opens, clicks and unsubscribes (organizers: this is
+        about one person)."""
+        try:
+            return reports.member_activity(db.session, member_id).as_dict()
+        except reports.ReportError as exc:
+            _not_found(exc)
