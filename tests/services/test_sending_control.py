@@ -85,13 +85,22 @@ def test_a_campaign_that_does_not_render_cannot_be_scheduled(db_session, campaig
     assert campaign.status == "draft"
 
 
-def test_a_segment_is_refused_until_sending_can_compile_it(db_session, campaign):
-    segment = Segment(name="Stewards", rules=[])
+def test_a_segment_narrows_the_frozen_audience(db_session, campaign):
+    segment = Segment(
+        name="Stewards", rules=[{"field": "local", "op": "equals", "value": "Local 1"}]
+    )
     db_session.add(segment)
     db_session.flush()
     campaign.segment_id = segment.id
-    problems = sending.check_sendable(db_session, campaign)
-    assert [p.field for p in problems] == ["segment_id"]
+    assert sending.check_sendable(db_session, campaign) == []
+    campaign.status = CampaignStatus.SENDING.value
+    db_session.flush()
+    from app.services.sending.audience import freeze_audience
+
+    result = freeze_audience(db_session, campaign.id)
+    frozen = db_session.query(Delivery).filter_by(campaign_id=campaign.id).all()
+    assert result.inserted == 1
+    assert [(d.email, d.local) for d in frozen] == [("member1@example.org", "Local 1")]
 
 
 @pytest.mark.parametrize(
