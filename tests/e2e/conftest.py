@@ -45,6 +45,11 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def live_server(app, committed_db) -> Iterator[LiveServer]:
+    # Every browser logs in from 127.0.0.1: start each test with fresh login rate limits.
+    from app.extensions import limiter
+
+    with app.app_context():
+        limiter.reset()
     server = LiveServer(app).start()
     yield server
     server.stop()
