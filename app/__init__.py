@@ -87,7 +87,13 @@ def celery_init_app(app: Flask) -> Celery:
                 return self.run(*args, **kwargs)
 
     celery = Celery(app.name, task_cls=FlaskTask)
-    celery.config_from_object(celery_settings(app.config["REDIS_URL"]))
+    celery.config_from_object(
+        celery_settings(
+            app.config["REDIS_URL"],
+            tick_seconds=app.config["SCHEDULER_TICK_SECONDS"],
+            sweep_seconds=app.config["SEND_SWEEP_SECONDS"],
+        )
+    )
     celery.set_default()
     app.extensions["celery"] = celery
     return celery

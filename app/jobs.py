@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 # Task names: the contract between app/ and workers/.
 HEALTH_PING = "maintenance.ping"
 SCHEDULING_TICK = "scheduling.tick"
+SWEEP_SENDING = "scheduling.sweep"
 DISPATCH_CAMPAIGN = "campaigns.dispatch"
 SEND_BATCH = "campaigns.send_batch"
 IMPORT_MEMBERS = "audience.import_members"

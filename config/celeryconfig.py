@@ -15,7 +15,14 @@ QUEUE_DEFAULT = "default"
 VISIBILITY_TIMEOUT = 3600
 
 
-def celery_settings(broker_url: str) -> dict[str, Any]:
+# Task names of the periodic work (the same strings as app.jobs, which config may not import).
+TICK_TASK = "scheduling.tick"
+SWEEP_TASK = "scheduling.sweep"
+
+
+def celery_settings(
+    broker_url: str, *, tick_seconds: float = 5.0, sweep_seconds: float = 15.0
+) -> dict[str, Any]:
     """Build the Celery configuration for a broker URL.
 
     The choices follow reference/celery-tracking-security.md §1.9: late acks with rejection on
@@ -37,7 +44,11 @@ def celery_settings(broker_url: str) -> dict[str, Any]:
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "worker_prefetch_multiplier": 1,
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A batch running when the broker connection drops is allowed to finish: its outcome
+        # goes to PostgreSQL, which is still there, and the ledger makes a redelivered copy
+        # claim nothing. Cancelling it would strand its claimed rows as 'unknown' (measured
+        # in tests/workers/test_sending_chaos.py: two batches lost per Redis restart).
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "worker_soft_shutdown_timeout": 10,
         "worker_hijack_root_logger": False,
         "task_default_queue": QUEUE_DEFAULT,
@@ -50,10 +61,21 @@ def celery_settings(broker_url: str) -> dict[str, Any]:
             "campaigns.*": {"queue": QUEUE_BULK},
             "transactional.*": {"queue": QUEUE_TRANSACTIONAL},
         },
-        # Filled by the features that need periodic work (scheduling tick, tracking flush).
+        # Periodic work. Each run decides from PostgreSQL rows what is due (and the sending
+        # ones hold a Redis lock), so a second beat or an overlapping run changes nothing.
         # Names are spelled out: config/ does not import app.jobs. `expires` drops ticks that
         # waited behind a stopped worker instead of running a pile of them at once.
         "beat_schedule": {
+            "scheduling-tick": {
+                "task": TICK_TASK,
+                "schedule": tick_seconds,
+                "options": {"expires": tick_seconds},
+            },
+            "sending-sweep": {
+                "task": SWEEP_TASK,
+                "schedule": sweep_seconds,
+                "options": {"expires": sweep_seconds},
+            },
             "tracking-flush": {
                 "task": "tracking.flush",
                 "schedule": 1.0,

@@ -35,6 +35,19 @@ def _int(environ: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _float(environ: Mapping[str, str], name: str, default: float) -> float:
+    raw = environ.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if not value >= 0:  # also refuses NaN
+        raise ConfigError(f"{name} must be zero or more, got {raw!r}")
+    return value
+
+
 def normalise_database_url(url: str) -> str:
     """Point plain PostgreSQL URLs at psycopg 3, the driver Rallypoint ships with."""
     for prefix in ("postgres://", "postgresql://"):
@@ -53,6 +66,7 @@ class BaseConfig:
     ENV_NAME = "base"
     DEBUG = False
     TESTING = False
+    DEV_TOOLS = False  # the development inbox page (/dev/outbox)
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env: Mapping[str, str] = os.environ if environ is None else environ
@@ -92,6 +106,23 @@ class BaseConfig:
         self.SMTP_USERNAME = env.get("SMTP_USERNAME") or ""
         self.SMTP_PASSWORD = env.get("SMTP_PASSWORD") or ""
         self.SMTP_SECURITY = (env.get("SMTP_SECURITY") or "starttls").lower()  # starttls|ssl|none
+        self.SMTP_TIMEOUT = _float(env, "SMTP_TIMEOUT", 30.0)
+        # A connection that cannot be opened in a few seconds will not open: retry the batch
+        # soon. Once the request is sent, SendGrid answers a 1,000-recipient batch in about a
+        # second; waiting 30 s covers a slow day without holding a worker for long.
+        self.SENDGRID_CONNECT_TIMEOUT = _float(env, "SENDGRID_CONNECT_TIMEOUT", 3.0)
+        self.SENDGRID_READ_TIMEOUT = _float(env, "SENDGRID_READ_TIMEOUT", 30.0)
+        # Sending (app/services/sending): batch size (SendGrid takes at most 1,000 recipients
+        # a request), how often beat ticks and sweeps, when a batch row left 'sending' by a
+        # crash is declared 'unknown' (longer than any batch can take: claim, rate-limit wait,
+        # connect and read timeouts), when a campaign without progress has its batches queued
+        # again (lost broker messages), and how many failed batches in a row pause a campaign.
+        self.SEND_BATCH_SIZE = min(max(_int(env, "SEND_BATCH_SIZE", 1000), 1), 1000)
+        self.SCHEDULER_TICK_SECONDS = _float(env, "SCHEDULER_TICK_SECONDS", 5.0)
+        self.SEND_SWEEP_SECONDS = _float(env, "SEND_SWEEP_SECONDS", 15.0)
+        self.SEND_STUCK_SECONDS = _float(env, "SEND_STUCK_SECONDS", 300.0)
+        self.SEND_STALL_SECONDS = _float(env, "SEND_STALL_SECONDS", 60.0)
+        self.SEND_MAX_FAILED_BATCHES = max(_int(env, "SEND_MAX_FAILED_BATCHES", 3), 1)
         self.OUTBOX_DIR = env.get("OUTBOX_DIR") or str(VAR_DIR / "outbox")
         # Uploaded member CSV files wait here for the import task: web and workers share it.
         self.IMPORT_DIR = env.get("IMPORT_DIR") or str(VAR_DIR / "imports")

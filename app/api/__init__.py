@@ -68,12 +68,12 @@ def handle_http_exception(exc: HTTPException) -> Any:
 
 
 def init_api(app: Flask) -> None:
-    from app.api import audience, campaigns, me, stats, users
+    from app.api import audience, campaigns, me, sending, stats, users
 
     api.init_app(app)
     # smorest registered its own HTTPException handler; ours keeps HTML pages HTML.
     app.register_error_handler(HTTPException, handle_http_exception)
-    for blueprint in (me.blp, users.blp, audience.blp, campaigns.blp, stats.blp):
+    for blueprint in (me.blp, users.blp, audience.blp, campaigns.blp, sending.blp, stats.blp):
         api.register_blueprint(blueprint, url_prefix=f"/api/v1{blueprint.url_prefix or ''}")
         # Bearer tokens, not cookies, authenticate the API: CSRF does not apply.
         csrf.exempt(blueprint)

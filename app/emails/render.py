@@ -248,19 +248,26 @@ def _fill(parts: tuple[str, ...], subs: Mapping[str, str]) -> str:
     return "".join(out)
 
 
+# These three run for every recipient and key of a send (sending's hot path): each skips
+# its regular expression when a cheap test shows it would not change anything.
+
+
 def _clean(value: object) -> str:
     if value is None:
         return ""
-    text = _CONTROL.sub(" ", str(value)).strip()
-    return text[:MAX_VALUE_CHARS]
+    text = value if type(value) is str else str(value)
+    if not text.isprintable():  # printable text holds none of the _CONTROL characters
+        text = _CONTROL.sub(" ", text)
+    return text.strip()[:MAX_VALUE_CHARS]
 
 
 def _html_value(value: str) -> str:
-    return _VALUE_KEY.sub("&#45;", str(escape(value)))
+    escaped = str(escape(value))
+    return _VALUE_KEY.sub("&#45;", escaped) if "-rp" in escaped else escaped
 
 
 def _text_value(value: str) -> str:
-    return _VALUE_KEY.sub("-" + WORD_JOINER, value)
+    return _VALUE_KEY.sub("-" + WORD_JOINER, value) if "-rp" in value else value
 
 
 def _defuse_html(text: str) -> str:

@@ -46,7 +46,8 @@ def _base36(number: int) -> str:
 
 
 def _mac(key: bytes, body: str) -> str:
-    digest = hmac.new(key, body.encode(), hashlib.sha256).digest()[:_MAC_BYTES]
+    # hmac.digest is OpenSSL's one-shot HMAC: a send signs a token per recipient.
+    digest = hmac.digest(key, body.encode(), "sha256")[:_MAC_BYTES]
     return base64.urlsafe_b64encode(digest).decode()
 
 

@@ -11,7 +11,19 @@ from app.models import Role, User
 
 
 def init_web(app: Flask) -> None:
-    from app.web import archive, audience, auth, campaigns, health, main, settings, stats, subscribe
+    from app.web import (
+        archive,
+        audience,
+        auth,
+        campaigns,
+        dev,
+        health,
+        main,
+        sending,
+        settings,
+        stats,
+        subscribe,
+    )
 
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
@@ -33,6 +45,8 @@ def init_web(app: Flask) -> None:
     app.register_blueprint(health.bp)
     app.register_blueprint(campaigns.bp)
     app.register_blueprint(archive.bp)
+    app.register_blueprint(sending.bp)
+    app.register_blueprint(dev.bp)
     app.register_blueprint(stats.bp)
 
     @app.context_processor

@@ -37,6 +37,7 @@ from app.services.campaigns import (
     VariantInput,
 )
 from app.web.roles import role_required
+from app.web.sending import send_panel_context
 
 bp = Blueprint("campaigns", __name__, url_prefix="/campaigns")
 
@@ -378,6 +379,8 @@ def detail(campaign_id: int) -> ResponseReturnValue:
         archive_url=service.archive_url(campaign) if service.is_archived(campaign) else None,
         max_test=previews.MAX_TEST_ADDRESSES,
         me=current_user.email,
+        # The send panel (issue 5): schedule, send now, progress, pause/resume/cancel.
+        **send_panel_context(campaign, embedded=True),
     )
 
 

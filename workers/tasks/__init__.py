@@ -3,6 +3,7 @@
 from workers.tasks import (  # noqa: F401
     audience,
     maintenance,
+    sending,
     tracking,
     transactional,
     webhooks,

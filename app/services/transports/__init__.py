@@ -8,7 +8,7 @@ locally and send message by message over one connection.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -50,7 +50,14 @@ class BatchResult:
 
 
 class TransportError(Exception):
-    """Sending failed. `retryable` errors may pass (429, 5xx, timeouts); others will not."""
+    """Sending failed. `retryable` errors may pass (429, 5xx, timeouts); others will not.
+
+    By default nothing of the batch left. Two exceptions to that, which the sender must not
+    retry blindly: `accepted` names the addresses a message-by-message transport (SMTP)
+    delivered before it failed, and `uncertain` those that may or may not have left (the
+    message in flight when an SMTP connection dropped; the whole batch when SendGrid took
+    the request but its answer never came). Retrying those could send a second copy.
+    """
 
     def __init__(
         self,
@@ -59,11 +66,15 @@ class TransportError(Exception):
         retryable: bool,
         retry_after: float | None = None,
         status: int | None = None,
+        accepted: Collection[str] = (),
+        uncertain: Collection[str] = (),
     ) -> None:
         super().__init__(message)
         self.retryable = retryable
         self.retry_after = retry_after
         self.status = status
+        self.accepted = frozenset(accepted)
+        self.uncertain = frozenset(uncertain)
 
 
 class Transport(Protocol):

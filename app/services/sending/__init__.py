@@ -1,0 +1,46 @@
+"""Sending: schedule, dispatch and deliver every campaign exactly once (DESIGN.md flows 3-6).
+
+The delivery ledger (`deliveries`, UNIQUE campaign x member, a status per row) is the
+truth; Celery only moves it. `tick` starts due campaigns, `freeze_audience` writes the
+ledger, `send_batch` claims and sends up to 1,000 rows, `sweep` recovers from crashes and
+lost broker messages, and `pause`/`resume`/`cancel` steer a running campaign.
+"""
+
+from app.services.sending.audience import FreezeResult, audience_count, freeze_audience
+from app.services.sending.batches import BatchOutcome, SendContext, send_batch
+from app.services.sending.control import SweepReport, cancel, finish_if_done, pause, resume, sweep
+from app.services.sending.progress import Progress, progress
+from app.services.sending.scheduling import (
+    check_sendable,
+    org_timezone,
+    schedule,
+    send_now,
+    tick,
+    unschedule,
+)
+from app.services.sending.status import SendingError, TransitionError
+
+__all__ = [
+    "BatchOutcome",
+    "FreezeResult",
+    "Progress",
+    "SendContext",
+    "SendingError",
+    "SweepReport",
+    "TransitionError",
+    "audience_count",
+    "cancel",
+    "check_sendable",
+    "finish_if_done",
+    "freeze_audience",
+    "org_timezone",
+    "pause",
+    "progress",
+    "resume",
+    "schedule",
+    "send_batch",
+    "send_now",
+    "sweep",
+    "tick",
+    "unschedule",
+]

@@ -1,0 +1,111 @@
+"""Small shared state in Redis that steers sending; PostgreSQL stays the truth.
+
+Everything here may vanish (a Redis restart) without harm: a missing heartbeat only makes
+the sweep queue a campaign's batches again (duplicates claim nothing), a lost failure
+streak starts counting again, a lost provider block lets one batch ask SendGrid again.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import redis
+
+log = logging.getLogger(__name__)
+
+_PREFIX = "rp:sending"
+
+# Release a lock only if it is still ours: a run that outlived its lock must not free the
+# lock a later run now holds.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _heartbeat_key(campaign_id: int) -> str:
+    return f"{_PREFIX}:alive:{campaign_id}"
+
+
+def touch(client: redis.Redis, campaign_id: int, ttl: float) -> None:
+    """Record that a campaign made progress (or was just queued); it lives `ttl` seconds."""
+    try:
+        client.set(_heartbeat_key(campaign_id), b"1", px=max(int(ttl * 1000), 1))
+    except redis.RedisError:
+        log.warning("could not record progress of campaign %s in Redis", campaign_id)
+
+
+def is_alive(client: redis.Redis, campaign_id: int) -> bool:
+    """Whether the campaign made progress within its heartbeat's lifetime."""
+    return bool(client.exists(_heartbeat_key(campaign_id)))
+
+
+def _streak_key(campaign_id: int) -> str:
+    return f"{_PREFIX}:failed-streak:{campaign_id}"
+
+
+def count_failed_batch(client: redis.Redis, campaign_id: int) -> int:
+    """One more failed batch in a row for this campaign; returns the streak's length."""
+    key = _streak_key(campaign_id)
+    try:
+        with client.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.expire(key, 24 * 3600)
+            count, _ = pipe.execute()
+        return int(count)
+    except redis.RedisError:
+        log.warning("could not count a failed batch of campaign %s", campaign_id)
+        return 1
+
+
+def reset_failures(client: redis.Redis, campaign_id: int) -> None:
+    """A batch went through (or an organizer resumed): the streak starts again."""
+    try:
+        client.delete(_streak_key(campaign_id))
+    except redis.RedisError:
+        log.warning("could not reset the failure streak of campaign %s", campaign_id)
+
+
+_BLOCK_KEY = f"{_PREFIX}:provider-blocked"
+
+
+def block_provider(client: redis.Redis, seconds: float) -> None:
+    """Every worker holds its next SendGrid request for `seconds` (after a 429)."""
+    try:
+        client.set(_BLOCK_KEY, b"1", px=max(int(seconds * 1000), 1))
+    except redis.RedisError:
+        log.warning("could not record SendGrid's rate limit in Redis")
+
+
+def provider_blocked_for(client: redis.Redis) -> float:
+    """Seconds until SendGrid may be asked again (0 when it may be asked now)."""
+    try:
+        remaining = client.pttl(_BLOCK_KEY)
+    except redis.RedisError:
+        return 0.0  # without Redis, asking SendGrid once is the way to find out
+    return max(int(remaining), 0) / 1000
+
+
+@contextmanager
+def exclusive(client: redis.Redis, name: str, ttl: float) -> Iterator[bool]:
+    """Hold a lock named `name` for at most `ttl` seconds; yields whether we got it.
+
+    Beat's periodic runs use it, so a second beat, or a run overlapping a slow previous
+    one, does nothing instead of the same work twice.
+    """
+    key = f"{_PREFIX}:lock:{name}"
+    token = secrets.token_hex(8)
+    acquired = bool(client.set(key, token, nx=True, px=max(int(ttl * 1000), 1)))
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            try:
+                client.eval(_RELEASE, 1, key, token)
+            except redis.RedisError:
+                log.warning("could not release lock %s; it expires by itself", name)

@@ -1,0 +1,123 @@
+"""How a campaign's sending stands: counts from the ledger, rate, time left, problems."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.models import Campaign, CampaignStatus, Delivery, DeliveryStatus
+from app.models.base import utcnow
+from app.services import DbSession
+from app.services.sending.audience import SegmentUnavailable, audience_count
+from app.services.sending.status import STATUS_LABELS
+
+RATE_WINDOW = timedelta(seconds=15)
+
+
+@dataclass
+class Progress:
+    """One campaign's sending, as the send panel and the API show it."""
+
+    campaign_id: int
+    status: str
+    status_label: str
+    reason: str
+    frozen: bool  # the audience is in the ledger (dispatch ran)
+    total: int  # deliveries in the ledger, or the audience count before dispatch
+    queued: int = 0
+    sending: int = 0
+    sent: int = 0
+    failed: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    percent: float = 0.0  # done (sent, failed, skipped, unknown) of total
+    rate_per_minute: float = 0.0  # sent over the last 15 seconds
+    seconds_left: int | None = None
+    errors: list[dict[str, Any]] = field(default_factory=list)
+    send_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("send_at", "started_at", "finished_at"):
+            value = data[name]
+            data[name] = value.isoformat() if value else None
+        return data
+
+
+def progress(session: DbSession, campaign: Campaign, now: datetime | None = None) -> Progress:
+    """Count the campaign's ledger by status (ix_deliveries_campaign_status).
+
+    Before dispatch the total is what `audience_count` says now; afterwards the ledger is
+    the truth. The rate is what was sent in the last 15 seconds, the time left what is
+    queued at that rate; the errors are the most common failure messages (SendGrid's own).
+    """
+    now = now or utcnow()
+    counts: dict[str, int] = {
+        status: int(count)
+        for status, count in session.execute(
+            sa.select(Delivery.status, sa.func.count())
+            .where(Delivery.campaign_id == campaign.id)
+            .group_by(Delivery.status)
+        )
+    }
+    frozen = bool(counts)
+    result = Progress(
+        campaign_id=campaign.id,
+        status=campaign.status,
+        status_label=STATUS_LABELS[campaign.status_enum],
+        reason=campaign.status_reason or "",
+        frozen=frozen,
+        total=sum(counts.values()),
+        send_at=campaign.send_at,
+        started_at=campaign.started_at,
+        finished_at=campaign.finished_at,
+    )
+    for status in DeliveryStatus:
+        setattr(result, status.value, int(counts.get(status.value, 0)))
+    if not frozen and campaign.status in (
+        CampaignStatus.DRAFT.value,
+        CampaignStatus.SCHEDULED.value,
+        CampaignStatus.SENDING.value,
+        CampaignStatus.PAUSED.value,
+    ):
+        try:
+            result.total = audience_count(session, campaign, now)
+        except SegmentUnavailable:
+            result.total = 0
+        result.queued = result.total if campaign.status != CampaignStatus.DRAFT.value else 0
+    done = result.sent + result.failed + result.skipped + result.unknown
+    if frozen and result.total:
+        result.percent = round(100 * done / result.total, 1)
+    if campaign.status == CampaignStatus.SENDING.value and frozen:
+        recent = session.scalar(
+            sa.select(sa.func.count()).where(
+                Delivery.campaign_id == campaign.id,
+                Delivery.status == DeliveryStatus.SENT.value,
+                Delivery.sent_at >= now - RATE_WINDOW,
+            )
+        )
+        per_second = int(recent or 0) / RATE_WINDOW.total_seconds()
+        result.rate_per_minute = round(per_second * 60, 1)
+        remaining = result.queued + result.sending
+        if per_second > 0:
+            result.seconds_left = int(remaining / per_second + 0.999)
+    if result.failed:
+        result.errors = [
+            {"message": message or "Unknown error", "count": int(count)}
+            for message, count in session.execute(
+                sa.select(Delivery.error, sa.func.count())
+                .where(
+                    Delivery.campaign_id == campaign.id,
+                    Delivery.status == DeliveryStatus.FAILED.value,
+                )
+                .group_by(Delivery.error)
+                .order_by(sa.func.count().desc())
+                .limit(3)
+            )
+        ]
+    return result

@@ -1,0 +1,377 @@
+"""send_batch against the fake SendGrid: one request a batch, exactly once, every error kind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from app.models import (
+    Campaign,
+    CampaignStats,
+    CampaignStatus,
+    Delivery,
+    Member,
+    Subscription,
+    Suppression,
+)
+from app.services import sending
+from app.services.sending import coordination
+from app.services.sending.batches import MAX_ATTEMPTS
+from app.services.tokens import TokenSigner
+from app.services.transports.sendgrid import SendGridTransport
+from tests.fakes.sendgrid import FakeSendGrid
+from tests.support.sending import (
+    SECRET,
+    add_members,
+    clear_sending_keys,
+    make_campaign,
+    make_list,
+    sending_context,
+    setup_org,
+)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSendGrid]:
+    with FakeSendGrid() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_url(test_environ) -> Iterator[str]:
+    url = test_environ["REDIS_URL"]
+    clear_sending_keys(url)
+    yield url
+    clear_sending_keys(url)
+
+
+@pytest.fixture
+def context(fake, redis_url):
+    transport = SendGridTransport("SG.test", fake.url, connect_timeout=1, read_timeout=2)
+    return sending_context(transport, redis_url)
+
+
+def _sending_campaign(session, members=12, *, batch_size=1000, **fields):
+    setup_org(session, **({"rate_per_minute": fields.pop("rate")} if "rate" in fields else {}))
+    lst = make_list(session)
+    emails = add_members(session, members, lst.id)
+    campaign = make_campaign(session, [lst], **fields)
+    campaign.status = CampaignStatus.SENDING.value
+    session.flush()
+    result = sending.freeze_audience(session, campaign.id, batch_size=batch_size)
+    session.commit()
+    return campaign, emails, result.batches
+
+
+def _statuses(session, campaign_id) -> dict[str, str]:
+    return dict(
+        session.execute(
+            sa.select(Delivery.email, Delivery.status).where(Delivery.campaign_id == campaign_id)
+        ).all()
+    )
+
+
+def test_a_batch_is_one_request_with_one_personalization_each(db_session, fake, context):
+    campaign, emails, batches = _sending_campaign(db_session, members=12)
+    english = [e for i, e in enumerate(emails, 1) if i % 3]
+
+    outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+
+    assert outcome.sent == len(english)
+    assert outcome.requeue_in is None
+    assert fake.stats()["validated"] == 1  # the whole request passed SendGrid's schema
+    [request] = fake.accepted
+    body = request.body
+    assert len(body["personalizations"]) == len(english)
+    assert [c["type"] for c in body["content"]] == ["text/plain", "text/html"]
+    assert body["tracking_settings"] == {
+        "click_tracking": {"enable": False, "enable_text": False},
+        "open_tracking": {"enable": False},
+        "subscription_tracking": {"enable": False},
+        "ganalytics": {"enable": False},
+    }
+    assert body["custom_args"] == {"rp_campaign": str(campaign.id)}
+    assert body["categories"] == ["rallypoint", f"campaign-{campaign.id}"]
+    assert body["from"]["email"] == "alerts@prairieworkers.example"
+
+    deliveries = dict(
+        db_session.execute(
+            sa.select(Delivery.email, Delivery.id).where(Delivery.campaign_id == campaign.id)
+        ).all()
+    )
+    signer = TokenSigner([SECRET])
+    record = next(r for r in fake.records if r.email == "member1@example.org")
+    delivery_id = deliveries["member1@example.org"]
+    token = signer.sign(campaign.id, delivery_id)
+    assert record.custom_args == {"rp_campaign": str(campaign.id), "rp_delivery": str(delivery_id)}
+    assert record.headers["List-Unsubscribe"] == f"<https://rally.example.org/u/{token}>"
+    assert record.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert record.headers["Message-ID"] == f"<d{delivery_id}.c{campaign.id}@prairieworkers.example>"
+    html = record.render("text/html")
+    assert "First1" in html
+    assert token in html
+    assert "-rp" not in html
+    assert f"https://rally.example.org/u/{token}" in record.render("text/plain")
+
+    statuses = _statuses(db_session, campaign.id)
+    assert {statuses[e] for e in english} == {"sent"}
+    provider_ids = set(
+        db_session.scalars(sa.select(Delivery.provider_message_id).where(Delivery.status == "sent"))
+    )
+    assert provider_ids == {request.message_id}
+    stats = db_session.get(CampaignStats, campaign.id)
+    assert (stats.targeted, stats.sent, stats.failed) == (12, len(english), 0)
+
+
+def test_each_language_batch_gets_its_own_content(db_session, fake, context):
+    campaign, _emails, batches = _sending_campaign(db_session, members=6)
+    for batch_no in batches:
+        sending.send_batch(db_session, campaign.id, batch_no, context=context)
+    subjects = {r.body["subject"] for r in fake.accepted}
+    assert len(fake.accepted) == 2
+    assert len(subjects) == 2
+    french = next(r for r in fake.records if r.email == "member3@example.org")
+    english = next(r for r in fake.records if r.email == "member1@example.org")
+    assert french.subject == "17 décembre\u00a0: rassemblement pour libérer Nadia Rahimi"
+    assert english.subject == "Dec. 17: rally to bring Nadia Rahimi home"
+    db_session.refresh(campaign)
+    assert campaign.status == "sent"
+    assert campaign.finished_at is not None
+
+
+def test_running_a_batch_twice_sends_once(db_session, fake, context):
+    campaign, _emails, batches = _sending_campaign(db_session, members=4, languages=("en",))
+    first = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+    second = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+    assert (first.sent, second.claimed) == (4, 0)
+    assert set(fake.count_by_email().values()) == {1}
+    assert fake.stats()["requests"] == 1
+
+
+def test_unsubscribe_or_suppression_after_dispatch_stops_the_delivery(db_session, fake, context):
+    campaign, emails, batches = _sending_campaign(db_session, members=5, languages=("en",))
+    # Changed behind the services' backs (as an import or a bulk fix might): the claim
+    # re-checks, so these two are still skipped.
+    db_session.execute(
+        sa.update(Subscription)
+        .where(
+            Subscription.member_id
+            == sa.select(Member.id).where(Member.email == emails[0]).scalar_subquery()
+        )
+        .values(status="unsubscribed")
+    )
+    db_session.add(Suppression(email=emails[1], reason="spam_report"))
+    db_session.commit()
+
+    outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+
+    assert outcome.skipped == 2
+    assert outcome.sent == 3
+    assert set(fake.count_by_email()) == set(emails[2:])
+    statuses = _statuses(db_session, campaign.id)
+    assert statuses[emails[0]] == statuses[emails[1]] == "skipped"
+
+
+def test_a_paused_or_cancelled_campaign_sends_nothing(db_session, fake, context):
+    campaign, _, batches = _sending_campaign(db_session, members=3, languages=("en",))
+    sending.pause(db_session, campaign.id, actor=None)
+    db_session.commit()
+    assert sending.send_batch(db_session, campaign.id, batches[0], context=context).claimed == 0
+    assert fake.stats()["requests"] == 0
+
+    sending.cancel(db_session, campaign.id, actor=None)
+    db_session.commit()
+    assert set(_statuses(db_session, campaign.id).values()) == {"skipped"}
+
+
+def test_429_puts_rows_back_and_holds_every_worker_until_the_reset(db_session, fake, context):
+    campaign, _emails, batches = _sending_campaign(db_session, members=3, languages=("en",))
+    fake.fail_next(1, "429", reset_in=3)
+
+    outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+
+    assert outcome.released == 3
+    assert outcome.requeue_in is not None
+    assert 2 <= outcome.requeue_in <= 10
+    assert outcome.next_attempt == 1
+    assert set(_statuses(db_session, campaign.id).values()) == {"queued"}
+    assert coordination.provider_blocked_for(context.redis) > 1
+    # Another run before the reset does not even ask SendGrid.
+    again = sending.send_batch(db_session, campaign.id, batches[0], context=context, attempt=1)
+    assert again.claimed == 0
+    assert again.requeue_in is not None
+    assert again.next_attempt == 1
+    assert fake.stats()["requests"] == 1
+
+    context.redis.delete("rp:sending:provider-blocked")
+    done = sending.send_batch(db_session, campaign.id, batches[0], context=context, attempt=1)
+    assert done.sent == 3
+    assert set(fake.count_by_email().values()) == {1}
+
+
+def test_5xx_retries_with_backoff_then_pauses_after_repeated_failed_batches(
+    db_session, fake, context
+):
+    campaign, _, batches = _sending_campaign(db_session, members=3, languages=("en",))
+    fake.set_mode("500")
+    outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+    assert outcome.requeue_in is not None
+    assert 0 < outcome.requeue_in <= 10
+    assert set(_statuses(db_session, campaign.id).values()) == {"queued"}
+
+    for _ in range(context.max_failed_batches):
+        last = sending.send_batch(
+            db_session, campaign.id, batches[0], context=context, attempt=MAX_ATTEMPTS - 1
+        )
+        assert last.requeue_in is None  # out of attempts: the batch counts as failed
+    db_session.refresh(campaign)
+    assert campaign.status == "paused"
+    assert "3 batches in a row" in campaign.status_reason
+    assert "internal server error" in campaign.status_reason
+    assert set(_statuses(db_session, campaign.id).values()) == {"queued"}  # nothing lost
+
+
+def test_400_fails_the_batch_with_sendgrids_message(db_session, fake, context):
+    campaign, _, batches = _sending_campaign(db_session, members=3, languages=("en",))
+    fake.fail_next(1, "400")
+    outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+    assert outcome.failed == 3
+    assert outcome.requeue_in is None
+    progress = sending.progress(db_session, campaign)
+    assert progress.failed == 3
+    [error] = progress.errors
+    assert "The from email does not contain a valid address. (from.email)" in error["message"]
+    assert db_session.get(CampaignStats, campaign.id).failed == 3
+    db_session.refresh(campaign)
+    assert campaign.status == "sent"  # nothing left to try; the failures are on the page
+
+
+def test_401_pauses_at_once_and_keeps_the_rows_queued(db_session, fake, context):
+    campaign, _, batches = _sending_campaign(db_session, members=3, languages=("en",))
+    fake_with_key = FakeSendGrid(api_key="SG.right").start()
+    try:
+        transport = SendGridTransport("SG.wrong", fake_with_key.url)
+        bad_key = sending_context(transport, _redis_url(context.redis))
+        outcome = sending.send_batch(db_session, campaign.id, batches[0], context=bad_key)
+    finally:
+        fake_with_key.stop()
+    assert outcome.paused
+    db_session.refresh(campaign)
+    assert campaign.status == "paused"
+    assert "401" in campaign.status_reason
+    assert "resume" in campaign.status_reason
+    assert set(_statuses(db_session, campaign.id).values()) == {"queued"}
+
+
+def _redis_url(client: redis.Redis) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"redis://{kwargs['host']}:{kwargs['port']}/{kwargs.get('db', 0)}"
+
+
+def test_no_answer_after_sending_leaves_the_rows_unknown_not_resent(db_session, fake, redis_url):
+    campaign, _, batches = _sending_campaign(db_session, members=3, languages=("en",))
+    transport = SendGridTransport("SG.test", fake.url, connect_timeout=1, read_timeout=0.5)
+    context = sending_context(transport, redis_url)
+    fake.fail_next(1, "hang", accepted=True, hang_seconds=5)
+
+    outcome = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+
+    assert outcome.unknown == 3
+    assert set(_statuses(db_session, campaign.id).values()) == {"unknown"}
+    again = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+    assert again.claimed == 0
+    assert set(fake.count_by_email().values()) == {1}  # SendGrid had taken it: one copy
+    db_session.refresh(campaign)
+    assert campaign.status == "sent"
+    assert sending.progress(db_session, campaign).unknown == 3
+
+
+def test_a_connection_refused_is_retried_and_nothing_is_lost(db_session, redis_url):
+    campaign, _, batches = _sending_campaign(db_session, members=2, languages=("en",))
+    from tests.support.servers import free_port
+
+    transport = SendGridTransport("SG.test", f"http://127.0.0.1:{free_port()}", connect_timeout=1)
+    outcome = sending.send_batch(
+        db_session, campaign.id, batches[0], context=sending_context(transport, redis_url)
+    )
+    assert outcome.released == 2
+    assert outcome.requeue_in is not None
+    assert set(_statuses(db_session, campaign.id).values()) == {"queued"}
+
+
+def test_the_send_rate_limit_splits_a_batch(db_session, fake, context):
+    campaign, _, batches = _sending_campaign(db_session, members=30, languages=("en",), rate=60)
+    # 60 a minute: a bucket of 10 tokens, one more each second.
+    first = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+    assert first.sent == 10
+    assert first.requeue_in == 0.0
+    second = sending.send_batch(
+        db_session, campaign.id, batches[0], context=context, sleep=lambda s: None
+    )
+    assert second.claimed <= 2  # nothing or what refilled meanwhile, never a burst
+    assert sum(fake.count_by_email().values()) == 10 + second.sent
+
+
+def test_finishing_happens_once_when_the_last_batches_end(db_session, fake, context):
+    campaign, _, batches = _sending_campaign(db_session, members=6, batch_size=2, languages=("en",))
+    outcomes = [sending.send_batch(db_session, campaign.id, b, context=context) for b in batches]
+    assert [o.finished for o in outcomes] == [False, False, True]
+    db_session.refresh(campaign)
+    assert campaign.status == "sent"
+    assert sending.finish_if_done(db_session, campaign.id) is False
+
+
+def test_progress_counts_the_ledger(db_session, fake, context):
+    campaign, _emails, batches = _sending_campaign(
+        db_session, members=4, batch_size=2, languages=("en",)
+    )
+    before = sending.progress(db_session, campaign)
+    assert (before.total, before.queued, before.sent, before.frozen) == (4, 4, 0, True)
+    sending.send_batch(db_session, campaign.id, batches[0], context=context)
+    during = sending.progress(db_session, campaign)
+    assert (during.sent, during.queued, during.percent) == (2, 2, 50.0)
+    assert during.rate_per_minute > 0
+    assert during.seconds_left is not None
+    assert during.to_json()["status"] == "sending"
+
+
+def test_the_sweep_declares_stuck_rows_unknown_and_requeues_stalled_campaigns(
+    db_session, redis_url
+):
+    from datetime import timedelta
+
+    from app import jobs
+    from app.models.base import utcnow
+
+    campaign, _, _batches = _sending_campaign(
+        db_session, members=4, batch_size=2, languages=("en",)
+    )
+    now = utcnow()
+    db_session.execute(
+        sa.update(Delivery)
+        .where(Delivery.campaign_id == campaign.id, Delivery.batch_no == 0)
+        .values(status="sending", updated_at=now - timedelta(minutes=10))
+    )
+    db_session.execute(
+        sa.update(Campaign)
+        .where(Campaign.id == campaign.id)
+        .values(started_at=now - timedelta(minutes=11))
+    )
+    db_session.commit()
+    client = redis.Redis.from_url(redis_url)
+
+    report = sending.sweep(db_session, now, client=client, stuck_seconds=300, stall_seconds=60)
+
+    assert report.unknown == 2
+    assert report.requeued == {campaign.id: [1]}
+    assert [j.args for j in jobs.pending_jobs(db_session) if j.name == jobs.SEND_BATCH] == [
+        (campaign.id, 1)
+    ]
+    db_session.commit()
+    # The sweep marked the campaign alive: the next sweep does not queue it again.
+    again = sending.sweep(db_session, now, client=client, stuck_seconds=300, stall_seconds=60)
+    assert again.requeued == {}
+    assert again.unknown == 0

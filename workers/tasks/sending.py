@@ -1,0 +1,73 @@
+"""Sending tasks: the beat tick and sweep, dispatch, and one task per batch."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+from flask import current_app
+
+from app import jobs
+from app.extensions import db
+from app.models.base import utcnow
+from app.services import redis_client, sending
+from app.services.sending import coordination
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name=jobs.SCHEDULING_TICK)
+def tick() -> int:
+    """Start the scheduled campaigns that are due (beat, every few seconds)."""
+    period = float(current_app.config["SCHEDULER_TICK_SECONDS"])
+    with coordination.exclusive(redis_client.get_redis(), "tick", ttl=max(period, 5.0)) as mine:
+        if not mine:
+            return 0
+        started = sending.tick(db.session, utcnow())
+        db.session.commit()
+    return len(started)
+
+
+@shared_task(name=jobs.SWEEP_SENDING)
+def sweep() -> int:
+    """Settle rows left 'sending' by crashes and re-queue stalled campaigns (beat)."""
+    config = current_app.config
+    client = redis_client.get_redis()
+    period = float(config["SEND_SWEEP_SECONDS"])
+    with coordination.exclusive(client, "sweep", ttl=max(period, 10.0)) as mine:
+        if not mine:
+            return 0
+        report = sending.sweep(
+            db.session,
+            utcnow(),
+            client=client,
+            stuck_seconds=float(config["SEND_STUCK_SECONDS"]),
+            stall_seconds=float(config["SEND_STALL_SECONDS"]),
+        )
+        db.session.commit()
+    return report.unknown + sum(len(b) for b in report.requeued.values())
+
+
+@shared_task(name=jobs.DISPATCH_CAMPAIGN)
+def dispatch(campaign_id: int) -> int:
+    """Freeze a sending campaign's audience and queue its batches."""
+    result = sending.freeze_audience(
+        db.session, campaign_id, batch_size=int(current_app.config["SEND_BATCH_SIZE"])
+    )
+    db.session.commit()
+    coordination.touch(
+        redis_client.get_redis(), campaign_id, float(current_app.config["SEND_STALL_SECONDS"])
+    )
+    return len(result.batches)
+
+
+@shared_task(name=jobs.SEND_BATCH, bind=True)
+def send_batch(self: Task, campaign_id: int, batch_no: int, attempt: int = 0) -> int:
+    """Send one batch; the service says when to run it again (bounded, a few seconds)."""
+    outcome = sending.send_batch(db.session, campaign_id, batch_no, attempt=attempt)
+    if outcome.requeue_in is not None:
+        self.apply_async(
+            args=(campaign_id, batch_no, outcome.next_attempt),
+            countdown=outcome.requeue_in or None,
+        )
+    return outcome.sent
