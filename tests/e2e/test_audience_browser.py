@@ -6,13 +6,24 @@ import pytest
 from celery.contrib.testing.worker import start_worker
 
 import workers.tasks  # noqa: F401 - registers the tasks with the app's Celery
-from app.extensions import db
+from app.extensions import db, limiter
 from app.services import demo, users
 from tests.e2e.conftest import SCREENSHOTS, screenshot
 from tests.support.member_files import HOSTILE_CSV
 
 pytestmark = pytest.mark.e2e
 PASSWORD = "solidarity-forever"
+
+
+@pytest.fixture(autouse=True)
+def fresh_rate_limits(app):
+    """These tests log in through the live server: leave the login rate limit as found (10
+    a minute per address), so browser tests that run after them can still log in."""
+    with app.app_context():
+        limiter.reset()
+    yield
+    with app.app_context():
+        limiter.reset()
 
 
 @pytest.fixture
