@@ -85,22 +85,19 @@ def test_a_campaign_that_does_not_render_cannot_be_scheduled(db_session, campaig
     assert campaign.status == "draft"
 
 
-def test_a_segment_narrows_the_frozen_audience(db_session, campaign):
+def test_a_segment_narrows_the_audience(db_session, campaign):
     segment = Segment(
-        name="Stewards", rules=[{"field": "local", "op": "equals", "value": "Local 1"}]
+        name="French speakers", rules=[{"field": "language", "op": "equals", "value": "fr"}]
     )
     db_session.add(segment)
     db_session.flush()
     campaign.segment_id = segment.id
     assert sending.check_sendable(db_session, campaign) == []
+    assert sending.audience_count(db_session, campaign) == 1  # member3 of four
     campaign.status = CampaignStatus.SENDING.value
-    db_session.flush()
-    from app.services.sending.audience import freeze_audience
-
-    result = freeze_audience(db_session, campaign.id)
-    frozen = db_session.query(Delivery).filter_by(campaign_id=campaign.id).all()
-    assert result.inserted == 1
-    assert [(d.email, d.local) for d in frozen] == [("member1@example.org", "Local 1")]
+    sending.freeze_audience(db_session, campaign.id)
+    emails = {d.email for d in db_session.query(Delivery).filter_by(campaign_id=campaign.id)}
+    assert emails == {"member3@example.org"}
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,7 @@ LANGUAGE_STRIDE = 1_000_000
 
 
 class SegmentUnavailable(RuntimeError):
-    """The campaign is narrowed by a segment that cannot be compiled (yet)."""
+    """The campaign is narrowed by a segment that no longer exists."""
 
 
 def list_ids(session: DbSession, campaign_id: int) -> list[int]:
@@ -57,7 +57,7 @@ def audience_conditions(
     on three of the lists is still one row (a semi-join, no DISTINCT needed).
 
     Raises:
-        SegmentUnavailable: the campaign has a segment that cannot be compiled.
+        SegmentUnavailable: the campaign's segment no longer exists.
     """
     ids = list_ids(session, campaign.id)
     conditions: list[sa.ColumnElement[bool]] = [
@@ -74,7 +74,7 @@ def audience_conditions(
     if campaign.segment_id is not None:
         clause = peers.segment_clause(session, campaign.segment_id)
         if clause is None:
-            raise SegmentUnavailable("Sending to a segment isn't available yet.")
+            raise SegmentUnavailable("The campaign's segment no longer exists.")
         conditions.append(clause)
     return conditions
 

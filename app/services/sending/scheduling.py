@@ -53,7 +53,7 @@ def check_sendable(session: DbSession, campaign: Campaign) -> list[Problem]:
     campaigns.assert_sendable's checks — every variant renders (`check_content`, the same
     save-time checks, so a campaign that does not render can never be scheduled), an
     allowed sender, a valid reply-to, at least one list, the organization's identity
-    (CASL) — and a segment sending can use.
+    (CASL) — and a segment that still exists.
     """
     problems = peers.sendability_problems(session, campaign)
     if (
@@ -61,7 +61,7 @@ def check_sendable(session: DbSession, campaign: Campaign) -> list[Problem]:
         and peers.segment_clause(session, campaign.segment_id) is None
     ):
         problems.append(
-            Problem("segment_id", None, "Sending to a segment isn't available yet; send to lists.")
+            Problem("segment_id", None, "The campaign's segment no longer exists; choose another.")
         )
     return problems
 
