@@ -38,7 +38,13 @@ lint: install
 	$(VENV)/bin/mypy
 
 bench-report: install
-	$(VENV)/bin/python -m benchmarks.report
+	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.report
+
+bench-import: install
+	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.import
+
+bench-tracking: install
+	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.tracking
 
 clean:
 	rm -rf $(VENV) var/rallypoint.db* var/outbox var/screenshots
