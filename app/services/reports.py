@@ -39,6 +39,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.models.deliveries import PROBLEM_SQL
 from app.services import DbSession
+from app.services.breakdown import BREAKDOWN_COUNTERS
 
 FUNNEL_COUNTERS: tuple[str, ...] = tuple(
     c.name for c in CampaignStats.__table__.columns if c.name not in ("campaign_id", "updated_at")
@@ -52,18 +53,8 @@ LINK_COUNTERS: tuple[str, ...] = (
     "clicks_human",
     "clicks_human_unique",
 )
-BREAKDOWN_FIGURES: tuple[str, ...] = (
-    "targeted",
-    "delivered",
-    "bounced",
-    "opens_unique",
-    "opens_human_unique",
-    "clicks_unique",
-    "clicks_human_unique",
-    "petition_clicks_unique",
-    "petition_clicks_human_unique",
-    "unsubscribes",
-)
+# The breakdown's figures are exactly the counters its rollup keeps.
+BREAKDOWN_FIGURES: tuple[str, ...] = BREAKDOWN_COUNTERS
 # Campaigns that have begun sending: the ones with figures to report.
 REPORTED_STATUSES = (
     CampaignStatus.SENDING.value,
