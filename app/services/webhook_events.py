@@ -40,6 +40,9 @@ CUSTOM_ARG_DELIVERY = "rp_delivery"
 CUSTOM_ARG_CAMPAIGN = "rp_campaign"
 
 
+_UNSETTLED = (DeliveryStatus.UNKNOWN.value, DeliveryStatus.SENDING.value)
+
+
 def custom_args(campaign_id: int, delivery_id: int) -> dict[str, str]:
     """The custom_args of one personalization (SendGrid wants string values)."""
     return {CUSTOM_ARG_CAMPAIGN: str(campaign_id), CUSTOM_ARG_DELIVERY: str(delivery_id)}
@@ -233,11 +236,22 @@ def _apply(
     address = delivery.email if delivery is not None else email
 
     if kind is EventKind.PROCESSED:
-        # A crash left it unknown whether SendGrid took the message: now we know it did.
-        if delivery is not None and delivery.status == DeliveryStatus.UNKNOWN.value:
-            delivery.status = DeliveryStatus.SENT.value
-            delivery.sent_at = delivery.sent_at or _occurred(event)
-            bump_campaign_stats(session, delivery.campaign_id, sent=1)
+        # SendGrid took the message. Settle a row a crash left 'unknown', and also one still
+        # 'sending' (the event can beat the worker's own success UPDATE). Conditional, so the
+        # worker's UPDATE (also only from 'sending'/'unknown') and this one count it once.
+        if delivery is not None and delivery.status in _UNSETTLED:
+            settled = session.execute(
+                sa.update(Delivery)
+                .where(Delivery.id == delivery.id, Delivery.status.in_(_UNSETTLED))
+                .values(
+                    status=DeliveryStatus.SENT.value,
+                    sent_at=sa.func.coalesce(Delivery.sent_at, _occurred(event)),
+                    updated_at=utcnow(),
+                ),
+                execution_options={"synchronize_session": "fetch"},
+            )
+            if settled.rowcount:  # type: ignore[attr-defined]
+                bump_campaign_stats(session, delivery.campaign_id, sent=1)
         return
 
     if kind.value in OUTCOME_OF_EVENT and delivery is not None:

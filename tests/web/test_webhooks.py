@@ -295,3 +295,35 @@ def test_an_event_that_cannot_be_stored_does_not_hold_back_the_batch(db_session,
     db_session.expire_all()
     assert db_session.get(Delivery, data.deliveries[1].id).outcome == "delivered"
     assert "event 0" in db_session.get(WebhookBatch, batch_id).error
+
+
+def test_processed_settles_a_row_still_sending_and_the_sender_does_not_count_it_again(
+    db_session, data
+):
+    from app.services.sending.batches import _set_status
+
+    row = db_session.get(Delivery, data.deliveries[0].id)
+    row.status = DeliveryStatus.SENDING.value
+    db_session.flush()
+    stats_row = db_session.get(CampaignStats, data.campaign.id)
+    before = stats_row.sent if stats_row is not None else 0
+
+    webhook_events.process_batch(
+        db_session, _store(db_session, [_event(data, 0, "processed", "p1")])
+    )
+    db_session.expire_all()
+    assert db_session.get(Delivery, row.id).status == DeliveryStatus.SENT.value
+    assert db_session.get(CampaignStats, data.campaign.id).sent == before + 1
+
+    # The worker's own success UPDATE arrives afterwards: it only moves 'sending'/'unknown'
+    # rows, so the delivery is counted once.
+    from app.models.base import utcnow
+
+    changed = _set_status(
+        db_session,
+        [row.id],
+        DeliveryStatus.SENT,
+        now=utcnow(),
+        from_statuses=(DeliveryStatus.SENDING, DeliveryStatus.UNKNOWN),
+    )
+    assert changed == 0
