@@ -497,24 +497,8 @@ def _too_long_reason(row: ParsedRow) -> str:
     raise AssertionError("no field is too long")
 
 
-class _CopyImport:
-    """The PostgreSQL import: chunks of the file COPYed into a staging table, then set-based SQL.
-
-    A producer thread parses the file and formats COPY data (pure Python, one core) while this
-    thread runs each chunk's SQL (PostgreSQL works on the other core; psycopg releases the GIL
-    while it waits), so parsing chunk k+1 overlaps the database work on chunk k. The queue
-    between them is bounded: memory stays flat whatever the size of the file.
-
-    Per chunk, every step is one statement over the chunk's rows:
-    1. COPY into import_chunk (a temporary table: no WAL); the parser has already marked
-       values too long and duplicates within the chunk (_stage_rows);
-    2. mark the rest in place (_classify_chunk): duplicates of earlier chunks, and each
-       row's existing member;
-    3. record skipped rows as issues; remember the chunk's addresses in import_seen;
-    4. update existing members whose values change; subscribe existing members (ON CONFLICT
-       DO NOTHING keeps existing subscribed/pending/unsubscribed rows as they are);
-    5. insert new members and their subscriptions in one statement (a data-modifying CTE).
-    """
+class _ImportRun:
+    """What both import paths (PostgreSQL COPY, batched) start from."""
 
     def __init__(
         self,
@@ -533,9 +517,32 @@ class _CopyImport:
         self.consent = consent
         self.now = now
         self.progress = _Throttled(progress)
-        self.attribute_keys = [key for key, _ in member_csv.columns.attributes]
-        self.rows_staged = 0
         self.report = ImportReport()
+
+
+class _CopyImport(_ImportRun):
+    """The PostgreSQL import: chunks of the file COPYed into a staging table, then set-based SQL.
+
+    A producer thread parses the file and formats COPY data (pure Python, one core) while this
+    thread runs each chunk's SQL (PostgreSQL works on the other core; psycopg releases the GIL
+    while it waits), so parsing chunk k+1 overlaps the database work on chunk k. The queue
+    between them is bounded: memory stays flat whatever the size of the file.
+
+    Per chunk, every step is one statement over the chunk's rows:
+    1. COPY into import_chunk (a temporary table: no WAL); the parser has already marked
+       values too long and duplicates within the chunk (_stage_rows);
+    2. mark the rest in place (_classify_chunk): duplicates of earlier chunks, and each
+       row's existing member;
+    3. record skipped rows as issues; remember the chunk's addresses in import_seen;
+    4. update existing members whose values change; subscribe existing members (ON CONFLICT
+       DO NOTHING keeps existing subscribed/pending/unsubscribed rows as they are);
+    5. insert new members and their subscriptions in one statement (a data-modifying CTE).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.attribute_keys = [key for key, _ in self.member_csv.columns.attributes]
+        self.rows_staged = 0
         self.skip_fk_checks = False
         self.chunks_done = 0
         self.members_were_empty = False
@@ -1122,25 +1129,9 @@ _seen = sa.Table(
 )
 
 
-class _BatchedImport:
-    def __init__(
-        self,
-        session: DbSession,
-        job: MemberImport,
-        member_csv: MemberCsv,
-        stream: _CountingReader,
-        consent: _Consent,
-        now: datetime,
-        progress: ProgressCallback | None,
-    ) -> None:
-        self.session = session
-        self.job = job
-        self.member_csv = member_csv
-        self.stream = stream
-        self.consent = consent
-        self.now = now
-        self.progress = _Throttled(progress)
-        self.report = ImportReport()
+class _BatchedImport(_ImportRun):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.skip_reasons: Counter[str] = Counter()
         self.not_subscribed_reasons: Counter[str] = Counter()
 
