@@ -283,27 +283,36 @@ def _wait_http(port: int, path: str, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing answered on port {port}")
 
 
-def _tree_cpu(root: int) -> float:
-    """CPU seconds used so far by a process and its children (gunicorn master + workers)."""
+def _cpu_by_group(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process tree, plus every PostgreSQL and Redis
+    server process on the machine ("postgres", "redis"): where a round's CPU went."""
     tick = os.sysconf("SC_CLK_TCK")
     parents: dict[int, int] = {}
     times: dict[int, float] = {}
+    names: dict[int, str] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            head, _, rest = (entry / "stat").read_text().rpartition(")")
         except OSError:
             continue
+        fields = rest.split()
         pid = int(entry.name)
+        names[pid] = head.partition("(")[2]
         parents[pid] = int(fields[1])
         times[pid] = (int(fields[11]) + int(fields[12])) / tick
-    tree, todo = set(), [root]
-    while todo:
-        pid = todo.pop()
-        tree.add(pid)
-        todo.extend(child for child, parent in parents.items() if parent == pid)
-    return sum(times.get(pid, 0.0) for pid in tree)
+    result: dict[str, float] = {}
+    for label, root in roots.items():
+        tree, todo = set(), [root]
+        while todo:
+            pid = todo.pop()
+            tree.add(pid)
+            todo.extend(child for child, parent in parents.items() if parent == pid)
+        result[label] = sum(times.get(pid, 0.0) for pid in tree)
+    for label, prefix in (("postgres", "postgres"), ("redis", "redis-server")):
+        result[label] = sum(t for pid, t in times.items() if names[pid].startswith(prefix))
+    return result
 
 
 def _count(db_url: str, campaign_id: int) -> int:
@@ -425,13 +434,19 @@ def main() -> None:
                 ("tracking", paths, tracked_parts),
                 ("bare /bench/hello", ["/bench/hello"], bare_parts),
             ):
-                cpu_before = _tree_cpu(procs[0].pid)
+                groups = {"web": procs[0].pid, **{f"p{i}": p.pid for i, p in enumerate(procs)}}
+                cpu_before = _cpu_by_group(groups)
                 if use_wrk:
                     part = load_wrk(port, target, args.connections, per_round, workdir)
                 else:
                     part = load(port, target, args.connections, per_round)
                 # Web CPU per request: immune to what else the machine runs meanwhile.
-                part["web_cpu_s"] = _tree_cpu(procs[0].pid) - cpu_before
+                cpu_after = _cpu_by_group(groups)
+                spent = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
+                part["web_cpu_s"] = round(spent.pop("web"), 3)
+                spent.pop("p0")
+                # The rest: Celery worker and beat (the flusher), PostgreSQL and Redis.
+                part["other_cpu_s"] = round(sum(spent.values()), 3)
                 print(f"round {number + 1} {label} ({tool}): {part}", flush=True)
                 parts.append(part)
         tracked = _combine(tracked_parts)
@@ -469,6 +484,9 @@ def main() -> None:
         "cpu_ratio": round(bare["web_cpu_us"] / tracked["web_cpu_us"], 3)
         if tracked["web_cpu_us"]
         else 0.0,
+        # Flusher (worker, beat), PostgreSQL and Redis CPU per request, tracked and bare.
+        "other_cpu_us": tracked["other_cpu_us"],
+        "bare_other_cpu_us": bare["other_cpu_us"],
         "errors": tracked["errors"] + bare["errors"],
         "seconds": args.seconds,
         "rounds": args.rounds,
@@ -491,6 +509,7 @@ def _combine(parts: list[dict]) -> dict:
     return {
         "requests": requests,
         "web_cpu_us": round(sum(p["web_cpu_s"] for p in parts) / max(requests, 1) * 1e6, 1),
+        "other_cpu_us": round(sum(p["other_cpu_s"] for p in parts) / max(requests, 1) * 1e6, 1),
         "rps": round(requests / seconds, 1) if seconds else 0.0,
         "p50_ms": round(sorted(p["p50_ms"] for p in parts)[len(parts) // 2], 2),
         "p99_ms": max(p["p99_ms"] for p in parts),

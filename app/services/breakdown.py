@@ -28,6 +28,7 @@ from app.models import (
     Member,
 )
 from app.services import DbSession
+from app.services.sql import one_of
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +134,7 @@ def _delivery_keys(session: DbSession, ids: Iterable[int]) -> dict[int, tuple[Ke
         # Primary-key lookups: a flush touches at most a few thousand deliveries.
         rows = session.execute(
             sa.select(Delivery.id, Delivery.campaign_id, Delivery.local, Delivery.language).where(
-                Delivery.id.in_(chunk)
+                one_of(session, Delivery.id, chunk)
             )
         )
         for delivery_id, campaign_id, local, language in rows:
@@ -188,7 +189,10 @@ def record_audience_frozen(session: DbSession, campaign_id: int) -> None:
 
 
 def record_engagement_changes(
-    session: DbSession, changes: Iterable[tuple[int, str, datetime | None, datetime | None]]
+    session: DbSession,
+    changes: Iterable[tuple[int, str, datetime | None, datetime | None]],
+    *,
+    deliveries: Mapping[int, tuple[int, str, str]] | None = None,
 ) -> None:
     """Count deliveries whose first-engagement column was set (or cleared) in this transaction.
 
@@ -199,6 +203,8 @@ def record_engagement_changes(
             re-flagged as automated) takes one away; a time -> an earlier time changes
             nothing here (the breakdown has no time axis). Pass the values the caller read
             and wrote under its lock, so a hit seen twice is counted once.
+        deliveries: (campaign id, local, language) of the changed deliveries, when the
+            caller has already read them (the tracking flusher): spares a query.
 
     Raises:
         BreakdownError: an unknown column name. Flushes, never commits.
@@ -211,7 +217,10 @@ def record_engagement_changes(
             moves.append((delivery_id, FIRST_COLUMNS[column], 1 if before is None else -1))
     if not moves:
         return
-    keys = _delivery_keys(session, (d for d, _, _ in moves))
+    if deliveries is not None and all(d in deliveries for d, _, _ in moves):
+        keys = {d: _keys(*deliveries[d]) for d, _, _ in moves}
+    else:
+        keys = _delivery_keys(session, (d for d, _, _ in moves))
     deltas: dict[Key, Counts] = defaultdict(lambda: defaultdict(int))
     for delivery_id, counter, step in moves:
         for key in keys.get(delivery_id, ()):

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.models import (
     CampaignHourly,
@@ -32,6 +33,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.services import DbSession, breakdown, machine_hits, subscriptions
+from app.services.sql import is_postgresql, one_of
 from app.services.stats import add_counters, hour_of
 
 log = logging.getLogger(__name__)
@@ -185,7 +187,13 @@ def _record_chunk(
     _lock(session)
     # Under the lock nobody else inserts these ids, so plain inserts (COPY) are safe; the
     # UNIQUE index on events.hit_id stays as the guard of last resort.
-    seen = set(session.scalars(sa.select(Event.hit_id).where(Event.hit_id.in_(list(unique)))))
+    seen = set(
+        session.scalars(
+            sa.select(Event.hit_id).where(
+                one_of(session, Event.hit_id, list(unique), name="hit_ids", type_=sa.String)
+            )
+        )
+    )
     fresh = [h for h in unique.values() if h.hit_id not in seen]
     if not fresh:
         return 0
@@ -198,15 +206,17 @@ def _record_chunk(
                 Delivery.campaign_id,
                 Delivery.member_id,
                 Delivery.sent_at,
+                Delivery.local,
+                Delivery.language,
                 *(getattr(Delivery, name) for name in _FIRSTS),
-            ).where(Delivery.id.in_(sorted({h.delivery_id for h in fresh})))
+            ).where(one_of(session, Delivery.id, sorted({h.delivery_id for h in fresh})))
         )
     }
     link_ids = {h.link_id for h in fresh if h.kind == CLICK}
     links: dict[int, Any] = {}
     if link_ids:
         link_query = sa.select(Link.id, Link.campaign_id, Link.is_petition)
-        for row in session.execute(link_query.where(Link.id.in_(sorted(link_ids)))):
+        for row in session.execute(link_query.where(one_of(session, Link.id, sorted(link_ids)))):
             links[row.id] = row
 
     valid: list[Hit] = []
@@ -279,6 +289,10 @@ def _record_chunk(
             for delivery_id, changed in sorted(delivery_updates.items())
             for column, value in changed.items()
         ],
+        deliveries={
+            delivery_id: (row.campaign_id, row.local, row.language)
+            for delivery_id, row in deliveries.items()
+        },
     )
     add_counters(session, CampaignStats, ("campaign_id",), counters.campaign)
     add_counters(session, CampaignHourly, ("campaign_id", "hour"), counters.hourly)
@@ -288,6 +302,21 @@ def _record_chunk(
 
 
 _DELIVERIES: sa.Table = Delivery.__table__  # type: ignore[assignment]
+# PostgreSQL: every changed delivery in one statement, its values as arrays (one round trip
+# and one parse, where an executemany costs the server a bind and execute per row).
+_FIRSTS_VALUES = (
+    sa.func.unnest(
+        sa.cast(sa.bindparam("ids"), ARRAY(sa.BigInteger)),
+        *(sa.cast(sa.bindparam(name), ARRAY(sa.DateTime(timezone=True))) for name in _FIRSTS),
+    )
+    .table_valued("id", *_FIRSTS)
+    .render_derived(name="v")
+)
+_UPDATE_FIRSTS_PG = (
+    sa.update(_DELIVERIES)
+    .where(_DELIVERIES.c.id == _FIRSTS_VALUES.c.id)
+    .values({name: _FIRSTS_VALUES.c[name] for name in _FIRSTS})
+)
 _UPDATE_FIRSTS = (
     sa.update(_DELIVERIES)
     .where(_DELIVERIES.c.id == sa.bindparam("b_id"))
@@ -298,8 +327,9 @@ _UPDATE_FIRSTS = (
 def _update_firsts(
     session: DbSession, deliveries: dict[int, Any], changes: dict[int, dict[str, Any]]
 ) -> None:
-    """One executemany of a single UPDATE shape (psycopg pipelines it), every first column
-    written: the ORM's bulk update would group rows by changed columns into many statements."""
+    """Every first column of every changed delivery written in one statement (PostgreSQL) or
+    one executemany of a single UPDATE shape (SQLite): the ORM's bulk update would group rows
+    by changed columns into many statements."""
     rows = []
     for delivery_id, changed in sorted(changes.items()):
         if not changed:
@@ -308,7 +338,12 @@ def _update_firsts(
         row = {f"b_{name}": changed.get(name, getattr(current, name)) for name in _FIRSTS}
         row["b_id"] = delivery_id
         rows.append(row)
-    if rows:
+    if not rows:
+        return
+    if is_postgresql(session):
+        columns = {name: [row[f"b_{name}"] for row in rows] for name in _FIRSTS}
+        session.execute(_UPDATE_FIRSTS_PG, {"ids": [row["b_id"] for row in rows], **columns})
+    else:
         session.execute(_UPDATE_FIRSTS, rows)
 
 
@@ -363,7 +398,8 @@ def _record_clicks(
     columns = (Event.id, Event.delivery_id, Event.link_id, Event.occurred_at)
     rows = session.execute(
         sa.select(*columns, Event.is_machine, Event.detail).where(
-            Event.delivery_id.in_(sorted(by_delivery)), Event.kind == EventKind.CLICK.value
+            one_of(session, Event.delivery_id, sorted(by_delivery)),
+            Event.kind == EventKind.CLICK.value,
         )
     )
     prior_links: set[int] = set()

@@ -22,7 +22,6 @@ from typing import Any, cast
 import redis
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.models import (
     Campaign,
@@ -42,6 +41,7 @@ from app.services.sending import coordination, peers, rendering
 from app.services.sending.control import finish_if_done, pause_itself
 from app.services.sending.rate_limit import TokenBucket
 from app.services.sending.rendering import BatchBuilder, ClaimedRow
+from app.services.sql import one_of
 from app.services.tokens import TokenSigner, signer_from_config
 from app.services.transports import Transport, TransportError, get_transport
 
@@ -121,21 +121,6 @@ def backoff(attempt: int, retry_after: float | None = None) -> float:
     return min(delay, MAX_COUNTDOWN)
 
 
-def _ids(
-    session: DbSession,
-    column: Any,
-    ids: Collection[int],
-    *,
-    name: str = "ids",
-    type_: type[sa.types.TypeEngine[int]] = sa.BigInteger,
-) -> Any:
-    # One array parameter on PostgreSQL (`= ANY(:ids)`, an index condition on the primary
-    # key) instead of a thousand bound values; SQLite (development) gets a plain IN.
-    if session.get_bind().dialect.name == "postgresql":
-        return column == sa.any_(sa.bindparam(name, list(ids), type_=ARRAY(type_)))
-    return column.in_(list(ids))
-
-
 def _set_status(
     session: DbSession,
     ids: Collection[int],
@@ -152,7 +137,7 @@ def _set_status(
     result = session.execute(
         sa.update(table)
         .where(
-            _ids(session, table.c.id, ids),
+            one_of(session, table.c.id, ids),
             table.c.status.in_([s.value for s in from_statuses]),
         )
         .values(status=status.value, updated_at=now, **values)
@@ -227,7 +212,7 @@ def claim(
         ~sa.exists().where(Suppression.email == d.c.email),
         sa.exists().where(
             Subscription.member_id == d.c.member_id,
-            _ids(session, Subscription.list_id, list_ids, name="list_ids", type_=sa.Integer),
+            one_of(session, Subscription.list_id, list_ids, name="list_ids", type_=sa.Integer),
             Subscription.status == SubscriptionStatus.SUBSCRIBED.value,
         ),
     )
