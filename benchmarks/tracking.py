@@ -447,6 +447,7 @@ def main() -> None:
                 spent.pop("p0")
                 # The rest: Celery worker and beat (the flusher), PostgreSQL and Redis.
                 part["other_cpu_s"] = round(sum(spent.values()), 3)
+                part["other_cpu"] = {k: round(v, 2) for k, v in spent.items()}
                 print(f"round {number + 1} {label} ({tool}): {part}", flush=True)
                 parts.append(part)
         tracked = _combine(tracked_parts)

@@ -7,21 +7,28 @@ signature. Exempt from the login rate limits: these answer mail clients at volum
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, request
 
+from app.extensions import csrf, limiter
+from app.public import bench, tracking, unsubscribe, webhooks
 from app.services import tracking_runtime
+
+_UNLIMITED = frozenset(bp.name for bp in (tracking.bp, unsubscribe.bp, webhooks.bp, bench.bp))
+
+
+def _unlimited() -> bool:
+    # A request filter is Flask-Limiter's cheapest way out: it answers before any limit or
+    # blueprint exemption is resolved, which costs the open pixel ~20 us a request.
+    return request.blueprint in _UNLIMITED
 
 
 def init_public(app: Flask) -> None:
-    from app.extensions import csrf, limiter
-    from app.public import bench, tracking, unsubscribe, webhooks
-
     tracking_runtime.init_app(app)
+    if _unlimited not in limiter._request_filters:  # one limiter serves every app in a process
+        limiter.request_filter(_unlimited)
     for blueprint in (tracking.bp, unsubscribe.bp, webhooks.bp):
         csrf.exempt(blueprint)
-        limiter.exempt(blueprint)
         app.register_blueprint(blueprint)
     if app.config.get("BENCH_ROUTES"):
         csrf.exempt(bench.bp)
-        limiter.exempt(bench.bp)
         app.register_blueprint(bench.bp)

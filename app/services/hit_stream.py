@@ -52,6 +52,9 @@ class StreamBatch:
     hits: list[Hit] = field(default_factory=list)
     malformed: list[str] = field(default_factory=list)
     entries: dict[str, list[Hit]] = field(default_factory=dict)
+    # New entries (not a retry of pending or claimed ones), fewer than a full read: the run
+    # has caught up with the web processes, and the next tick will find a fuller batch.
+    caught_up: bool = False
 
 
 def ensure_group(client: redis.Redis) -> None:
@@ -92,6 +95,7 @@ def read_batch(client: redis.Redis, *, claim_idle_ms: int = CLAIM_IDLE_MS) -> St
             if not entries:
                 fresh: Any = client.xreadgroup(GROUP, CONSUMER, {STREAM_KEY: ">"}, count=READ_COUNT)
                 entries = fresh[0][1] if fresh else []
+                batch.caught_up = len(entries) < READ_COUNT
             _decode([e for e in entries if e[1] is not None], batch)
             return batch
         except redis.ResponseError as exc:

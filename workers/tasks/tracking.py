@@ -48,7 +48,9 @@ def flush_tracking(
                 recorded += _record_entries_alone(client, batch, apple)
                 continue
             hit_stream.acknowledge(client, batch.entry_ids)  # only after the commit
-            if time.monotonic() > deadline:
+            # Stop once caught up: hits keep arriving, and chasing them in batches of a few
+            # dozen costs several times more per hit than one bulk write a second.
+            if batch.caught_up or time.monotonic() > deadline:
                 break
         else:
             hit_stream.publish_watermark(client)
