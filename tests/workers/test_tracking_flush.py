@@ -101,6 +101,43 @@ def test_hits_are_counted_exactly_once_through_the_stream(app, client, clean):
         assert hit_stream.backlog(client_redis) == 0
 
 
+def test_a_run_that_has_caught_up_leaves_new_arrivals_to_the_next_tick(
+    app, client, clean, monkeypatch
+):
+    """Hits keep arriving under load: a run that chased them would write dozens of tiny
+    batches a second. Once a read of new entries comes back short it stops; the next beat
+    tick writes what arrived meanwhile in one bulk batch."""
+    from app.services import tracking
+
+    seed = _seed(app)
+    rng = random.Random(3)
+    for _ in range(5):
+        _hit(client, seed, rng)
+    runtime(app).buffer.flush()  # one short entry waiting
+
+    record_hits = tracking.record_hits
+    arrivals = []
+
+    def record_while_hits_arrive(session, hits, **kwargs):
+        if not arrivals:  # the web processes add more while the first batch is written
+            for _ in range(7):
+                _hit(client, seed, rng)
+            runtime(app).buffer.flush()
+            arrivals.append(7)
+        return record_hits(session, hits, **kwargs)
+
+    monkeypatch.setattr(tracking, "record_hits", record_while_hits_arrive)
+    with app.app_context():
+        assert flush_tracking.run(run_seconds=30) == 5
+        db.session.remove()
+    client_redis = _redis(app)
+    assert hit_stream.backlog(client_redis) >= 1  # the new entries wait for the next tick
+    monkeypatch.undo()
+    assert flush_all(app, ship=False) == 7
+    assert event_count(app) == 12
+    assert hit_stream.backlog(client_redis) == 0
+
+
 def test_a_flusher_killed_between_commit_and_xack_counts_nothing_twice(
     app, client, clean, monkeypatch
 ):
