@@ -76,7 +76,7 @@ class Member(Base):
     last_name: Mapped[str] = mapped_column(sa.String(200), default="")
     language: Mapped[str] = mapped_column(sa.String(2), default=Language.EN.value)
     postal_code: Mapped[str] = mapped_column(sa.String(20), default="")
-    local: Mapped[str] = mapped_column(sa.String(100), default="", index=True)
+    local: Mapped[str] = mapped_column(sa.String(100), default="")
     attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
     consent_basis: Mapped[str | None] = mapped_column(sa.String(30))
     consent_source: Mapped[str] = mapped_column(sa.String(200), default="")
