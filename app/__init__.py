@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Celery, Task
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config.log import configure_logging
 from config.settings import ROOT, BaseConfig, config_from_env
@@ -33,6 +34,11 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     app.config.from_mapping(config.to_dict())
     app.config["SETTINGS"] = config
 
+    if config.TRUSTED_PROXY_COUNT:
+        # The client's address and scheme as the proxies saw them (request.remote_addr feeds
+        # rate limits, Apple-proxy open detection and the consent record of a sign-up).
+        proxies = config.TRUSTED_PROXY_COUNT
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     _init_extensions(app)
     celery_init_app(app)
     _register_blueprints(app)

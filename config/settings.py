@@ -132,6 +132,11 @@ class BaseConfig:
         self.LOG_LEVEL = (env.get("LOG_LEVEL") or "INFO").upper()
         self.LOGIN_RATE_LIMIT = env.get("LOGIN_RATE_LIMIT") or "10 per minute;50 per hour"
         self.RATELIMIT_ENABLED = _bool(env.get("RATELIMIT_ENABLED"), True)
+        # Reverse proxies in front of the web process (a load balancer, nginx, Heroku's
+        # router: 1). Each appends the client address to X-Forwarded-For; only that many
+        # entries, counted from the right, are believed. 0: the header is ignored, so nobody
+        # can claim another address to dodge a rate limit or fake an Apple proxy open.
+        self.TRUSTED_PROXY_COUNT = _int(env, "TRUSTED_PROXY_COUNT", 0)
         self.RATELIMIT_STORAGE_URI = env.get("RATELIMIT_STORAGE_URI") or self.REDIS_URL
         self.RATELIMIT_HEADERS_ENABLED = True
         self.WTF_CSRF_ENABLED = True
@@ -192,6 +197,11 @@ class BaseConfig:
             raise ConfigError("MAIL_TRANSPORT=sendgrid needs SENDGRID_API_KEY")
         if not self.PUBLIC_BASE_URL.startswith(("http://", "https://")):
             raise ConfigError("PUBLIC_BASE_URL must start with http:// or https://")
+        if not 0 <= self.TRUSTED_PROXY_COUNT <= 5:
+            raise ConfigError(
+                "TRUSTED_PROXY_COUNT must be 0 (no proxy) to 5, the number of reverse proxies "
+                f"in front of the web process; got {self.TRUSTED_PROXY_COUNT}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in dir(self) if k.isupper()}
