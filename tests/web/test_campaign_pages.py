@@ -447,3 +447,25 @@ def test_test_sends_are_rate_limited(client, login_as, db_session, campaign, tes
     ]
     assert statuses[:30] == [302] * 30
     assert statuses[30] == 429
+
+
+def test_a_sent_campaign_links_to_its_report_and_back(client, login_as, db_session, campaign):
+    login_as(Role.ORGANIZER)
+    report = f'href="/stats/campaigns/{campaign.id}"'
+    assert report not in client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)  # draft
+    campaign.status = CampaignStatus.SENT.value
+    db_session.commit()
+    assert report in client.get(f"/campaigns/{campaign.id}").get_data(as_text=True)
+    page = client.get(f"/stats/campaigns/{campaign.id}").get_data(as_text=True)
+    assert f'href="/campaigns/{campaign.id}"' in page
+
+
+def test_a_viewer_reading_a_report_gets_no_link_to_pages_they_cannot_open(
+    client, login_as, db_session, campaign
+):
+    campaign.status = CampaignStatus.SENT.value
+    db_session.commit()
+    login_as(Role.VIEWER)
+    page = client.get(f"/stats/campaigns/{campaign.id}")
+    assert page.status_code == 200
+    assert f'href="/campaigns/{campaign.id}"' not in page.get_data(as_text=True)
