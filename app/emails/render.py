@@ -436,6 +436,7 @@ def build_skeleton(
             "organization": scrub(identity.organization),
             "address_lines": _lines(scrub(identity.mailing_address)),
             "contact": scrub(identity.contact),
+            "contact_parts": _contact_parts(scrub(identity.contact)),
         },
         "archive_url": archive_url,
         "calendar_url": calendar_url,
@@ -488,6 +489,26 @@ def _event(fields: Mapping[str, str], language: str) -> dict[str, Any]:
 
 def _lines(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+# A phone number: digits with spaces, dots, dashes or brackets between (1-800-555-0199,
+# +1 (514) 555-0199). Narrow screens would break it at a dash.
+_PHONE = re.compile(r"\+?\(?\d[\d\s().-]{5,}\d")
+
+
+def _contact_parts(text: str) -> list[tuple[str, bool]]:
+    """The contact line as (text, is a phone number) pieces, so the HTML footer can keep each
+    phone number on one line on a phone's screen."""
+    parts: list[tuple[str, bool]] = []
+    at = 0
+    for match in _PHONE.finditer(text):
+        if match.start() > at:
+            parts.append((text[at : match.start()], False))
+        parts.append((match.group(), True))
+        at = match.end()
+    if at < len(text):
+        parts.append((text[at:], False))
+    return parts
 
 
 def _finish(subject: str, html: str, text: str, specs: tuple[MergeSpec, ...]) -> Skeleton:

@@ -432,7 +432,10 @@ def test_layouts_are_accessible_email_html(key: tuple[str, str]) -> None:
     assert 'style="' in html.split("<body", 1)[1]  # and the rest inlined
     identity = IDENTITIES[language]
     assert identity.organization.replace("'", "&#39;") in html or identity.organization in html
-    assert identity.contact in html
+    email, phone = identity.contact.split(" · ")
+    assert email in html
+    # The phone number stays on one line on a phone's screen (it would break at a dash).
+    assert f'<span style="white-space: nowrap;">{phone}</span>' in html
     words = {
         "en": ("Unsubscribe", "Manage preferences", "View in browser"),
         "fr": ("Se désabonner", "Gérer mes préférences", "Voir dans le navigateur"),
@@ -454,3 +457,21 @@ def test_one_line_fields_stay_one_line_once_rendered() -> None:
     email = _tracked(content).personalize(_recipient())
     assert email.subject == "Hello Bcc: all@example.org"
     assert "Act now" in email.text
+
+
+@pytest.mark.parametrize(
+    ("contact", "parts"),
+    [
+        (
+            "solidarity@union.example · 1-800-555-0199",
+            [("solidarity@union.example · ", False), ("1-800-555-0199", True)],
+        ),
+        ("+1 (514) 555-0199 or info@x.ca", [("+1 (514) 555-0199", True), (" or info@x.ca", False)]),
+        ("https://union.example/contact", [("https://union.example/contact", False)]),
+        ("Local 1004", [("Local 1004", False)]),
+    ],
+)
+def test_contact_phone_numbers_are_found_for_the_footer(contact, parts):
+    from app.emails.render import _contact_parts
+
+    assert _contact_parts(contact) == parts
