@@ -94,6 +94,9 @@ class BaseConfig:
         # Tracking hits wait this long in the web process before one pipelined XADD; a hard
         # kill of a web worker can lose at most this window of that worker's hits.
         self.TRACKING_FLUSH_MS = _int(env, "TRACKING_FLUSH_MS", 20)
+        # When Redis and the database are both down, web processes write tracking hits here
+        # (past a bounded number in memory) and send them on once either is back.
+        self.TRACKING_SPILL_DIR = env.get("TRACKING_SPILL_DIR") or str(VAR_DIR / "tracking-spill")
         # Apple's Private Relay egress ranges (`flask tracking load-apple-ranges` writes it);
         # the small sample shipped in app/data is used until then.
         self.APPLE_RANGES_FILE = env.get("APPLE_RANGES_FILE") or str(

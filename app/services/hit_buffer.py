@@ -13,6 +13,11 @@ worker loses the hits it had buffered but not yet shipped, i.e. at most one flus
 Entries already in Redis are kept here until the flusher's watermark says they are committed;
 if Redis restarts and loses them (a new EPOCH_KEY), they are added again. Hit ids make every
 replay harmless.
+
+When Redis and the database are both unreachable, hits wait in memory up to SPILL_AFTER; past
+that (and at a graceful stop) they are written to files in TRACKING_SPILL_DIR, so memory stays
+bounded through a long outage. Once hits ship again, the web processes sharing the directory
+take the files back one at a time and delete each only after its hits have shipped.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -33,7 +39,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.services import hit_stream
-from app.services.tracking import Hit, encode_hits
+from app.services.tracking import Hit, decode_hits, encode_hits
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +52,22 @@ class HitBuffer:
     MAX_ENTRY_HITS = 500  # hits per stream entry (~75 KB): bounded entries, few XADDs
     RETAIN_LIMIT = 200_000  # hits kept for replay; past it the oldest are trusted to Redis
     WATERMARK_POLL = 0.25  # seconds between epoch/watermark reads
+    SPILL_AFTER = 50_000  # hits held in memory (~25 MB) while Redis and the database are down
+    UNSPILL_EVERY = 1.0  # seconds between looks for spilled files once hits ship again
+    STALE_CLAIM = 60.0  # a file claimed this long ago belongs to a process that died
 
     def __init__(
-        self, redis_url: str, record_direct: RecordDirect, *, interval_ms: int = 20
+        self,
+        redis_url: str,
+        record_direct: RecordDirect,
+        *,
+        interval_ms: int = 20,
+        spill_dir: str | Path | None = None,
     ) -> None:
         self.redis_url = redis_url
         self.record_direct = record_direct
         self.interval = max(interval_ms, 1) / 1000
+        self.spill_dir = Path(spill_dir) if spill_dir else None
         self._reset()
 
     def _reset(self) -> None:
@@ -70,7 +85,11 @@ class HitBuffer:
         self._retained: deque[tuple[tuple[int, int], list[tuple[Any, ...]]]] = deque()
         self._retained_hits = 0
         self._last_poll = 0.0
+        self._claimed: list[Path] = []  # spilled files whose hits are back in _pending
+        self._last_unspill = 0.0
+        self._shipping = True  # False from a failed flush until hits ship again
         self.direct_writes = 0  # hits written to the database because Redis was unreachable
+        self.spilled = 0  # hits written to spill files by this process
 
     # -- the request side: as little work as possible ------------------------------------
 
@@ -138,6 +157,8 @@ class HitBuffer:
     def flush(self) -> int:
         """Ship what is buffered (Redis, else the database). Returns the hits shipped."""
         with self._flush_lock:
+            if self._may_unspill():
+                self._unspill()
             batch = self._drain()
             poll = (
                 bool(self._retained) and time.monotonic() - self._last_poll >= self.WATERMARK_POLL
@@ -154,6 +175,9 @@ class HitBuffer:
                     self._retained_hits,
                 )
                 self._to_database(batch)
+            # Shipped: every hit taken back from a spill file was in this batch.
+            self._shipping = True
+            self._release_claims()
             return len(batch)
 
     def _drain(self) -> list[tuple[Any, ...]]:
@@ -227,13 +251,101 @@ class HitBuffer:
         try:
             self.record_direct(hits)
         except Exception:
-            # Database down as well: keep the new hits queued and try again next round.
+            # Database down as well: keep the new hits queued and try again next round, on
+            # disk once there are too many to hold in memory.
             log.exception("could not write %d tracking hits to the database", len(batch))
+            self._shipping = False
             self._pending.extendleft(reversed(batch))
+            if len(self._pending) > self.SPILL_AFTER:
+                self._spill()
             raise
         self._retained.clear()
         self._retained_hits = 0
         self.direct_writes += len(batch)
+
+    # -- spilling to disk through a double outage -----------------------------------------
+
+    def _spill(self) -> None:
+        """Write every pending hit to a new spill file (atomically), then forget them here."""
+        if self.spill_dir is None:
+            return
+        batch = self._drain()
+        if not batch:
+            return
+        try:
+            self.spill_dir.mkdir(parents=True, exist_ok=True)
+            name = f"hits-{time.time_ns()}-{os.getpid()}-{secrets.token_hex(3)}.json"
+            temporary = self.spill_dir / f".{name}.tmp"
+            temporary.write_text(encode_hits(batch))
+            os.replace(temporary, self.spill_dir / name)
+        except OSError:
+            log.exception("could not spill %d tracking hits to %s", len(batch), self.spill_dir)
+            self._pending.extendleft(reversed(batch))
+            return
+        # Hits taken back from older files are in the new one now.
+        self._release_claims()
+        self.spilled += len(batch)
+        log.error(
+            "Redis and the database are unreachable: %d tracking hits written to %s",
+            len(batch),
+            self.spill_dir,
+        )
+
+    def _release_claims(self) -> None:
+        for path in self._claimed:
+            path.unlink(missing_ok=True)
+        self._claimed.clear()
+
+    def _may_unspill(self) -> bool:
+        """Once a second at most, while nothing taken back is in flight, and only when hits
+        can ship (so a file is not read and rewritten over and over during an outage)."""
+        if self.spill_dir is None or self._claimed:
+            return False
+        now = time.monotonic()
+        if now - self._last_unspill < self.UNSPILL_EVERY:
+            return False
+        self._last_unspill = now
+        if not self._shipping:
+            try:  # an idle process notices the end of the outage by itself
+                self._redis().ping()
+            except redis.RedisError:
+                return False
+        return True
+
+    def _unspill(self) -> None:
+        """Take the oldest spilled file's hits back into the queue: this round ships them,
+        and the file is deleted once they have shipped."""
+        assert self.spill_dir is not None
+        try:
+            candidates = sorted(self.spill_dir.iterdir())
+        except OSError:
+            return
+        for path in candidates:
+            if path.name.startswith("."):
+                continue
+            if path.suffix == ".claimed":
+                try:
+                    if time.time() - path.stat().st_mtime < self.STALE_CLAIM:
+                        continue  # another web process is sending these
+                except OSError:
+                    continue
+            elif path.suffix != ".json":
+                continue
+            base = path.name.split(".json", 1)[0]
+            claimed = path.with_name(f"{base}.json.{os.getpid()}.claimed")
+            try:
+                os.replace(path, claimed)  # atomic: one process wins the file
+                os.utime(claimed)
+                hits = decode_hits(claimed.read_bytes())
+            except FileNotFoundError:
+                continue
+            except (OSError, ValueError):
+                log.exception("unreadable tracking spill file %s; left for a person", path)
+                continue
+            self._pending.extendleft(reversed([tuple(hit) for hit in hits]))
+            self._claimed.append(claimed)
+            log.warning("sending %d tracking hits spilled to %s again", len(hits), claimed)
+            return
 
     def close(self) -> None:
         """Stop the thread and ship everything still buffered (graceful stop, atexit)."""
@@ -250,6 +362,8 @@ class HitBuffer:
                 continue
             if not self._pending:
                 break
+        if self._pending:
+            self._spill()  # Redis and the database are down: keep them on disk
 
     def forget(self) -> None:
         """Drop every buffered and retained hit and the known epoch (test isolation only)."""

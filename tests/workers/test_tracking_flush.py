@@ -427,3 +427,67 @@ def test_an_entry_that_can_never_be_recorded_is_parked_not_blocking(app, client,
     assert b"p.1" in dead[0][1][b"h"]
     client_redis.delete(hit_stream.DEAD_KEY)
     assert hit_stream.backlog(client_redis) == 0
+
+
+def test_through_a_redis_and_database_outage_hits_wait_on_disk_then_ship(
+    other_app, committed_db, tmp_path, monkeypatch
+):
+    """Both stores down: memory stays bounded (hits go to spill files past SPILL_AFTER, and at
+    a graceful stop), and once Redis answers again an idle process sends them all on."""
+    from app.services.hit_buffer import HitBuffer
+    from app.services.tracking import OPEN
+
+    monkeypatch.setattr(HitBuffer, "SPILL_AFTER", 5)
+    monkeypatch.setattr(HitBuffer, "UNSPILL_EVERY", 0.0)
+    server = RedisServer().start()
+    try:
+        app = other_app(REDIS_URL=server.url)
+        seed = _seed(app, members=3)
+        with app.app_context():
+            signer = runtime(app).signer
+            refs = [signer.verify(t) for t in seed["tokens"]]
+
+        def database_down(_hits):
+            raise ConnectionError("the database is down too")
+
+        dead = f"redis://127.0.0.1:{free_port()}/0"
+        buffer = HitBuffer(dead, database_down, interval_ms=10**6, spill_dir=tmp_path)
+        sent = 0
+
+        def hits(count: int) -> None:
+            nonlocal sent
+            for _ in range(count):
+                ref = refs[sent % len(refs)]
+                buffer._pending.append(
+                    (f"s.{sent}", OPEN, ref.campaign_id, ref.delivery_id, 0, time.time(), "",
+                     "UA", False)
+                )  # fmt: skip
+                sent += 1
+
+        hits(4)
+        with pytest.raises(ConnectionError):
+            buffer.flush()
+        assert buffer.buffered == 4  # few: kept in memory
+        assert not list(tmp_path.iterdir())
+        hits(8)
+        with pytest.raises(ConnectionError):
+            buffer.flush()
+        assert buffer.buffered == 0  # past SPILL_AFTER: on disk
+        assert buffer.spilled == 12
+        hits(3)
+        buffer.close()  # a graceful stop during the outage writes what is left
+        assert buffer.spilled == 15
+        assert len(list(tmp_path.glob("hits-*.json"))) == 2
+
+        # Redis is back. An idle process (nothing new to send) notices and sends them on.
+        restarted = HitBuffer(server.url, database_down, interval_ms=10**6, spill_dir=tmp_path)
+        restarted._shipping = False  # as after a failed round: it must probe Redis itself
+        for _ in range(6):
+            restarted.flush()
+        assert list(tmp_path.iterdir()) == []
+        with app.app_context():
+            flush_tracking.run(run_seconds=5)
+            db.session.remove()
+        assert event_count(app) == sent == 15
+    finally:
+        server.cleanup()
