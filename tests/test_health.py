@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import redis
 from celery.contrib.testing.worker import start_worker
 
 from tests.support.servers import RedisServer, free_port
@@ -53,3 +54,23 @@ def test_database_down_is_503_naming_the_database(other_app):
     response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert "database" in response.get_json()["failing"]
+
+
+def test_a_redis_that_evicts_keys_is_named(other_app):
+    """Under memory pressure such a Redis drops Celery's queued batches and tracking entries."""
+    server = RedisServer().start()
+    try:
+        app = other_app(REDIS_URL=server.url)
+        client = redis.Redis.from_url(server.url)
+        client.config_set("maxmemory", "100mb")
+        client.config_set("maxmemory-policy", "allkeys-lru")
+        response = app.test_client().get("/healthz")
+        assert response.status_code == 503
+        detail = response.get_json()["parts"]["redis"]["detail"]
+        assert "allkeys-lru" in detail
+        assert "noeviction" in detail
+        client.config_set("maxmemory-policy", "noeviction")
+        assert app.test_client().get("/healthz").get_json()["parts"]["redis"]["ok"] is True
+        client.close()
+    finally:
+        server.cleanup()

@@ -34,10 +34,34 @@ def check_database(session: DbSession) -> PartHealth:
 def check_redis(client: Redis) -> PartHealth:
     try:
         client.ping()
-        return PartHealth("redis", True, "ok")
     except Exception as exc:
         log.warning("health: redis check failed: %s", exc)
         return PartHealth("redis", False, f"unreachable: {type(exc).__name__}")
+    policy = eviction_policy(client)
+    if policy is not None:
+        return PartHealth(
+            "redis",
+            False,
+            f"evicts keys when full (maxmemory-policy {policy}): queued sends and tracking "
+            "hits could vanish; set maxmemory-policy noeviction",
+        )
+    return PartHealth("redis", True, "ok")
+
+
+def eviction_policy(client: Redis) -> str | None:
+    """The policy under which this Redis may drop keys (Celery's queues, the tracking
+    stream), or None when it never does: no memory limit, or `noeviction`.
+
+    Managed services that hide CONFIG are given the benefit of the doubt.
+    """
+    try:
+        settings = client.config_get("maxmemory*")
+    except Exception:
+        return None
+    policy = str(settings.get("maxmemory-policy", "noeviction"))
+    if int(settings.get("maxmemory", 0) or 0) == 0 or policy == "noeviction":
+        return None
+    return policy
 
 
 def check_worker(celery: Celery, timeout: float = 1.0) -> PartHealth:
