@@ -188,3 +188,12 @@ def test_actions_need_a_csrf_token(client, login_as, db_session, campaign):
     db_session.expire_all()
     assert db_session.get(Campaign, campaign.id).status == "draft"
     assert db_session.scalar(sa.select(Campaign.send_at).where(Campaign.id == campaign.id)) is None
+
+
+def test_a_sent_campaign_s_send_page_points_to_its_report(client, login_as, db_session, campaign):
+    login_as(Role.ORGANIZER)
+    report = f'href="/stats/campaigns/{campaign.id}"'
+    assert report not in client.get(_page(campaign.id)).get_data(as_text=True)  # a draft
+    campaign.status = "sent"
+    db_session.commit()
+    assert report in client.get(_page(campaign.id)).get_data(as_text=True)
