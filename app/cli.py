@@ -113,6 +113,8 @@ def import_members_command(path: str, list_name: str, consent: str, as_json: boo
 
 def _echo_report_text(import_id: int, list_name: str, report: imports.ImportReport) -> None:
     click.echo(f"Imported {report.rows} rows into {list_name} in {report.seconds:.1f} s:")
+    if report.note:
+        click.echo(f"  {report.note}")
     click.echo(
         f"  {report.added} added, {report.updated} updated, {report.unchanged} unchanged, "
         f"{report.skipped} skipped"

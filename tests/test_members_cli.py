@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import json
 
-from app.services import lists
-from tests.support.member_files import HOSTILE_CSV, NO_EMAIL_COLUMN
+import sqlalchemy as sa
+from flask_migrate import upgrade
+
+from app.extensions import db
+from app.models import Member
+from app.services import imports, lists
+from tests.support.member_files import (
+    HOSTILE_CSV,
+    NO_EMAIL_COLUMN,
+    WINDOWS_1252_CSV,
+    WINDOWS_1252_MEMBERS,
+)
+from tests.support.tracking import MIGRATIONS
 
 
 def test_cli_import_prints_the_report_and_json(app, db_session, tmp_path):
@@ -25,6 +36,55 @@ def test_cli_import_prints_the_report_and_json(app, db_session, tmp_path):
     report = json.loads(out.output)
     assert (report["added"], report["unchanged"], report["skipped"]) == (0, 4, 9)
     assert [issue["line"] for issue in report["issues"]] == [6, 7, 8, 9, 10, 11, 12, 16, 17]
+
+
+def test_cli_imports_an_excel_windows_1252_file_and_says_how_it_read_it(app, db_session, tmp_path):
+    lists.create_list(db_session, name="Membres")
+    db_session.commit()
+    path = tmp_path / "membres.csv"
+    path.write_bytes(WINDOWS_1252_CSV)
+    runner = app.test_cli_runner()
+
+    out = runner.invoke(args=["members", "import", str(path), "--list", "Membres", "--json"])
+    assert out.exit_code == 0, out.output
+    report = json.loads(out.output)
+    assert (report["added"], report["skipped"], report["issues"]) == (5, 0, [])
+    assert report["encoding"] == "windows-1252"
+    assert report["note"] == imports.WINDOWS_1252_NOTE
+    saved = {
+        m.email: (m.first_name, m.last_name, m.language, m.attributes)
+        for m in db_session.scalars(sa.select(Member))
+    }
+    assert saved == WINDOWS_1252_MEMBERS
+
+    text = runner.invoke(args=["members", "import", str(path), "--list", "Membres"])
+    assert text.exit_code == 0, text.output
+    assert imports.WINDOWS_1252_NOTE in text.output
+    assert "0 added, 0 updated, 5 unchanged, 0 skipped" in text.output
+
+
+def test_cli_imports_a_windows_1252_file_on_sqlite_the_same_way(other_app, tmp_path):
+    # `make run` imports on SQLite through the batched path: same rows, same note.
+    app = other_app(DATABASE_URL=f"sqlite:///{tmp_path / 'dev.db'}")
+    path = tmp_path / "membres.csv"
+    path.write_bytes(WINDOWS_1252_CSV)
+    with app.app_context():
+        upgrade(directory=MIGRATIONS)
+        lists.create_list(db.session, name="Membres")
+        db.session.commit()
+        out = app.test_cli_runner().invoke(
+            args=["members", "import", str(path), "--list", "Membres", "--json"]
+        )
+        assert out.exit_code == 0, out.output
+        report = json.loads(out.output)
+        assert (report["strategy"], report["added"], report["skipped"]) == ("batched", 5, 0)
+        assert (report["encoding"], report["note"]) == ("windows-1252", imports.WINDOWS_1252_NOTE)
+        saved = {
+            m.email: (m.first_name, m.last_name, m.language, m.attributes)
+            for m in db.session.scalars(sa.select(Member))
+        }
+        assert saved == WINDOWS_1252_MEMBERS
+        db.session.remove()
 
 
 def test_cli_refuses_unknown_lists_and_files_without_email(app, db_session, tmp_path):

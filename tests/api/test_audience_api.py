@@ -10,7 +10,12 @@ from app import jobs
 from app.models import MemberImport, Role, Subscription, SuppressionReason
 from app.services import imports, lists, subscriptions, users
 from tests import factories as f
-from tests.support.member_files import HOSTILE_CSV, HOSTILE_FORMULA, NO_EMAIL_COLUMN
+from tests.support.member_files import (
+    HOSTILE_CSV,
+    HOSTILE_FORMULA,
+    NO_EMAIL_COLUMN,
+    WINDOWS_1252_CSV,
+)
 
 
 @pytest.fixture
@@ -240,6 +245,28 @@ def test_import_upload_is_accepted_then_reports(
     assert "'" + HOSTILE_FORMULA.replace('"', '""') in export
     assert db_session.get(MemberImport, body["id"]).origin == "api"
     assert jobs.pending_jobs(db_session) == []
+
+
+def test_import_of_a_windows_1252_file_reports_how_it_was_read(
+    client, auth, db_session, app, tmp_path, monkeypatch
+):
+    monkeypatch.setitem(app.config, "IMPORT_DIR", str(tmp_path))
+    lst = lists.create_list(db_session, name="Membres")
+    db_session.commit()
+    accepted = client.post(
+        "/api/v1/imports",
+        data={"list_id": str(lst.id), "file": (io.BytesIO(WINDOWS_1252_CSV), "membres.csv")},
+        content_type="multipart/form-data",
+        headers=auth,
+    )
+    assert accepted.status_code == 202, accepted.get_json()
+    body = accepted.get_json()
+    imports.start_import(db_session, body["id"])
+    imports.run_import(db_session, body["id"])
+    db_session.commit()
+    report = client.get(body["status_url"], headers=auth).get_json()["report"]
+    assert (report["added"], report["skipped"]) == (5, 0)
+    assert (report["encoding"], report["note"]) == ("windows-1252", imports.WINDOWS_1252_NOTE)
 
 
 ENDPOINTS = [

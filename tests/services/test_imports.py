@@ -26,6 +26,8 @@ from tests.support.member_files import (
     NO_EMAIL_COLUMN,
     NOT_CSV,
     UTF16,
+    WINDOWS_1252_CSV,
+    WINDOWS_1252_MEMBERS,
     csv_bytes,
 )
 
@@ -112,6 +114,107 @@ def test_a_file_that_is_not_csv_or_has_no_email_column_is_refused_whole(
         run(db_session, tmp_path, content, target.id, "copy")
     assert message in refused.value.message
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Member)) == 0
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(MemberImport)) == 0
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_windows_1252_file_imports_every_row_with_its_accents_and_says_so(
+    db_session, tmp_path, target, strategy
+):
+    job, report = run(db_session, tmp_path, WINDOWS_1252_CSV, target.id, strategy)
+
+    assert (report.rows, report.added, report.skipped) == (5, 5, 0)
+    assert report.subscribed == 5
+    assert report.encoding == "windows-1252"
+    assert report.note == imports.WINDOWS_1252_NOTE
+    saved = {
+        email: (m.first_name, m.last_name, m.language, m.attributes)
+        for email, m in members(db_session).items()
+    }
+    assert saved == WINDOWS_1252_MEMBERS
+    db_session.refresh(job)
+    assert (job.report["encoding"], job.report["note"]) == (
+        "windows-1252",
+        imports.WINDOWS_1252_NOTE,
+    )
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_windows_1252_accents_first_met_deep_in_the_file_are_kept(
+    db_session, tmp_path, target, strategy
+):
+    # An ASCII header and 3,000 ASCII rows (past the 64 KiB sniffing window) before the first
+    # accent: each accented row used to be skipped as "not valid UTF-8".
+    plain = [f"member{n:05d}@example.org,Pat,Smith,en,Local 30" for n in range(3000)]
+    late = ["zoe@example.org,Zoé,Bélanger,fr,Local 30", "rene@example.org,René,Côté,fr,"]
+    content = csv_bytes(*plain, *late).decode().encode("cp1252")
+    assert len(content) > 100_000
+
+    _, report = run(db_session, tmp_path, content, target.id, strategy)
+
+    assert (report.added, report.skipped, report.encoding) == (3002, 0, "windows-1252")
+    saved = members(db_session)
+    assert (saved["zoe@example.org"].first_name, saved["zoe@example.org"].last_name) == (
+        "Zoé",
+        "Bélanger",
+    )
+    assert saved["rene@example.org"].last_name == "Côté"
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_utf8_accents_mixed_with_bad_bytes_still_skip_exactly_those_rows(
+    db_session, tmp_path, target, strategy
+):
+    content = (
+        b"email,first_name,last_name,language,local\r\n"
+        b"chloe@example.org,Chlo\xe9,Martin,fr,\r\n"  # 2 Windows-1252 / Latin-1 "e-acute"
+        + "zoe@example.org,Zoé,Bélanger,fr,Section 301\r\n".encode()  # 3 UTF-8
+        + b"ann@example.org,Ann,Lee,en,Local 30\r\n"  # 4
+        b"francois@example.org,Fran\xe7ois,Roy,fr,\r\n"  # 5 Latin-1 "c-cedilla"
+         + "eloise@example.org,Éloïse,Côté,fr,\r\n".encode()  # 6 UTF-8
+    )
+
+    job, report = run(db_session, tmp_path, content, target.id, strategy)
+
+    assert skips_of(db_session, job.id) == [(2, "not valid UTF-8"), (5, "not valid UTF-8")]
+    assert (report.added, report.skipped) == (3, 2)
+    assert (report.encoding, report.note) == ("utf-8", None)
+    saved = members(db_session)
+    assert set(saved) == {"zoe@example.org", "ann@example.org", "eloise@example.org"}
+    assert (saved["eloise@example.org"].first_name, saved["eloise@example.org"].last_name) == (
+        "Éloïse",
+        "Côté",
+    )
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_a_byte_undefined_in_windows_1252_keeps_the_file_utf8(
+    db_session, tmp_path, target, strategy
+):
+    content = (
+        csv_bytes("ann@example.org,Ann,Lee,en,", "zoe@example.org,Zoé,Roy,fr,")
+        .decode()
+        .encode("cp1252")
+        + b"odd@example.org,Odd\x81,Roy,fr,\r\n"  # 0x81: no character in Windows-1252
+    )
+
+    job, report = run(db_session, tmp_path, content, target.id, strategy)
+
+    assert skips_of(db_session, job.id) == [(3, "not valid UTF-8"), (4, "not valid UTF-8")]
+    assert (report.added, report.skipped) == (1, 2)
+    assert (report.encoding, report.note) == ("utf-8", None)
+    assert set(members(db_session)) == {"ann@example.org"}
+
+
+def test_a_windows_1252_header_in_a_file_with_utf8_accents_is_still_refused(
+    db_session, tmp_path, target
+):
+    content = "Courriel;Prénom\r\nann@example.org;Ann\r\n".encode("cp1252") + (
+        "zoe@example.org;Zoé\r\n".encode()
+    )
+    with pytest.raises(imports.CsvRefused) as refused:
+        run(db_session, tmp_path, content, target.id, "copy")
+    assert "not UTF-8" in refused.value.message
     assert db_session.scalar(sa.select(sa.func.count()).select_from(MemberImport)) == 0
 
 

@@ -6,11 +6,21 @@ import pytest
 
 from app.services.member_csv import (
     MAX_FIELD_LENGTH,
+    UTF_8,
+    WINDOWS_1252,
     CsvRefused,
     MemberCsv,
     ParsedRow,
     SkippedRow,
+    choose_encoding,
     open_member_csv,
+)
+from tests.support.member_files import (
+    HOSTILE_CSV,
+    NOT_CSV,
+    UTF16,
+    WINDOWS_1252_CSV,
+    WINDOWS_1252_MEMBERS,
 )
 
 BOM = b"\xef\xbb\xbf"
@@ -161,6 +171,100 @@ def test_header_in_another_encoding_is_refused() -> None:
     message = refusal("Courriel;Prénom\nana@x.ca;Zoé\n".encode("cp1252"))
     assert "not UTF-8" in message
     assert "CSV UTF-8" in message
+
+
+# Choosing the encoding from the whole file
+
+MB = 1024 * 1024
+
+
+def ascii_rows(size: int) -> bytes:
+    """ASCII member rows, exactly `size` bytes."""
+    rows = b"".join(b"m%07d@x.ca,Name\n" % n for n in range(size // 16 + 1))
+    return rows[:size]
+
+
+def encoding_of(content: bytes) -> str:
+    return choose_encoding(io.BytesIO(content))
+
+
+@pytest.mark.parametrize(
+    ("content", "encoding"),
+    [
+        (b"email\nana@x.ca\n", UTF_8),  # ASCII: either reads the same; nothing changes
+        (b"", UTF_8),
+        ("email,first_name\nzoe@x.ca,Zoé\n".encode(), UTF_8),
+        (BOM + b"email\nana@x.ca\n", UTF_8),  # a BOM is a valid UTF-8 sequence
+        (WINDOWS_1252_CSV, WINDOWS_1252),
+        (b"email,first_name\nzoe@x.ca,Zo\xe9", WINDOWS_1252),  # the last byte, alone
+        (b"email,first_name\nzoe@x.ca,Zo\xc3", WINDOWS_1252),  # a sequence cut by the end
+        # Valid UTF-8 accents and bad bytes together: a corrupt UTF-8 file.
+        (HOSTILE_CSV, UTF_8),
+        (b"email,first_name\nzoe@x.ca,Zo\xe9\nbea@x.ca," + "Béa\n".encode(), UTF_8),
+        # A byte Windows-1252 leaves undefined: not Windows-1252.
+        (WINDOWS_1252_CSV + b"odd@x.ca;Odd\x81\r\n", UTF_8),
+        (WINDOWS_1252_CSV + b"odd@x.ca;Odd\x9d\r\n", UTF_8),
+        (b"email\nodd@x.ca\x8f\n", UTF_8),
+        # Refused anyway, whatever the encoding (see test_refusals_hold_in_windows_1252).
+        (UTF16, WINDOWS_1252),
+    ],
+)
+def test_choose_encoding(content: bytes, encoding: str) -> None:
+    assert encoding_of(content) == encoding
+
+
+def test_the_whole_file_decides_not_its_start() -> None:
+    # The first accent well past the first megabyte and the 64 KiB sniffing window.
+    late_1252 = b"email,first_name\n" + ascii_rows(3 * MB) + b"zoe@x.ca,Zo\xe9\n"
+    assert encoding_of(late_1252) == WINDOWS_1252
+    # Windows-1252 bytes early, a valid UTF-8 accent megabytes later: corrupt UTF-8.
+    late_utf8 = b"email,first_name\nzoe@x.ca,Zo\xe9\n" + ascii_rows(3 * MB) + "Béa\n".encode()
+    assert encoding_of(late_utf8) == UTF_8
+    # The same, with the undefined byte coming last.
+    assert encoding_of(late_1252 + ascii_rows(MB) + b"\x90\n") == UTF_8
+
+
+@pytest.mark.parametrize("edge", [MB - 1, MB - 2, MB])
+def test_a_sequence_cut_by_a_block_edge(edge: int) -> None:
+    # "é" in UTF-8 (C3 A9) straddling or next to the scan's 1 MB block edge is still seen.
+    start = b"email,first_name\nzoe@x.ca,Zo\xe9\n"
+    content = start + ascii_rows(edge - len(start)) + "é\n".encode()
+    assert encoding_of(content) == UTF_8
+    # A lone lead byte at the edge, then ASCII: not UTF-8.
+    content = start + ascii_rows(edge - len(start)) + b"\xc3\n" + ascii_rows(100)
+    assert encoding_of(content) == WINDOWS_1252
+
+
+def test_windows_1252_file_reads_with_its_accents() -> None:
+    member_csv = open_member_csv(io.BytesIO(WINDOWS_1252_CSV), WINDOWS_1252)
+    assert member_csv.encoding == WINDOWS_1252
+    assert member_csv.delimiter == ";"
+    assert member_csv.columns.headers[1] == "Prénom"
+    rows = list(member_csv)
+    assert all(isinstance(row, ParsedRow) for row in rows), rows
+    found = {
+        row.email: (row.first_name, row.last_name, row.language, row.attributes)  # type: ignore[union-attr]
+        for row in rows
+    }
+    assert found == WINDOWS_1252_MEMBERS
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (NOT_CSV, "This file is not a CSV file (it contains binary data)."),
+        (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00", "This file is not a CSV file"),
+        (b"email\nana@x.ca\x00\n", "This file is not a CSV file (it contains binary data)."),
+        (UTF16, "This file is UTF-16 text, not UTF-8."),
+        (b"\x01\x02\x03\x04\x05\x06\x07\x08\xe9\n", "This file is not a CSV file"),
+        (b"\n\r\n", "The file is empty."),
+        ("Nom;Prénom\nRoy;Zoé\n".encode("cp1252"), "The file has no 'email' column"),
+    ],
+)
+def test_refusals_hold_in_windows_1252(content: bytes, message: str) -> None:
+    with pytest.raises(CsvRefused) as refused:
+        open_member_csv(io.BytesIO(content), WINDOWS_1252)
+    assert refused.value.message.startswith(message)
 
 
 # Refusals

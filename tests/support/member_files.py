@@ -60,3 +60,23 @@ UTF16 = "email,first_name\r\nana@example.org,Ana\r\n".encode("utf-16")
 
 def csv_bytes(*rows: str, header: str = "email,first_name,last_name,language,local") -> bytes:
     return ("\r\n".join([header, *rows]) + "\r\n").encode()
+
+
+# Excel's "CSV (Comma delimited)" on a French-Canadian Windows: Windows-1252 bytes, semicolons,
+# an accented header. Every row must import with its accents right.
+WINDOWS_1252_TEXT = (
+    "Courriel;Prénom;Nom;Langue;Section locale;Poste\r\n"
+    "helene.berube@example.org;Hélène;Bérubé;fr;Section 301;Préposée\r\n"  # 2
+    "francois@example.org;François;Lévesque;Français;Section 301;\r\n"  # 3
+    "eloise@example.org;Éloïse;Côté;FR;Section 9;“Déléguée” syndicale\r\n"  # 4
+    "ann.lee@example.org;Ann;Lee;en;Local 30;Steward\r\n"  # 5
+    "andré@exemple.qc.ca;André;Gagné;fr;Section 9;Technicien en réfrigération\r\n"  # 6
+)
+WINDOWS_1252_CSV = WINDOWS_1252_TEXT.encode("cp1252")
+WINDOWS_1252_MEMBERS = {
+    "helene.berube@example.org": ("Hélène", "Bérubé", "fr", {"Poste": "Préposée"}),
+    "francois@example.org": ("François", "Lévesque", "fr", {}),
+    "eloise@example.org": ("Éloïse", "Côté", "fr", {"Poste": "“Déléguée” syndicale"}),
+    "ann.lee@example.org": ("Ann", "Lee", "en", {"Poste": "Steward"}),
+    "andré@exemple.qc.ca": ("André", "Gagné", "fr", {"Poste": "Technicien en réfrigération"}),
+}

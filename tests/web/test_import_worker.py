@@ -6,14 +6,16 @@ import io
 import time
 
 import pytest
+import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
+from markupsafe import escape
 
 import workers.tasks  # noqa: F401 - registers the tasks with the app's Celery
 from app.extensions import db
-from app.models import MemberImport, Role
-from app.services import lists, users
+from app.models import Member, MemberImport, Role
+from app.services import imports, lists, users
 from tests.support.forms import csrf_token, login
-from tests.support.member_files import HOSTILE_CSV
+from tests.support.member_files import HOSTILE_CSV, WINDOWS_1252_CSV, WINDOWS_1252_MEMBERS
 
 PASSWORD = "solidarity-forever"
 
@@ -90,3 +92,37 @@ def test_upload_runs_in_a_worker_and_shows_the_report(
     with app.app_context():
         import_members(import_id)
         assert db.session.get(MemberImport, import_id).added == 4
+
+
+def test_an_excel_windows_1252_upload_keeps_every_accented_row_and_says_so(
+    app, organizer_client, worker, tmp_path, monkeypatch
+):
+    client, list_id = organizer_client
+    monkeypatch.setitem(app.config, "IMPORT_DIR", str(tmp_path))
+    url = f"/lists/{list_id}/import"
+    response = client.post(
+        url,
+        data={
+            "csrf_token": csrf_token(client, url),
+            "consent": "implied_membership",
+            "file": (io.BytesIO(WINDOWS_1252_CSV), "membres.csv"),
+        },
+        content_type="multipart/form-data",
+    )
+    assert response.status_code == 302, response.get_data(as_text=True)
+    import_id = int(response.headers["Location"].rsplit("/", 1)[1])
+
+    status = wait_for(client, import_id)
+
+    assert status["status"] == "done", status
+    assert (status["report"]["added"], status["report"]["skipped"]) == (5, 0)
+    assert status["report"]["note"] == imports.WINDOWS_1252_NOTE
+    page = client.get(f"/imports/{import_id}").get_data(as_text=True)
+    assert str(escape(imports.WINDOWS_1252_NOTE)) in page
+    assert "Every row was imported." in page
+    with app.app_context():
+        saved = {
+            m.email: (m.first_name, m.last_name, m.language, m.attributes)
+            for m in db.session.scalars(sa.select(Member))
+        }
+        assert saved == WINDOWS_1252_MEMBERS

@@ -3,7 +3,9 @@
 Typical use::
 
     with open(path, "rb") as stream:
-        member_csv = open_member_csv(stream)  # may raise CsvRefused
+        encoding = choose_encoding(stream)  # reads the whole file, in C
+        stream.seek(0)
+        member_csv = open_member_csv(stream, encoding)  # may raise CsvRefused
         for row in member_csv:
             if isinstance(row, ParsedRow):
                 ...  # stage it
@@ -23,17 +25,29 @@ from .columns import (
     normalise_language,
     normalise_postal_code,
 )
-from .reader import MAX_FIELD_LENGTH, MemberCsv, ParsedRow, SkippedRow, open_member_csv
+from .reader import (
+    MAX_FIELD_LENGTH,
+    UTF_8,
+    WINDOWS_1252,
+    MemberCsv,
+    ParsedRow,
+    SkippedRow,
+    choose_encoding,
+    open_member_csv,
+)
 
 __all__ = [
     "MAX_FIELD_LENGTH",
     "STANDARD_FIELDS",
+    "UTF_8",
+    "WINDOWS_1252",
     "ColumnMapping",
     "CsvRefused",
     "InvalidEmail",
     "MemberCsv",
     "ParsedRow",
     "SkippedRow",
+    "choose_encoding",
     "map_columns",
     "normalise_email",
     "normalise_language",

@@ -23,9 +23,26 @@ if TYPE_CHECKING:
 
     from _typeshed import WriteableBuffer
 
-__all__ = ["MAX_FIELD_LENGTH", "MemberCsv", "ParsedRow", "SkippedRow", "open_member_csv"]
+__all__ = [
+    "MAX_FIELD_LENGTH",
+    "UTF_8",
+    "WINDOWS_1252",
+    "MemberCsv",
+    "ParsedRow",
+    "SkippedRow",
+    "choose_encoding",
+    "open_member_csv",
+]
 
 MAX_FIELD_LENGTH = 1000
+UTF_8 = "utf-8"
+# Excel's "CSV (Comma delimited)" on Windows writes this; Python calls it cp1252.
+WINDOWS_1252 = "windows-1252"
+# The encoding pre-scan reads this much at a time: large enough that its per-block Python
+# is nothing next to the C calls over the block, small enough that memory stays flat.
+_SCAN_BLOCK = 1024 * 1024
+# The five byte values Windows-1252 leaves undefined: a file holding one is not Windows-1252.
+_UNDEFINED_IN_WINDOWS_1252 = (b"\x81", b"\x8d", b"\x8f", b"\x90", b"\x9d")
 # Sniffing window: binary content shows within it, and a header line must fit in it.
 _HEAD_BYTES = 64 * 1024
 # Longest physical line kept. A longer one (no newline for a megabyte: a
@@ -170,13 +187,52 @@ def _read_head(stream: BinaryIO) -> bytes:
     return b"".join(chunks)
 
 
-def _refuse_binary(head: bytes, complete: bool) -> None:
+def choose_encoding(stream: BinaryIO) -> str:
+    """Decide how a member file is to be read: UTF_8, or WINDOWS_1252 for Excel's legacy CSV.
+
+    WINDOWS_1252 only when the file has no valid non-ASCII UTF-8 sequence at all, at least
+    one byte sequence that is not UTF-8, and no byte that Windows-1252 leaves undefined.
+    Everything else is UTF_8, as it always was: a file that mixes UTF-8 accents with bad
+    bytes is corrupt, not Windows-1252, and its bad rows are skipped one by one.
+
+    The whole file must be seen (the first accent may be on line 80,000), so this reads the
+    stream to its end, a block at a time (flat memory), in C calls only: an ASCII block is
+    one isascii(), any other one a UTF-8 decode that drops invalid bytes, and a valid
+    non-ASCII character in what is left ends the scan. Most UTF-8 files with accents are
+    therefore decided in their first block. The caller rewinds the stream.
+    """
+    # 'ignore' drops what is not UTF-8: whatever non-ASCII survives was valid UTF-8. The
+    # incremental decoder carries a sequence cut by a block's edge over to the next block.
+    decoder = codecs.getincrementaldecoder("utf-8")("ignore")
+    invalid = False
+    while block := stream.read(_SCAN_BLOCK):
+        if block.isascii() and not decoder.getstate()[0]:
+            continue
+        if any(byte in block for byte in _UNDEFINED_IN_WINDOWS_1252):
+            return UTF_8
+        pending = len(decoder.getstate()[0])
+        text = decoder.decode(block)
+        if not text.isascii():
+            return UTF_8
+        # Every character left is one ASCII byte: the bytes taken in and not given back
+        # (less those still pending) were invalid.
+        invalid = invalid or pending + len(block) - len(decoder.getstate()[0]) > len(text)
+    # A sequence cut short by the end of the file is not UTF-8 either.
+    invalid = invalid or bool(decoder.getstate()[0])
+    return WINDOWS_1252 if invalid else UTF_8
+
+
+def _refuse_binary(head: bytes, complete: bool, encoding: str) -> None:
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise CsvRefused("This file is UTF-16 text, not UTF-8." + _SPREADSHEET_HINT)
     if b"\x00" in head:
         raise CsvRefused(_BINARY_MESSAGE)
-    # final=complete: a character cut by the window's edge is not an error.
-    text = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(head, final=complete)
+    if encoding == WINDOWS_1252:
+        # Its high bytes are letters (é, ç, “), not binary data; control characters still are.
+        text = head.decode("cp1252", "surrogateescape")
+    else:
+        # final=complete: a character cut by the window's edge is not an error.
+        text = codecs.getincrementaldecoder("utf-8")("surrogateescape").decode(head, final=complete)
     # A little undecodable text is a row-level problem (a legacy-encoded name);
     # a lot of it, or of control characters, is not a text file at all.
     if len(_BINARY_CHARS.findall(text)) > len(text) // 4:
@@ -199,7 +255,7 @@ def _shown(email: str) -> str:
     return email
 
 
-def open_member_csv(stream: BinaryIO) -> "MemberCsv":
+def open_member_csv(stream: BinaryIO, encoding: str = UTF_8) -> "MemberCsv":
     """Open a member CSV file for streaming: check it, read its header.
 
     Reads at most 64 KiB ahead before deciding whether the file is a CSV at
@@ -208,6 +264,9 @@ def open_member_csv(stream: BinaryIO) -> "MemberCsv":
 
     Args:
         stream: The file, opened in binary mode; it need not be seekable.
+        encoding: UTF_8 (with or without a BOM; a row with bytes that are not
+            UTF-8 is skipped), or WINDOWS_1252 when choose_encoding said so
+            for the whole file.
 
     Returns:
         The opened file, ready to iterate once.
@@ -217,11 +276,15 @@ def open_member_csv(stream: BinaryIO) -> "MemberCsv":
             no email column, or two columns for one field; nothing has been
             read as a member.
     """
+    if encoding not in (UTF_8, WINDOWS_1252):
+        raise ValueError(f"unsupported member file encoding: {encoding!r}")
     head = _read_head(stream)
-    _refuse_binary(head, complete=len(head) < _HEAD_BYTES)
+    _refuse_binary(head, complete=len(head) < _HEAD_BYTES, encoding=encoding)
     text = io.TextIOWrapper(
         io.BufferedReader(_PrefixedStream(head, stream), _HEAD_BYTES),
-        encoding="utf-8-sig",  # takes the BOM off if there is one
+        # utf-8-sig takes the BOM off if there is one; a Windows-1252 file has none (its
+        # bytes would be valid UTF-8).
+        encoding="utf-8-sig" if encoding == UTF_8 else "cp1252",
         errors="surrogateescape",  # a bad byte spoils its row, not the file
         newline="",  # csv sees "\r\n" inside quoted fields as written
     )
@@ -252,7 +315,7 @@ def open_member_csv(stream: BinaryIO) -> "MemberCsv":
             "This file is not UTF-8 text (its first line has characters in another "
             'encoding). Save it as "CSV UTF-8" and import it again.'
         )
-    return MemberCsv(map_columns(header), delimiter, len(leading), reader, source)
+    return MemberCsv(map_columns(header), delimiter, len(leading), reader, source, encoding)
 
 
 class MemberCsv:
@@ -274,6 +337,7 @@ class MemberCsv:
         delimiter: "," or ";", decided from the header line.
         header_line: The line number of the header (1 unless blank lines
             precede it).
+        encoding: How the file is read: UTF_8 or WINDOWS_1252.
     """
 
     def __init__(
@@ -283,10 +347,12 @@ class MemberCsv:
         header_line: int,
         reader: "CsvReader",
         source: _LineSource,
+        encoding: str = UTF_8,
     ) -> None:
         self.columns = columns
         self.delimiter = delimiter
         self.header_line = header_line
+        self.encoding = encoding
         self._reader = reader
         self._source = source
         self._started = False
