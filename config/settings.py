@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
 
 TRANSPORTS = ("outbox", "smtp", "sendgrid")
+# Retention periods are whole days up to ten years: a slip such as 90000 is refused, not obeyed.
+MAX_RETENTION_DAYS = 3650
 DEV_SECRET = "dev-only-insecure-secret-key-change-me"  # noqa: S105 - refused in production
 
 
@@ -94,6 +96,11 @@ class BaseConfig:
         # Tracking hits wait this long in the web process before one pipelined XADD; a hard
         # kill of a web worker can lose at most this window of that worker's hits.
         self.TRACKING_FLUSH_MS = _int(env, "TRACKING_FLUSH_MS", 20)
+        # Retention (app/services/retention.py): open and click events lose the member's IP
+        # address and user agent after TRACKING_DETAIL_DAYS; processed raw Event Webhook
+        # batches (addresses, IPs, user agents) are deleted after WEBHOOK_BATCH_DAYS.
+        self.TRACKING_DETAIL_DAYS = _int(env, "TRACKING_DETAIL_DAYS", 90)
+        self.WEBHOOK_BATCH_DAYS = _int(env, "WEBHOOK_BATCH_DAYS", 30)
         # Apple's Private Relay egress ranges (`flask tracking load-apple-ranges` writes it);
         # the small sample shipped in app/data is used until then.
         self.APPLE_RANGES_FILE = env.get("APPLE_RANGES_FILE") or str(
@@ -192,6 +199,19 @@ class BaseConfig:
             raise ConfigError("MAIL_TRANSPORT=sendgrid needs SENDGRID_API_KEY")
         if not self.PUBLIC_BASE_URL.startswith(("http://", "https://")):
             raise ConfigError("PUBLIC_BASE_URL must start with http:// or https://")
+        for name in ("TRACKING_DETAIL_DAYS", "WEBHOOK_BATCH_DAYS"):
+            days = getattr(self, name)
+            if not 1 <= days <= MAX_RETENTION_DAYS:
+                raise ConfigError(
+                    f"{name} must be a number of days from 1 to {MAX_RETENTION_DAYS}; got {days}"
+                )
+        # A stored batch's signature is the durable replay guard: it must outlive the window
+        # in which a replayed post would still be accepted.
+        if self.WEBHOOK_BATCH_DAYS * 86400 <= self.SENDGRID_WEBHOOK_MAX_AGE:
+            raise ConfigError(
+                f"WEBHOOK_BATCH_DAYS ({self.WEBHOOK_BATCH_DAYS}) must keep webhook batches longer "
+                f"than SENDGRID_WEBHOOK_MAX_AGE ({self.SENDGRID_WEBHOOK_MAX_AGE} s)"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in dir(self) if k.isupper()}
