@@ -1,4 +1,4 @@
-"""`flask` commands: users, API tokens and demo data."""
+"""`flask` commands: users, API tokens, demo data, imports, tracking, stats and retention."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ tokens_cli = AppGroup("tokens", help="Manage API tokens.")
 demo_cli = AppGroup("demo", help="Demo data for `make run`.")
 members_cli = AppGroup("members", help="Members and lists.")
 tracking_cli = AppGroup("tracking", help="Opens, clicks and their counters.")
+retention_cli = AppGroup("retention", help="How long personal data from tracking is kept.")
 
 
 @users_cli.command("create")
@@ -229,6 +230,46 @@ def rebuild_breakdown_command(campaign_id: int) -> None:
     click.echo(f"Campaign {campaign_id}: wrote {rows} breakdown rows.")
 
 
+@retention_cli.command("run")
+def run_retention_command() -> None:
+    """Apply TRACKING_DETAIL_DAYS and WEBHOOK_BATCH_DAYS now and print what was removed."""
+    import redis
+    from flask import current_app
+
+    from app.services import redis_client, retention
+
+    config = current_app.config
+    try:
+        report = retention.purge(
+            db.session,
+            redis_client.get_redis(),
+            tracking_days=int(config["TRACKING_DETAIL_DAYS"]),
+            webhook_days=int(config["WEBHOOK_BATCH_DAYS"]),
+            commit=db.session.commit,
+        )
+    except redis.RedisError as exc:
+        raise click.ClickException(
+            f"Redis is unreachable ({exc}); it holds the lock that keeps two runs apart. "
+            "Start it or set REDIS_URL."
+        ) from exc
+    if report is None:
+        raise click.ClickException("Another retention run is under way; try again later.")
+    click.echo(
+        f"Removed the IP address and user agent from {report.events_cleaned} events recorded "
+        f"before {report.events_before:%Y-%m-%d %H:%M} UTC."
+    )
+    click.echo(
+        f"Deleted {report.batches_deleted} processed webhook batches received before "
+        f"{report.batches_before:%Y-%m-%d %H:%M} UTC."
+    )
+    if report.kept_unprocessed or report.kept_failed:
+        click.echo(
+            f"Kept {report.kept_unprocessed} unprocessed and {report.kept_failed} failed webhook "
+            "batches older than that: they hold addresses; see webhook_batches.error, then "
+            "process or delete them."
+        )
+
+
 def register_cli(app: Flask) -> None:
     app.cli.add_command(members_cli)
     app.cli.add_command(users_cli)
@@ -236,3 +277,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(demo_cli)
     app.cli.add_command(tracking_cli)
     app.cli.add_command(stats_cli)
+    app.cli.add_command(retention_cli)

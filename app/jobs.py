@@ -31,6 +31,7 @@ SEND_TRANSACTIONAL = "transactional.send"
 FLUSH_TRACKING = "tracking.flush"
 PROCESS_WEBHOOK_BATCH = "webhooks.process_batch"
 SWEEP_WEBHOOK_BATCHES = "webhooks.sweep"
+PURGE_PERSONAL_DATA = "retention.purge"
 
 _PENDING_KEY = "rallypoint.pending_jobs"
 

@@ -18,6 +18,10 @@ VISIBILITY_TIMEOUT = 3600
 # Task names of the periodic work (the same strings as app.jobs, which config may not import).
 TICK_TASK = "scheduling.tick"
 SWEEP_TASK = "scheduling.sweep"
+RETENTION_TASK = "retention.purge"
+# Hourly, so each run has an hour of events to clean (seconds of work) and a backlog (the
+# first run on an old database) is worked off in slices that never hold a worker for long.
+RETENTION_SECONDS = 3600.0
 
 
 def celery_settings(
@@ -85,6 +89,11 @@ def celery_settings(
                 "task": "webhooks.sweep",
                 "schedule": 60.0,
                 "options": {"expires": 50},
+            },
+            "retention-purge": {
+                "task": RETENTION_TASK,
+                "schedule": RETENTION_SECONDS,
+                "options": {"expires": RETENTION_SECONDS / 2},
             },
         },
         "timezone": "UTC",

@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
 
 TRANSPORTS = ("outbox", "smtp", "sendgrid")
+# Retention periods are whole days up to ten years: a slip such as 90000 is refused, not obeyed.
+MAX_RETENTION_DAYS = 3650
 DEV_SECRET = "dev-only-insecure-secret-key-change-me"  # noqa: S105 - refused in production
 
 
@@ -97,6 +99,11 @@ class BaseConfig:
         # When Redis and the database are both down, web processes write tracking hits here
         # (past a bounded number in memory) and send them on once either is back.
         self.TRACKING_SPILL_DIR = env.get("TRACKING_SPILL_DIR") or str(VAR_DIR / "tracking-spill")
+        # Retention (app/services/retention.py): open and click events lose the member's IP
+        # address and user agent after TRACKING_DETAIL_DAYS; processed raw Event Webhook
+        # batches (addresses, IPs, user agents) are deleted after WEBHOOK_BATCH_DAYS.
+        self.TRACKING_DETAIL_DAYS = _int(env, "TRACKING_DETAIL_DAYS", 90)
+        self.WEBHOOK_BATCH_DAYS = _int(env, "WEBHOOK_BATCH_DAYS", 30)
         # Apple's Private Relay egress ranges (`flask tracking load-apple-ranges` writes it);
         # the small sample shipped in app/data is used until then.
         self.APPLE_RANGES_FILE = env.get("APPLE_RANGES_FILE") or str(
@@ -204,6 +211,19 @@ class BaseConfig:
             raise ConfigError(
                 "TRUSTED_PROXY_COUNT must be 0 (no proxy) to 5, the number of reverse proxies "
                 f"in front of the web process; got {self.TRUSTED_PROXY_COUNT}"
+            )
+        for name in ("TRACKING_DETAIL_DAYS", "WEBHOOK_BATCH_DAYS"):
+            days = getattr(self, name)
+            if not 1 <= days <= MAX_RETENTION_DAYS:
+                raise ConfigError(
+                    f"{name} must be a number of days from 1 to {MAX_RETENTION_DAYS}; got {days}"
+                )
+        # A stored batch's signature is the durable replay guard: it must outlive the window
+        # in which a replayed post would still be accepted.
+        if self.WEBHOOK_BATCH_DAYS * 86400 <= self.SENDGRID_WEBHOOK_MAX_AGE:
+            raise ConfigError(
+                f"WEBHOOK_BATCH_DAYS ({self.WEBHOOK_BATCH_DAYS}) must keep webhook batches longer "
+                f"than SENDGRID_WEBHOOK_MAX_AGE ({self.SENDGRID_WEBHOOK_MAX_AGE} s)"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -98,3 +98,47 @@ def test_session_cookie_settings_are_secure(app):
     prod = ProductionConfig(environ={**PROD_ENV, "PUBLIC_BASE_URL": "https://alerts.example.org"})
     assert prod.SESSION_COOKIE_SECURE is True
     assert prod.REMEMBER_COOKIE_SECURE is True
+
+
+def test_retention_periods_default_to_90_and_30_days():
+    config = DevelopmentConfig(environ={})
+    assert (config.TRACKING_DETAIL_DAYS, config.WEBHOOK_BATCH_DAYS) == (90, 30)
+    custom = DevelopmentConfig(environ={"TRACKING_DETAIL_DAYS": "30", "WEBHOOK_BATCH_DAYS": "7"})
+    assert (custom.TRACKING_DETAIL_DAYS, custom.WEBHOOK_BATCH_DAYS) == (30, 7)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("TRACKING_DETAIL_DAYS", "ninety", "TRACKING_DETAIL_DAYS must be a whole number"),
+        ("TRACKING_DETAIL_DAYS", "1.5", "TRACKING_DETAIL_DAYS must be a whole number"),
+        ("TRACKING_DETAIL_DAYS", "0", "TRACKING_DETAIL_DAYS must be a number of days from 1"),
+        ("WEBHOOK_BATCH_DAYS", "-30", "WEBHOOK_BATCH_DAYS must be a number of days from 1"),
+        ("WEBHOOK_BATCH_DAYS", "100000", "WEBHOOK_BATCH_DAYS must be a number of days from 1"),
+    ],
+)
+def test_bad_retention_periods_are_refused_at_start_up(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        create_app(DevelopmentConfig(environ={name: value}))
+
+
+def test_webhook_batches_must_outlive_the_replay_window():
+    env = {"WEBHOOK_BATCH_DAYS": "1", "SENDGRID_WEBHOOK_MAX_AGE": "86400"}
+    with pytest.raises(ConfigError, match="longer than SENDGRID_WEBHOOK_MAX_AGE"):
+        DevelopmentConfig(environ=env).validate()
+
+
+def test_worker_and_beat_refuse_to_start_with_a_bad_retention_period():
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RALLYPOINT_")}
+    env["TRACKING_DETAIL_DAYS"] = "0"
+    result = subprocess.run(
+        [sys.executable, "-c", "import workers.celery_app"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "TRACKING_DETAIL_DAYS must be a number of days from 1 to 3650; got 0" in result.stderr
