@@ -32,11 +32,10 @@ def test_production_without_secret_key_fails_with_a_clear_message():
         create_app(ProductionConfig(environ=env))
 
 
-def test_production_process_exits_at_once_without_secret_key():
-    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
-    env.update({k: v for k, v in PROD_ENV.items() if k != "SECRET_KEY"})
-    result = subprocess.run(
-        [sys.executable, "-c", "from app import create_app; create_app()"],
+def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run `code` in a fresh interpreter, as a process started by the Procfile would."""
+    return subprocess.run(
+        [sys.executable, "-c", code],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -44,6 +43,12 @@ def test_production_process_exits_at_once_without_secret_key():
         timeout=60,
         check=False,
     )
+
+
+def test_production_process_exits_at_once_without_secret_key():
+    env = {k: v for k, v in os.environ.items() if k != "SECRET_KEY"}
+    env.update({k: v for k, v in PROD_ENV.items() if k != "SECRET_KEY"})
+    result = _python("from app import create_app; create_app()", env)
     assert result.returncode != 0
     assert "SECRET_KEY is not set" in result.stderr
 
@@ -131,14 +136,6 @@ def test_webhook_batches_must_outlive_the_replay_window():
 def test_worker_and_beat_refuse_to_start_with_a_bad_retention_period():
     env = {k: v for k, v in os.environ.items() if not k.startswith("RALLYPOINT_")}
     env["TRACKING_DETAIL_DAYS"] = "0"
-    result = subprocess.run(
-        [sys.executable, "-c", "import workers.celery_app"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = _python("import workers.celery_app", env)
     assert result.returncode != 0
     assert "TRACKING_DETAIL_DAYS must be a number of days from 1 to 3650; got 0" in result.stderr

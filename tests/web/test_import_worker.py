@@ -56,23 +56,28 @@ def wait_for(client, import_id: int, timeout: float = 30) -> dict:
     raise AssertionError(f"import {import_id} did not finish: {status}")
 
 
-def test_upload_runs_in_a_worker_and_shows_the_report(
-    app, organizer_client, worker, tmp_path, monkeypatch
-):
-    client, list_id = organizer_client
-    monkeypatch.setitem(app.config, "IMPORT_DIR", str(tmp_path))
+def _upload(client, list_id: int, body: bytes, filename: str) -> int:
+    """Upload a file through the list's import form; returns the new import's id."""
     url = f"/lists/{list_id}/import"
     response = client.post(
         url,
         data={
             "csrf_token": csrf_token(client, url),
             "consent": "implied_membership",
-            "file": (io.BytesIO(HOSTILE_CSV), "members.csv"),
+            "file": (io.BytesIO(body), filename),
         },
         content_type="multipart/form-data",
     )
-    assert response.status_code == 302
-    import_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    assert response.status_code == 302, response.get_data(as_text=True)
+    return int(response.headers["Location"].rsplit("/", 1)[1])
+
+
+def test_upload_runs_in_a_worker_and_shows_the_report(
+    app, organizer_client, worker, tmp_path, monkeypatch
+):
+    client, list_id = organizer_client
+    monkeypatch.setitem(app.config, "IMPORT_DIR", str(tmp_path))
+    import_id = _upload(client, list_id, HOSTILE_CSV, "members.csv")
 
     status = wait_for(client, import_id)
 
@@ -99,18 +104,7 @@ def test_an_excel_windows_1252_upload_keeps_every_accented_row_and_says_so(
 ):
     client, list_id = organizer_client
     monkeypatch.setitem(app.config, "IMPORT_DIR", str(tmp_path))
-    url = f"/lists/{list_id}/import"
-    response = client.post(
-        url,
-        data={
-            "csrf_token": csrf_token(client, url),
-            "consent": "implied_membership",
-            "file": (io.BytesIO(WINDOWS_1252_CSV), "membres.csv"),
-        },
-        content_type="multipart/form-data",
-    )
-    assert response.status_code == 302, response.get_data(as_text=True)
-    import_id = int(response.headers["Location"].rsplit("/", 1)[1])
+    import_id = _upload(client, list_id, WINDOWS_1252_CSV, "membres.csv")
 
     status = wait_for(client, import_id)
 
