@@ -678,20 +678,21 @@ class _CopyImport(_ImportRun):
     def _may_skip_fk_checks(self) -> bool:
         """Whether this role may turn off foreign-key triggers for a statement.
 
-        Checking the subscriptions' two foreign keys costs about 14 µs a row (one SPI query and
-        a row lock each), more than the insert itself. The one statement that skips them
+        Checking the subscriptions' two foreign keys costs about 7 µs a row (one SPI query and
+        a row lock each), about a third of the import. The one statement that skips them
         inserts subscriptions of members created by that very statement, for a list locked
-        above: their references are valid by construction. Roles without the privilege
-        (SET on session_replication_role: superusers, or GRANT SET ON PARAMETER on PostgreSQL
-        15+) keep the checks and import more slowly.
+        above: their references are valid by construction. Only roles allowed to SET
+        session_replication_role may (superusers, GRANT SET ON PARAMETER on PostgreSQL 15+,
+        and managed services' admin roles that have their own rules), so it is simply tried,
+        in a savepoint; refused, the import keeps the checks and runs more slowly.
         """
-        driver = self.session.connection().connection.driver_connection
-        version = getattr(getattr(driver, "info", None), "server_version", 0)
-        if version >= 150000:
-            query = "SELECT has_parameter_privilege('session_replication_role', 'SET')"
-        else:
-            query = "SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
-        return bool(self._exec(query).scalar())
+        try:
+            with self.session.begin_nested():
+                self._exec("SET LOCAL session_replication_role = replica")
+                self._exec("SET LOCAL session_replication_role = origin")
+        except sa.exc.DBAPIError:
+            return False
+        return True
 
     def _create_tables(self) -> None:
         attributes = "".join(f", a{i} text" for i in range(len(self.attribute_keys)))

@@ -431,3 +431,32 @@ def test_task_steps_mark_status_and_refusal(db_session, tmp_path, target):
     imports.finish_refused(db_session, job.id, refused.value.message)
     assert job.status == ImportStatus.REFUSED
     assert imports.start_import(db_session, job.id) is None  # a finished import never runs again
+
+
+def test_a_role_that_may_not_skip_foreign_key_checks_still_imports(
+    db_session, tmp_path, target, monkeypatch
+):
+    """Production roles are rarely superusers: the import notices, keeps the checks, works.
+
+    The role, its grants and SET ROLE all vanish with the test's rolled-back transaction."""
+    db_session.execute(sa.text("CREATE ROLE rp_plain_import NOLOGIN"))
+    db_session.execute(sa.text("GRANT ALL ON ALL TABLES IN SCHEMA public TO rp_plain_import"))
+    db_session.execute(sa.text("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO rp_plain_import"))
+    db_session.execute(sa.text("SET LOCAL ROLE rp_plain_import"))
+    seen = []
+    check = imports._CopyImport._may_skip_fk_checks
+
+    def record(self):
+        seen.append(check(self))
+        return seen[-1]
+
+    monkeypatch.setattr(imports._CopyImport, "_may_skip_fk_checks", record)
+    _, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
+    assert seen == [False]
+    assert (report.added, report.subscribed) == (4, 4)
+
+
+def test_a_superuser_skips_the_foreign_key_checks(db_session):
+    job = imports._CopyImport.__new__(imports._CopyImport)
+    job.session = db_session
+    assert job._may_skip_fk_checks() is True
