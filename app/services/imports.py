@@ -518,6 +518,9 @@ class _Throttled:
 
 _END = object()
 _BLOOM_BYTES = 1 << 24  # must be a power of two
+# A duplicate of an earlier chunk's row while its first line is not known yet; the import
+# names the line before it ends (_CopyImport._name_earlier_lines).
+_EARLIER_LINE = "duplicate of an earlier line"
 
 
 @dataclass(frozen=True)
@@ -582,6 +585,7 @@ class _CopyImport(_ImportRun):
         self.rows_staged = 0
         self.skip_fk_checks = False
         self.chunks_done = 0
+        self.earlier_lines_unnamed = 0
         self.members_were_empty = False
         # Fixed size whatever the file (16 MiB, two bits an address): about 2 false "maybe"s
         # in 10,000 rows at a million addresses, 2 in 100 at ten million. A "maybe" is only
@@ -647,6 +651,8 @@ class _CopyImport(_ImportRun):
         good = report.added + report.updated + report.unchanged
         report.already_on_list = good - report.subscribed - report.not_subscribed
         self.progress(ImportProgress("saving", 1, 2, report.rows), force=True)
+        if self.earlier_lines_unnamed:
+            self._name_earlier_lines()
         report.skip_reasons, report.not_subscribed_reasons = self._reason_counts()
         for name in ("import_chunk", "import_seen"):
             self._exec(f"DROP TABLE IF EXISTS {name}")
@@ -883,12 +889,27 @@ class _CopyImport(_ImportRun):
 
         The parser already skipped values too long for their column and duplicates within
         the chunk. Left: duplicates of earlier chunks, among the few rows the Bloom filter
-        flagged (their earliest line comes from import_seen: one scan with a hashed IN list),
-        and, when the members table was not empty as the import began, the existing member of
-        each address (one probe of the unique email index per row).
+        flagged, and, when the members table was not empty as the import began, the existing
+        member of each address (one probe of the unique email index per row).
+
+        Into an empty members table, an address an earlier chunk took is simply a member
+        now: a probe of the unique index each, and their first lines are filled in once, at
+        the end (_name_earlier_lines). Otherwise the first line comes from import_seen at
+        once: one scan of it, growing with the file, with a hashed IN list.
         """
         maybe = self.chunk_maybe_seen
-        if maybe and self.chunks_done:
+        if maybe and self.chunks_done and self.members_were_empty:
+            marked = self._timed(
+                "earlier duplicates",
+                """
+                UPDATE import_chunk c SET skip = :placeholder FROM members m
+                WHERE c.line = ANY(:lines) AND c.skip IS NULL AND m.email = c.email
+                """,
+                placeholder=_EARLIER_LINE,
+                lines=[line for line, _ in maybe],
+            )
+            self.earlier_lines_unnamed += int(marked.rowcount or 0)
+        elif maybe and self.chunks_done:
             firsts = dict(
                 self._timed(
                     "earlier duplicates",
@@ -921,6 +942,27 @@ class _CopyImport(_ImportRun):
                 """,
             )
         self.chunks_done += 1
+
+    def _name_earlier_lines(self) -> None:
+        """Replace the placeholder of duplicates of earlier chunks by their first line: one
+        hash join of import_seen with the (few) duplicated addresses."""
+        self._timed(
+            "earlier duplicates",
+            """
+            UPDATE member_import_issues i SET reason = 'duplicate of line ' || s.first_line
+            FROM (
+                SELECT seen.email, min(seen.line) AS first_line FROM import_seen seen
+                WHERE seen.email IN (
+                    SELECT email FROM member_import_issues
+                    WHERE import_id = :import_id AND reason = :placeholder
+                )
+                GROUP BY seen.email
+            ) s
+            WHERE i.import_id = :import_id AND i.reason = :placeholder AND i.email = s.email
+            """,
+            import_id=self.job.id,
+            placeholder=_EARLIER_LINE,
+        )
 
     def _attributes_sql(self) -> tuple[str, dict[str, str]]:
         """A jsonb expression of the row's non-empty custom columns, and its key parameters."""

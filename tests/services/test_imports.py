@@ -331,8 +331,21 @@ def test_copy_and_batched_paths_give_the_same_report(db_session, tmp_path):
     assert reports[0] == reports[1]
 
 
-def test_duplicates_across_copy_chunks_are_found(db_session, tmp_path, target, monkeypatch):
+@pytest.mark.parametrize("members_before", [0, 1], ids=["empty table", "existing members"])
+def test_duplicates_across_copy_chunks_are_found(
+    db_session, tmp_path, target, monkeypatch, members_before
+):
+    # Chunks of two rows (the parser hands rows over one at a time), so every duplicate
+    # below is one of an earlier chunk, found in the database, not by the parser.
     monkeypatch.setattr(imports, "_CHUNK_ROWS", 2)
+    monkeypatch.setattr(imports, "_BATCH_ROWS", 1)
+    chunks = []
+    process = imports._CopyImport._process_chunk
+    monkeypatch.setattr(
+        imports._CopyImport, "_process_chunk", lambda self: (chunks.append(1), process(self))
+    )
+    if members_before:  # the other way: a lookup in import_seen while the import runs
+        f.member(db_session, email="someone-else@example.org")
     content = csv_bytes(
         "a@example.org,A,,,",
         "b@example.org,B,,,",
@@ -343,8 +356,10 @@ def test_duplicates_across_copy_chunks_are_found(db_session, tmp_path, target, m
         "e@example.org,E,,,",
     )
     job, report = run(db_session, tmp_path, content, target.id, "copy")
+    assert len(chunks) == 4
     assert (report.added, report.skipped, report.subscribed) == (5, 2, 5)
     assert skips_of(db_session, job.id) == [(5, "duplicate of line 2"), (7, "duplicate of line 4")]
+    assert report.skip_reasons == {"duplicate in the file": 2}
     assert members(db_session)["a@example.org"].first_name == "A"
 
 
