@@ -18,7 +18,6 @@ from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.models import (
     CampaignHourly,
@@ -304,19 +303,21 @@ def _record_chunk(
 _DELIVERIES: sa.Table = Delivery.__table__  # type: ignore[assignment]
 # PostgreSQL: every changed delivery in one statement, its values as arrays (one round trip
 # and one parse, where an executemany costs the server a bind and execute per row).
-_FIRSTS_VALUES = (
-    sa.func.unnest(
-        sa.cast(sa.bindparam("ids"), ARRAY(sa.BigInteger)),
-        *(sa.cast(sa.bindparam(name), ARRAY(sa.DateTime(timezone=True))) for name in _FIRSTS),
-    )
-    .table_valued("id", *_FIRSTS)
-    .render_derived(name="v")
-)
-_UPDATE_FIRSTS_PG = (
-    sa.update(_DELIVERIES)
-    .where(_DELIVERIES.c.id == _FIRSTS_VALUES.c.id)
-    .values({name: _FIRSTS_VALUES.c[name] for name in _FIRSTS})
-)
+# PostgreSQL: every changed delivery in one statement, its values as arrays sent in binary
+# (%b): psycopg dumps a list of datetimes in binary about 20 times faster than as text, and
+# the flusher sends seven such lists a batch.
+_UPDATE_FIRSTS_PG = """
+UPDATE deliveries AS d SET opened_at = v.opened_at, human_opened_at = v.human_opened_at,
+    clicked_at = v.clicked_at, human_clicked_at = v.human_clicked_at,
+    petition_clicked_at = v.petition_clicked_at,
+    human_petition_clicked_at = v.human_petition_clicked_at, updated_at = now()
+FROM unnest(%(ids)b::bigint[], %(opened_at)b::timestamptz[], %(human_opened_at)b::timestamptz[],
+    %(clicked_at)b::timestamptz[], %(human_clicked_at)b::timestamptz[],
+    %(petition_clicked_at)b::timestamptz[], %(human_petition_clicked_at)b::timestamptz[])
+    AS v(id, opened_at, human_opened_at, clicked_at, human_clicked_at, petition_clicked_at,
+        human_petition_clicked_at)
+WHERE d.id = v.id
+"""
 _UPDATE_FIRSTS = (
     sa.update(_DELIVERIES)
     .where(_DELIVERIES.c.id == sa.bindparam("b_id"))
@@ -327,7 +328,8 @@ _UPDATE_FIRSTS = (
 def _update_firsts(
     session: DbSession, deliveries: dict[int, Any], changes: dict[int, dict[str, Any]]
 ) -> None:
-    """Every first column of every changed delivery written in one statement (PostgreSQL) or
+    """Every first column of every changed delivery written in one statement (PostgreSQL, the
+    columns listed in _FIRSTS, in that order, spelled out in _UPDATE_FIRSTS_PG) or
     one executemany of a single UPDATE shape (SQLite): the ORM's bulk update would group rows
     by changed columns into many statements."""
     rows = []
@@ -342,7 +344,9 @@ def _update_firsts(
         return
     if is_postgresql(session):
         columns = {name: [row[f"b_{name}"] for row in rows] for name in _FIRSTS}
-        session.execute(_UPDATE_FIRSTS_PG, {"ids": [row["b_id"] for row in rows], **columns})
+        session.connection().exec_driver_sql(
+            _UPDATE_FIRSTS_PG, {"ids": [row["b_id"] for row in rows], **columns}
+        )
     else:
         session.execute(_UPDATE_FIRSTS, rows)
 

@@ -231,3 +231,11 @@ def test_bump_campaign_stats_for_the_sender(db_session, data):
         stats.bump_campaign_stats(db_session, data.campaign.id, opened=1)
     with pytest.raises(stats.StatsError):
         stats.bump_campaign_stats(db_session, data.campaign.id, sent=1.5)  # type: ignore[arg-type]
+
+
+def test_the_spelled_out_update_writes_every_first_engagement_column():
+    from app.services import tracking
+
+    for name in tracking._FIRSTS:
+        assert f"{name} = v.{name}" in tracking._UPDATE_FIRSTS_PG
+        assert f"%({name})b::timestamptz[]" in tracking._UPDATE_FIRSTS_PG
