@@ -66,7 +66,8 @@ def init_web(app: Flask) -> None:
     def _security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
-        if not request.path.startswith("/dev/"):
+        # Only a page can be framed: images (the open pixel), JSON and CSV skip the header.
+        if response.mimetype == "text/html" and not request.path.startswith("/dev/"):
             response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         return response
 
