@@ -16,7 +16,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.models import (
     BreakdownDimension,
@@ -27,7 +26,7 @@ from app.models import (
     Link,
     Member,
 )
-from app.services import DbSession
+from app.services import DbSession, sql
 from app.services.sql import one_of
 
 log = logging.getLogger(__name__)
@@ -80,9 +79,7 @@ class BreakdownError(ValueError):
 
 
 def _insert(session: DbSession) -> Any:
-    dialect = session.get_bind().dialect.name
-    table: sa.Table = CampaignBreakdown.__table__  # type: ignore[assignment]
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+    return sql.insert(session, CampaignBreakdown.__table__)  # type: ignore[arg-type]
 
 
 def _keys(campaign_id: int, local: str, language: str) -> tuple[Key, Key]:

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from app.models import MailingList, Member, Segment, Subscription, SubscriptionStatus
 from app.services import DbSession
 from app.services.segments import segment_condition
+from app.services.sql import is_postgresql
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
 BASE_COLUMNS = (
@@ -48,7 +49,7 @@ def neutralise(value: Any) -> str:
 def _attribute_keys(session: DbSession, members: sa.Select[Any]) -> list[str]:
     """The custom attribute names used by the exported members (one column each)."""
     ids = members.subquery()
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         query = (
             sa.select(sa.func.jsonb_object_keys(Member.attributes).label("key"))
             .select_from(Member)

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from app.models import Language, MailingList, Member, Subscription, Suppression
 from app.services import DbSession
 from app.services.member_csv import InvalidEmail, normalise_email, normalise_postal_code
+from app.services.sql import is_postgresql
 
 # PostgreSQL advisory lock key shared by everything that inserts members: imports take it
 # exclusively (they look addresses up, then insert without ON CONFLICT), single creations take
@@ -38,7 +39,7 @@ class MemberError(ValueError):
 
 def lock_member_inserts(session: DbSession) -> None:
     """Wait for a running import before inserting a member (PostgreSQL; no-op elsewhere)."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         session.execute(
             sa.text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": MEMBER_INSERT_LOCK}
         )

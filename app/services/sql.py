@@ -6,6 +6,7 @@ from collections.abc import Collection
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
 from app.services import DbSession
@@ -13,6 +14,11 @@ from app.services import DbSession
 
 def is_postgresql(session: DbSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+def insert(session: DbSession, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT with the dialect's ON CONFLICT clauses (PostgreSQL, or SQLite in development)."""
+    return (postgresql.insert if is_postgresql(session) else sqlite.insert)(table)
 
 
 def one_of(

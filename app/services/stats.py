@@ -15,7 +15,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.models import (
     CampaignHourly,
@@ -28,7 +27,7 @@ from app.models import (
     LinkStats,
 )
 from app.models.base import utcnow
-from app.services import DbSession
+from app.services import DbSession, sql
 
 CAMPAIGN_COUNTERS: tuple[str, ...] = tuple(
     c.name for c in CampaignStats.__table__.columns if c.name not in ("campaign_id", "updated_at")
@@ -71,11 +70,6 @@ def hour_of(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
 
 
-def _insert(session: DbSession, table: sa.Table) -> Any:
-    dialect = session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
 def add_counters(
     session: DbSession,
     model: type[CampaignStats] | type[CampaignHourly] | type[LinkStats],
@@ -104,7 +98,7 @@ def add_counters(
         rows.append(row)
     if not rows:
         return
-    stmt = _insert(session, table).values(rows)
+    stmt = sql.insert(session, table).values(rows)
     updates: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in counters}
     if "updated_at" in table.c:
         updates["updated_at"] = stmt.excluded.updated_at

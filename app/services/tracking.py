@@ -112,7 +112,7 @@ def _at(ts: float) -> datetime:
 
 
 def _lock(session: DbSession) -> None:
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         session.execute(sa.select(sa.func.pg_advisory_xact_lock(_ADVISORY_KEY)))
 
 

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app.models import (
     Delivery,
@@ -29,7 +28,7 @@ from app.models import (
     WebhookBatch,
 )
 from app.models.base import utcnow
-from app.services import DbSession, breakdown, subscriptions
+from app.services import DbSession, breakdown, sql, subscriptions
 from app.services.stats import OUTCOME_COUNTER, OUTCOME_OF_EVENT, OUTCOME_RANK, bump_campaign_stats
 from app.services.tracking import campaign_list_ids, record_unsubscribe
 
@@ -147,10 +146,9 @@ def _find_delivery(session: DbSession, event: Mapping[str, Any]) -> Delivery | N
 def _insert_event(session: DbSession, values: dict[str, Any]) -> bool:
     """Insert unless the sg_event_id is known; True when this call inserted it."""
     table: sa.Table = Event.__table__  # type: ignore[assignment]
-    dialect = session.get_bind().dialect.name
-    insert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
     result = session.execute(
-        insert.values(**values)
+        sql.insert(session, table)
+        .values(**values)
         .on_conflict_do_nothing(index_elements=["sg_event_id"])
         .returning(table.c.id)
     )

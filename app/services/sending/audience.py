@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import cast
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from app import jobs
 from app.models import (
@@ -23,7 +22,7 @@ from app.models import (
     campaign_lists,
 )
 from app.models.base import utcnow
-from app.services import DbSession, breakdown
+from app.services import DbSession, breakdown, sql
 from app.services.sending import peers
 
 log = logging.getLogger(__name__)
@@ -96,15 +95,6 @@ class FreezeResult:
     inserted: int
     batches: list[int]
     finished: bool = False
-
-
-def _insert(session: DbSession) -> type[postgresql.Insert] | type[sqlite.Insert]:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.Insert
-    if dialect == "sqlite":
-        return sqlite.Insert
-    raise RuntimeError(f"unsupported database {dialect}")
 
 
 def queued_batches(session: DbSession, campaign_id: int) -> list[int]:
@@ -209,7 +199,7 @@ def _insert_audience(session: DbSession, campaign: Campaign, now: datetime, batc
         sa.literal(now, type_=Delivery.__table__.c.queued_at.type),
         sa.literal(now, type_=Delivery.__table__.c.updated_at.type),
     ).where(sa.true())  # SQLite needs a WHERE before ON CONFLICT in INSERT … SELECT
-    insert = _insert(session)(cast(sa.Table, Delivery.__table__)).from_select(
+    insert = sql.insert(session, cast(sa.Table, Delivery.__table__)).from_select(
         [
             "campaign_id",
             "member_id",
@@ -224,7 +214,7 @@ def _insert_audience(session: DbSession, campaign: Campaign, now: datetime, batc
         ],
         rows,
     )
-    if session.get_bind().dialect.name == "postgresql":
+    if sql.is_postgresql(session):
         # The window's sort of the whole audience fits in memory at 1M members (~60 MB);
         # the default 4 MB spills it to disk.
         session.execute(sa.text("SET LOCAL work_mem = '64MB'"))

@@ -41,7 +41,7 @@ from app.services.sending import coordination, peers, rendering
 from app.services.sending.control import finish_if_done, pause_itself
 from app.services.sending.rate_limit import TokenBucket
 from app.services.sending.rendering import BatchBuilder, ClaimedRow
-from app.services.sql import one_of
+from app.services.sql import is_postgresql, one_of
 from app.services.tokens import TokenSigner, signer_from_config
 from app.services.transports import Transport, TransportError, get_transport
 
@@ -197,7 +197,7 @@ def claim(
     """
     d = DELIVERIES
     m = MEMBERS
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    postgresql = is_postgresql(session)
     if postgresql:
         # The rows of a running campaign and these indexes are hot in memory; at the default
         # random_page_cost (4, for spinning disks) the planner prices 1,000 index probes
@@ -548,7 +548,7 @@ def _outcome_transaction(session: DbSession) -> None:
     ~0.6 s of them), its rows would be back to 'sending', which the sweep turns into
     'unknown': never a second copy. Saves one disk flush per batch.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         session.execute(sa.text("SET LOCAL synchronous_commit = off"))
 
 
