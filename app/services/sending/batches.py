@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, cast
@@ -49,6 +49,26 @@ log = logging.getLogger(__name__)
 
 DELIVERIES = cast(sa.Table, Delivery.__table__)
 MEMBERS = cast(sa.Table, Member.__table__)
+# What a claimed row brings for rendering, in ClaimedRow's field order (both claim paths).
+_CLAIMED_COLUMNS = (
+    DELIVERIES.c.id,
+    DELIVERIES.c.email,
+    DELIVERIES.c.language,
+    MEMBERS.c.first_name,
+    MEMBERS.c.last_name,
+    MEMBERS.c.local,
+    MEMBERS.c.language,
+    MEMBERS.c.postal_code,
+    MEMBERS.c.attributes,
+)
+
+
+def _claimed_row(values: Sequence[Any]) -> ClaimedRow:
+    delivery_id, email, language, first, last, local, member_language, postal, attrs = values
+    return ClaimedRow(
+        delivery_id, email, language, first, last, local, member_language, postal, attrs or {}
+    )
+
 
 MAX_ATTEMPTS = 8  # transport calls of one batch before it counts as a failed batch
 BACKOFF_BASE = 0.5  # seconds; doubled each attempt, with jitter
@@ -245,49 +265,15 @@ def claim(
             error=sa.case((picked.c.ok, sa.null()), else_=SKIPPED_AT_CLAIM),
             updated_at=now,
         )
-        .returning(
-            d.c.id,
-            picked.c.ok,
-            d.c.email,
-            d.c.language,
-            m.c.first_name,
-            m.c.last_name,
-            m.c.local,
-            m.c.language,
-            m.c.postal_code,
-            m.c.attributes,
-        )
+        .returning(picked.c.ok, *_CLAIMED_COLUMNS)
     )
     rows: list[ClaimedRow] = []
     skipped = 0
-    for (
-        delivery_id,
-        is_ok,
-        email,
-        language,
-        first_name,
-        last_name,
-        local,
-        member_language,
-        postal_code,
-        attributes,
-    ) in session.execute(statement).all():  # one fetch, not a round of fetchone() per row
-        if not is_ok:
+    for is_ok, *values in session.execute(statement).all():  # one fetch, not fetchone()s
+        if is_ok:
+            rows.append(_claimed_row(values))
+        else:
             skipped += 1
-            continue
-        rows.append(
-            ClaimedRow(
-                delivery_id,
-                email,
-                language,
-                first_name,
-                last_name,
-                local,
-                member_language,
-                postal_code,
-                attributes or {},
-            )
-        )
     return rows, skipped
 
 
@@ -323,27 +309,12 @@ def _claim_in_steps(
     ).scalars()
     ids = list(claimed)
     rows = session.execute(
-        sa.select(
-            d.c.id,
-            d.c.email,
-            d.c.language,
-            m.c.first_name,
-            m.c.last_name,
-            m.c.local,
-            m.c.language,
-            m.c.postal_code,
-            m.c.attributes,
-        )
+        sa.select(*_CLAIMED_COLUMNS)
         .join(m, m.c.id == d.c.member_id)
         .where(d.c.id.in_(ids))
         .order_by(d.c.id)
     ).all()
-    return [
-        ClaimedRow(
-            delivery_id, email, language, first, last, local, member_language, postal, attrs or {}
-        )
-        for delivery_id, email, language, first, last, local, member_language, postal, attrs in rows
-    ], skipped
+    return [_claimed_row(values) for values in rows], skipped
 
 
 def send_batch(
