@@ -59,6 +59,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.services import DbSession
+from app.services.sql import is_postgresql
 
 log = logging.getLogger(__name__)
 
@@ -243,8 +244,7 @@ def known_attribute_keys(session: DbSession, *, fresh: bool = False) -> frozense
 
 
 def _read_attribute_keys(session: DbSession) -> frozenset[str]:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    if is_postgresql(session):
         # One pass over members, skipping the (usual) empty documents; jsonb_object_keys
         # is set-returning, DISTINCT keeps the answer as small as the set of keys.
         query = sa.text(

@@ -68,6 +68,7 @@ from app.services.member_csv import (
     open_member_csv,
 )
 from app.services.members import MEMBER_INSERT_LOCK
+from app.services.sql import is_postgresql
 
 log = logging.getLogger(__name__)
 
@@ -378,9 +379,8 @@ def run_import(
         raise ImportError_("The list of this import was deleted.")
     now = now or utcnow()
     consent = _import_consent(job, now)
-    dialect = session.get_bind().dialect.name
     if strategy == "auto":
-        strategy = "copy" if dialect == "postgresql" else "batched"
+        strategy = "copy" if is_postgresql(session) else "batched"
     started = time.perf_counter()
     with open(job.path, "rb") as raw:
         # The encoding needs the whole file (the first accent may be on line 80,000): one
