@@ -41,6 +41,9 @@ class User(Base):
     is_active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_login_at: Mapped[datetime | None]
+    # Part of the Flask-Login id in every session cookie (get_id): bumping it ends every
+    # session issued before (logout, password or role change, "log out everywhere").
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     tokens: Mapped[list[ApiToken]] = relationship(back_populates="user")
 
@@ -54,7 +57,12 @@ class User(Base):
         return False
 
     def get_id(self) -> str:
-        return str(self.id)
+        """The id Flask-Login keeps in the session cookie: user id and session generation.
+
+        Flask-Login's "alternative tokens" (as Flask-Security's fs_uniquifier): the cookie is
+        only good while the generation it names is current. See services/users.end_sessions.
+        """
+        return f"{self.id}:{self.session_generation}"
 
     @property
     def role_enum(self) -> Role:

@@ -98,11 +98,51 @@ def authenticate(session: DbSession, email: str, password: str) -> User | None:
 
 
 def set_role(session: DbSession, user: User, role: str) -> None:
+    """Give `user` another role; a change ends the user's web sessions (see end_sessions).
+
+    Raises:
+        UserError: an unknown role.
+    """
     try:
-        user.role = Role(role).value
+        value = Role(role).value
     except ValueError as exc:
         raise UserError(f"Role must be one of {', '.join(r.value for r in Role)}") from exc
+    if value != user.role:
+        user.role = value
+        end_sessions(session, user)
     session.flush()
+
+
+def end_sessions(session: DbSession, user: User) -> None:
+    """End every web session of `user`: session cookies issued before stop working.
+
+    A session cookie names the user's session generation (User.get_id); this bumps it, so
+    a copied cookie cannot outlive a logout, a password or role change, or "log out
+    everywhere". The bump is one SQL expression, so two at once both count. API tokens are
+    not sessions and keep working (revoke them one by one in Settings).
+    """
+    user.session_generation = User.session_generation + 1
+    session.flush()
+
+
+def change_password(session: DbSession, user: User, *, current: str, new: str) -> None:
+    """Set a new password for `user` after checking the current one; ends every session.
+
+    The caller logs the user in again (with the new generation) to keep the browser that
+    made the change.
+
+    Raises:
+        UserError: the current password is wrong or the new one is too short.
+    """
+    hasher = _hasher()
+    try:
+        hasher.verify(user.password_hash, current)
+    except (VerificationError, InvalidHashError) as exc:
+        raise UserError("The current password is not right.") from exc
+    if len(new) < MIN_PASSWORD_LENGTH:
+        raise UserError(f"The password must have at least {MIN_PASSWORD_LENGTH} characters.")
+    user.password_hash = hasher.hash(new)
+    end_sessions(session, user)
 
 
 @dataclass(frozen=True)

@@ -31,11 +31,16 @@ def init_web(app: Flask) -> None:
     login_manager.session_protection = "strong"
 
     @login_manager.user_loader
-    def _load_user(user_id: str) -> User | None:
-        if not user_id.isdigit():
+    def _load_user(session_id: str) -> User | None:
+        # "<user id>:<session generation>" (User.get_id): a cookie issued before the last
+        # logout, password or role change names an old generation and is anonymous now.
+        user_id, _, generation = session_id.partition(":")
+        if not (_is_number(user_id) and _is_number(generation)):
             return None
         user = db.session.get(User, int(user_id))
-        return user if user is not None and user.is_active else None
+        if user is None or not user.is_active or user.session_generation != int(generation):
+            return None
+        return user
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(main.bp)
@@ -70,6 +75,11 @@ def init_web(app: Flask) -> None:
         if response.mimetype == "text/html" and not request.path.startswith("/dev/"):
             response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         return response
+
+
+def _is_number(text: str) -> bool:
+    # ASCII digits only (str.isdigit also accepts "²"), and small enough for an INTEGER.
+    return text.isascii() and text.isdigit() and len(text) < 10
 
 
 def render_http_error(exc: HTTPException) -> tuple[str, int]:

@@ -48,6 +48,12 @@ def login() -> ResponseReturnValue:
 
 @bp.route("/logout", methods=["POST"])
 def logout() -> ResponseReturnValue:
+    # Clearing this browser's cookie is not enough: a copy of it (a shared computer, a
+    # leaked header) would stay valid for the session's lifetime. Ending the generation
+    # makes every cookie of this user, copies included, worthless.
+    if current_user.is_authenticated:
+        users.end_sessions(db.session, current_user)
+        db.session.commit()
     logout_user()
     flash("You are logged out.", "info")
     return redirect(url_for("auth.login"))

@@ -41,6 +41,11 @@ class RoleForm(FlaskForm):
     role = SelectField("Role", choices=ROLE_CHOICES)
 
 
+class PasswordForm(FlaskForm):
+    current = PasswordField("Current password", validators=[DataRequired(), Length(max=200)])
+    new = PasswordField("New password", validators=[DataRequired(), Length(min=10, max=200)])
+
+
 class TokenForm(FlaskForm):
     name = StringField("Token name", validators=[Length(max=100)])
 

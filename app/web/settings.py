@@ -5,13 +5,20 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
-from flask_login import current_user
+from flask_login import current_user, login_user, logout_user
 
 from app.extensions import db
 from app.models import ApiToken, Role, Sender, User
 from app.services import org_settings, users
 from app.services.org_settings import SettingsError
-from app.web.forms import CreateUserForm, OrganizationForm, RoleForm, SenderForm, TokenForm
+from app.web.forms import (
+    CreateUserForm,
+    OrganizationForm,
+    PasswordForm,
+    RoleForm,
+    SenderForm,
+    TokenForm,
+)
 from app.web.roles import role_required
 
 bp = Blueprint("settings", __name__, url_prefix="/settings")
@@ -65,6 +72,41 @@ def change_role(user_id: int) -> ResponseReturnValue:
     db.session.commit()
     flash(f"{user.email} is now {user.role}.", "success")
     return redirect(url_for("settings.users_page"))
+
+
+@bp.route("/account", methods=["GET", "POST"])
+@role_required(Role.VIEWER)
+def account_page() -> ResponseReturnValue:
+    form = PasswordForm()
+    if form.validate_on_submit():
+        try:
+            users.change_password(
+                db.session, current_user, current=form.current.data or "", new=form.new.data or ""
+            )
+        except users.UserError as exc:
+            db.session.rollback()
+            form.current.errors = [*form.current.errors, str(exc)]
+        else:
+            db.session.commit()
+            # Every other session ended with the change; this browser keeps its place.
+            login_user(current_user._get_current_object())
+            flash("Your password is changed. Other browsers are logged out.", "success")
+            return redirect(url_for("settings.account_page"))
+    return render_template("settings/account.html", form=form, end_form=TokenForm()), (
+        422 if form.errors else 200
+    )
+
+
+@bp.route("/account/logout-everywhere", methods=["POST"])
+@role_required(Role.VIEWER)
+def logout_everywhere() -> ResponseReturnValue:
+    if not TokenForm().validate_on_submit():
+        abort(400)
+    users.end_sessions(db.session, current_user)
+    db.session.commit()
+    logout_user()
+    flash("You are logged out on every browser. API tokens still work.", "info")
+    return redirect(url_for("auth.login"))
 
 
 @bp.route("/tokens", methods=["GET", "POST"])
