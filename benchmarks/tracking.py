@@ -43,6 +43,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.services.tokens import Scope  # noqa: E402
 from tests.support.servers import RedisServer, free_port  # noqa: E402
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -207,7 +208,7 @@ def _admin(url: sa.URL) -> str:
     return url.set(database="postgres").render_as_string(hide_password=False)
 
 
-def seed(env: dict[str, str], deliveries: int) -> tuple[int, list[str], list[int]]:
+def seed(env: dict[str, str], deliveries: int) -> tuple[int, list[dict[Scope, str]], list[int]]:
     """Migrate, then one sent campaign with `deliveries` recipients and three links."""
     from flask_migrate import upgrade
 
@@ -258,7 +259,7 @@ def seed(env: dict[str, str], deliveries: int) -> tuple[int, list[str], list[int
         ).all()
         session.commit()
         signer = signer_from_config(settings)
-        tokens = [signer.sign(campaign.id, d) for d in delivery_ids]
+        tokens = [signer.sign_all(campaign.id, d) for d in delivery_ids]
         link_ids = [link.id for link in links]
         campaign_id = campaign.id
         db.engine.dispose()
@@ -416,9 +417,9 @@ def main() -> None:
         for _ in range(50_000):
             token = rng.choice(tokens)
             if rng.random() < args.click_share:
-                paths.append(f"/t/c/{rng.choice(link_ids)}/{token}")
+                paths.append(f"/t/c/{rng.choice(link_ids)}/{token[Scope.CLICK]}")
             else:
-                paths.append(f"/t/o/{token}.gif")
+                paths.append(f"/t/o/{token[Scope.OPEN]}.gif")
         # Warm-up (imports, link cache, connection pools), counted like the real run.
         warm_up = load(port, paths[:2000], args.connections, 1.0)
         warm = warm_up["statuses"].get(200, 0) + warm_up["statuses"].get(302, 0)

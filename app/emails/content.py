@@ -77,8 +77,10 @@ class EmailContent:
 class Recipient:
     """The per-recipient values a skeleton substitutes; plain strings only.
 
-    `token`, `unsubscribe_url` and `preferences_url` are computed by the caller (signed
-    tokens are not this package's business). Missing values are empty strings, which
+    `open_token` (the pixel), `click_token` (tracked links), `unsubscribe_url` and
+    `preferences_url` are computed by the caller (signed tokens are not this package's
+    business; each use has its own token, so one URL cannot stand for another). Missing
+    values are empty strings, which
     makes merge-field defaults apply; `Recipient()` is an anonymous reader (web archive).
     """
 
@@ -89,7 +91,8 @@ class Recipient:
     language: str = ""
     postal_code: str = ""
     attributes: Mapping[str, object] = field(default_factory=dict)
-    token: str = ""
+    open_token: str = ""
+    click_token: str = ""
     unsubscribe_url: str = ""
     preferences_url: str = ""
 

@@ -55,7 +55,7 @@ _VALUE_KEY = re.compile(r"-(?=rp\d)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 WORD_JOINER = "\u2060"
 
-SYSTEM_FIELDS = ("token", "unsubscribe_url", "preferences_url")
+SYSTEM_FIELDS = ("open_token", "click_token", "unsubscribe_url", "preferences_url")
 Context = Literal["html", "text"]
 
 
@@ -73,8 +73,8 @@ class Placeholder:
 
     Attributes:
         key: The key as it appears in the skeleton, e.g. "-rp3h-".
-        field: "member.first_name", "member.attributes.<key>", "token",
-            "unsubscribe_url" or "preferences_url".
+        field: "member.first_name", "member.attributes.<key>", "open_token",
+            "click_token", "unsubscribe_url" or "preferences_url".
         context: "html" (value HTML-escaped) or "text" (value as is: subject, text part).
         ops: The merge filters, in order, e.g. (("default", "friend"),).
     """
@@ -369,8 +369,8 @@ def build_skeleton(
         links: Maps each address from `extract_links` to its link reference in the
             campaign's link table; None (or a None result) leaves the link as written.
             Used only when tracking.
-        tracking: True for real sends: links become `{base_url}/t/c/<ref>/<token>`, an
-            open pixel `{base_url}/t/o/<token>.gif` is added, and the unsubscribe and
+        tracking: True for real sends: links become `{base_url}/t/c/<ref>/<click token>`,
+            an open pixel `{base_url}/t/o/<open token>.gif` is added, and the unsubscribe and
             preference links are the recipient's. False for preview, test send and the
             web archive: links as written, no pixel, and both links point at `inert_url`.
         base_url: The tracking host, e.g. "https://t.example.org".
@@ -396,13 +396,15 @@ def build_skeleton(
 
     registry = SlotRegistry()
     base = base_url.rstrip("/")
-    token = registry.marker(MergeSpec("token")) if tracking else ""
+    # Each use has its own token scope (services/tokens.py): the pixel's token cannot open
+    # a link or the unsubscribe page, whoever sees the image URL.
+    click_token = registry.marker(MergeSpec("click_token")) if tracking else ""
 
     def rewrite(url: str) -> str:
         ref = links(url) if tracking and links is not None else None
         if ref is None:
             return url
-        return f"{base}/t/c/{quote(ref, safe='')}/{token}"
+        return f"{base}/t/c/{quote(ref, safe='')}/{click_token}"
 
     subject = _render_text(content.subject, "subject", registry)
     preheader = _render_text(content.preheader, "preheader", registry)
@@ -415,7 +417,7 @@ def build_skeleton(
     if tracking:
         unsubscribe = registry.marker(MergeSpec("unsubscribe_url"))
         preferences = registry.marker(MergeSpec("preferences_url"))
-        pixel: str | None = f"{base}/t/o/{token}.gif"
+        pixel: str | None = f"{base}/t/o/{registry.marker(MergeSpec('open_token'))}.gif"
     else:
         unsubscribe = preferences = str(inert_url)
         pixel = None

@@ -252,9 +252,10 @@ SAMPLE_RECIPIENTS = {
         local="Local 118",
         language="en",
         postal_code="T5J 0N3",
-        token="tok123",  # noqa: S106 - sample data, not a secret
-        unsubscribe_url="https://t.prairieworkers.example/u/tok123",
-        preferences_url="https://t.prairieworkers.example/p/tok123",
+        open_token="open123",  # noqa: S106 - sample data, not a secret
+        click_token="click123",  # noqa: S106 - sample data, not a secret
+        unsubscribe_url="https://t.prairieworkers.example/u/unsub123",
+        preferences_url="https://t.prairieworkers.example/u/unsub123#preferences",
     ),
     "fr": Recipient(
         first_name="Mathieu",
@@ -263,8 +264,9 @@ SAMPLE_RECIPIENTS = {
         local="la section locale 118",
         language="fr",
         postal_code="T6E 1Z9",
-        token="tok456",  # noqa: S106 - sample data, not a secret
-        unsubscribe_url="https://t.prairieworkers.example/u/tok456",
-        preferences_url="https://t.prairieworkers.example/p/tok456",
+        open_token="open456",  # noqa: S106 - sample data, not a secret
+        click_token="click456",  # noqa: S106 - sample data, not a secret
+        unsubscribe_url="https://t.prairieworkers.example/u/unsub456",
+        preferences_url="https://t.prairieworkers.example/u/unsub456#preferences",
     ),
 }

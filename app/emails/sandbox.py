@@ -75,7 +75,7 @@ class MergeSpec:
 
     Attributes:
         source: "member.first_name", "member.attributes.<key>", or a system value:
-            "token", "unsubscribe_url", "preferences_url".
+            "open_token", "click_token", "unsubscribe_url", "preferences_url".
         ops: Filters in the order written, e.g. (("default", "friend"), ("upper", "")).
     """
 

@@ -13,6 +13,7 @@ from flask import Blueprint, Response, abort, render_template, request
 from flask.typing import ResponseReturnValue
 
 from app.services import unsubscribe_page
+from app.services.tokens import Scope
 from app.services.tracking import CLICK, OPEN
 from app.services.tracking_runtime import runtime
 
@@ -46,7 +47,7 @@ def open_pixel(token: str) -> Response:
     good (forged click tokens, which would redirect, get a 404 instead).
     """
     state = runtime()
-    ref = state.signer.verify(token)
+    ref = state.signer.verify(token, Scope.OPEN)
     if ref is not None:
         state.buffer.add(
             OPEN,
@@ -68,7 +69,7 @@ def click(link_id: int, token: str) -> Response:
     a query string is ignored, and a link of another campaign is refused.
     """
     state = runtime()
-    ref = state.signer.verify(token)
+    ref = state.signer.verify(token, Scope.CLICK)
     if ref is None:
         abort(404)
     link = state.links.get(link_id)

@@ -1,5 +1,10 @@
 """`/u/<token>`: the unsubscribe page and preference centre, and RFC 8058 one-click POSTs.
 
+Only unsubscribe-scope tokens open it (services/tokens.py): the open pixel's and the click
+links' tokens are a 404, so a pixel URL seen by an image proxy or a log cannot unsubscribe
+anyone or show their address. Legacy (unscoped) tokens from emails sent before scopes work
+for LEGACY_UNSUBSCRIBE_DAYS after sending, with the address masked.
+
 GET never changes anything (link scanners and prefetchers follow every link). A POST with
 `List-Unsubscribe=One-Click` (urlencoded or multipart, from a mail client: no cookie, no CSRF
 token) unsubscribes at once and answers 200 without a redirect. The page's own form posts to
@@ -9,6 +14,8 @@ could do no more than the one-click POST the token already allows; no session is
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 from flask import Blueprint, Response, abort, render_template, request
@@ -16,7 +23,9 @@ from flask.typing import ResponseReturnValue
 
 from app.extensions import db
 from app.models import Delivery, UnsubscribeSource
+from app.models.base import utcnow
 from app.services import unsubscribe_page
+from app.services.tokens import LEGACY_UNSUBSCRIBE_DAYS, DeliveryRef, Scope
 from app.services.tracking import campaign_list_ids, record_unsubscribe
 from app.services.tracking_runtime import runtime
 
@@ -31,14 +40,35 @@ _HEADERS = {
 }
 
 
-def _delivery(token: str) -> Delivery:
-    ref = runtime().signer.verify(token)
+def _ref(token: str) -> DeliveryRef:
+    ref = runtime().signer.verify(token, Scope.UNSUBSCRIBE)
     if ref is None:
         abort(404)
+    return ref
+
+
+def _delivery(ref: DeliveryRef) -> Delivery:
     delivery = db.session.get(Delivery, ref.delivery_id)
     if delivery is None or delivery.campaign_id != ref.campaign_id:
         abort(404)
+    if ref.is_legacy:
+        # One token stood for pixel, links and unsubscribe in emails sent before scopes:
+        # honoured only for as long as CASL wants an unsubscribe link to keep working.
+        cutoff = utcnow() - timedelta(days=LEGACY_UNSUBSCRIBE_DAYS)
+        if delivery.sent_at is None or delivery.sent_at < cutoff:
+            abort(404)
     return delivery
+
+
+def _view(ref: DeliveryRef, delivery: Delivery) -> unsubscribe_page.PageView:
+    view = unsubscribe_page.page_for(db.session, delivery)
+    # A legacy token may have been copied from a pixel URL: show no one the full address.
+    return replace(view, email=_masked(view.email)) if ref.is_legacy else view
+
+
+def _masked(email: str) -> str:
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}•••@{domain}"
 
 
 def _page(template: str, status: int = 200, **context: Any) -> ResponseReturnValue:
@@ -52,8 +82,9 @@ def _not_found(_exc: Exception) -> ResponseReturnValue:
 
 @bp.route("/u/<token>", methods=["GET"])
 def page(token: str) -> ResponseReturnValue:
-    delivery = _delivery(token)
-    view = unsubscribe_page.page_for(db.session, delivery)
+    ref = _ref(token)
+    delivery = _delivery(ref)
+    view = _view(ref, delivery)
     return _page("public/unsubscribe.html", view=view, t=view.t, lang=view.language)
 
 
@@ -67,7 +98,8 @@ def _is_one_click() -> bool:
 
 @bp.route("/u/<token>", methods=["POST"])
 def post(token: str) -> ResponseReturnValue:
-    delivery = _delivery(token)
+    ref = _ref(token)
+    delivery = _delivery(ref)
     if _is_one_click():
         lists = campaign_list_ids(db.session, delivery.campaign_id) or None
         record_unsubscribe(
@@ -79,7 +111,7 @@ def post(token: str) -> ResponseReturnValue:
             "Unsubscribed.\n", 200, {**_HEADERS, "Content-Type": "text/plain; charset=utf-8"}
         )
 
-    view = unsubscribe_page.page_for(db.session, delivery)
+    view = _view(ref, delivery)
     try:
         choice = unsubscribe_page.parse_choice(request.form, view)
     except unsubscribe_page.ChoiceError:
@@ -91,5 +123,5 @@ def post(token: str) -> ResponseReturnValue:
             db.session, delivery.id, list_ids=choice.list_ids, source=UnsubscribeSource.LINK
         )
         db.session.commit()
-    done = unsubscribe_page.page_for(db.session, delivery)
+    done = _view(ref, delivery)
     return _page("public/unsubscribed.html", view=done, t=done.t, lang=done.language, choice=choice)

@@ -1,10 +1,28 @@
 """Compact signed tokens that identify a delivery in tracking and unsubscribe links.
 
-A token is ``<campaign id>.<delivery id>.<mac>``: both ids in base 36 and an HMAC-SHA256 over
-them truncated to 96 bits (base64url, 16 characters). The campaign id lets the click endpoint
-check that a link belongs to the token's campaign without a database round trip. The key is
-derived from SECRET_KEY; keys derived from SECRET_KEY_FALLBACKS still verify, so rotating the
-secret does not break links already sent.
+A token is ``<campaign id>.<delivery id>.<scope><mac>``: both ids in base 36, a scope letter
+(``o`` open pixel, ``c`` click, ``u`` unsubscribe and preferences) and an HMAC-SHA256 over
+the ids truncated to 96 bits (base64url, 16 characters). Each scope has its own key (derived
+from SECRET_KEY with the scope as salt, as itsdangerous salts a signer per use), so a token
+is good for its own use only: the pixel URL an image proxy or a log sees cannot open the
+unsubscribe page, read the member's address or unsubscribe them. The campaign id lets the
+click endpoint check that a link belongs to the token's campaign without a database round
+trip. Keys derived from SECRET_KEY_FALLBACKS still verify, so rotating the secret does not
+break links already sent.
+
+Tokens minted before scopes existed (``<campaign>.<delivery>.<mac>``, one token for the
+pixel, every link and the unsubscribe link of an email) are *legacy* tokens. Nothing mints
+them any more, so they exist only in emails already sent, where the same token stands for
+all three uses and nothing can tell which URL it was copied from. What they may still do:
+
+* open and click: as before, for good. They record a hit, or redirect to a link stored for
+  that token's campaign: what anyone holding the email could do anyway, and the hot path
+  cannot afford a database look-up to date them.
+* unsubscribe: only while the delivery was sent less than ``LEGACY_UNSUBSCRIBE_DAYS`` ago
+  (CASL s.11: an unsubscribe link must work for 60 days after sending), and the page masks
+  the member's address, since the token may have come from a pixel URL. The unsubscribe
+  view enforces this (`DeliveryRef.is_legacy`). So the exposure of already-sent emails ends
+  60 days after this upgrade, and with it the need for this branch.
 """
 
 from __future__ import annotations
@@ -15,15 +33,29 @@ import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
-_PURPOSE = b"rallypoint.delivery-token.v1"
+
+class Scope(StrEnum):
+    """What a token may be used for; its value is the letter in front of the MAC."""
+
+    OPEN = "o"
+    CLICK = "c"
+    UNSUBSCRIBE = "u"
+
+
+_LEGACY_PURPOSE = b"rallypoint.delivery-token.v1"
+_PURPOSE = b"rallypoint.delivery-token.v2."
+LEGACY_UNSUBSCRIBE_DAYS = 60
 _MAC_BYTES = 12  # 96 bits: well above the 64-bit floor, short enough for a URL
 _MAC_CHARS = 16
 _MAX_ID_CHARS = 13  # base 36 of 2**63 fits in 13 characters
 _ALPHABET = "0123456789abcdefghijklmnopqrstuvwxyz"
-# The whole shape in one C call (the open pixel verifies a token per request).
+# The whole shape in one C call (the open pixel verifies a token per request). The scope
+# letter is empty for legacy tokens.
 _SHAPE = re.compile(
-    rf"([0-9a-z]{{1,{_MAX_ID_CHARS}}})\.([0-9a-z]{{1,{_MAX_ID_CHARS}}})\.([A-Za-z0-9_-]{{{_MAC_CHARS}}})"
+    rf"([0-9a-z]{{1,{_MAX_ID_CHARS}}})\.([0-9a-z]{{1,{_MAX_ID_CHARS}}})\."
+    rf"([ocu]?)([A-Za-z0-9_-]{{{_MAC_CHARS}}})"
 )
 
 
@@ -31,11 +63,13 @@ _SHAPE = re.compile(
 class DeliveryRef:
     campaign_id: int
     delivery_id: int
+    is_legacy: bool = False  # an unscoped token from before scopes (see the module docstring)
 
 
-def derive_key(secret: str) -> bytes:
-    """A key for delivery tokens only, so the session secret is never used directly."""
-    return hmac.new(secret.encode(), _PURPOSE, hashlib.sha256).digest()
+def derive_key(secret: str, scope: Scope | None = None) -> bytes:
+    """A key for one scope of delivery tokens (None: the legacy key), never the session secret."""
+    purpose = _LEGACY_PURPOSE if scope is None else _PURPOSE + scope.value.encode()
+    return hmac.new(secret.encode(), purpose, hashlib.sha256).digest()
 
 
 def _base36(number: int) -> str:
@@ -51,33 +85,47 @@ def _base36(number: int) -> str:
 
 
 def _mac(key: bytes, body: str) -> str:
-    # hmac.digest is OpenSSL's one-shot HMAC: a send signs a token per recipient.
+    # hmac.digest is OpenSSL's one-shot HMAC: a send signs three tokens per recipient.
     digest = hmac.digest(key, body.encode(), "sha256")[:_MAC_BYTES]
     return base64.urlsafe_b64encode(digest).decode()
 
 
 class TokenSigner:
-    """Signs with the first key, verifies with any of them (current, then fallbacks)."""
+    """Signs with the first secret's keys, verifies with any of them (current, then fallbacks)."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
         if not secrets:
             raise ValueError("at least one secret is needed")
-        self.keys = [derive_key(s) for s in secrets]
+        self.keys = {scope: [derive_key(s, scope) for s in secrets] for scope in Scope}
+        self.legacy_keys = [derive_key(s) for s in secrets]
 
-    def sign(self, campaign_id: int, delivery_id: int) -> str:
+    def sign(self, campaign_id: int, delivery_id: int, scope: Scope) -> str:
+        """The token for one use of one delivery's links."""
         body = f"{_base36(campaign_id)}.{_base36(delivery_id)}"
-        return f"{body}.{_mac(self.keys[0], body)}"
+        return f"{body}.{scope.value}{_mac(self.keys[scope][0], body)}"
 
-    def verify(self, token: str) -> DeliveryRef | None:
-        """The delivery a token names, or None for anything forged, truncated or malformed."""
+    def sign_all(self, campaign_id: int, delivery_id: int) -> dict[Scope, str]:
+        """One token per scope for a delivery (a send needs all three per recipient)."""
+        body = f"{_base36(campaign_id)}.{_base36(delivery_id)}"
+        return {s: f"{body}.{s.value}{_mac(self.keys[s][0], body)}" for s in Scope}
+
+    def verify(self, token: str, scope: Scope) -> DeliveryRef | None:
+        """The delivery a token names for `scope`, or None for anything forged, truncated,
+        malformed or minted for another scope. Legacy tokens come back with is_legacy set."""
         shape = _SHAPE.fullmatch(token)
         if shape is None:
             return None
-        campaign, delivery, mac = shape.groups()
+        campaign, delivery, letter, mac = shape.groups()
+        if letter:
+            if letter != scope.value:
+                return None
+            keys = self.keys[scope]
+        else:
+            keys = self.legacy_keys
         body = f"{campaign}.{delivery}"
-        if not any(hmac.compare_digest(_mac(key, body), mac) for key in self.keys):
+        if not any(hmac.compare_digest(_mac(key, body), mac) for key in keys):
             return None
-        return DeliveryRef(int(campaign, 36), int(delivery, 36))
+        return DeliveryRef(int(campaign, 36), int(delivery, 36), not letter)
 
 
 def signer_from_config(config: object) -> TokenSigner:

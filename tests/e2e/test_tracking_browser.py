@@ -16,6 +16,7 @@ import pytest
 from app.extensions import db
 from app.models import CampaignStats, Delivery, Subscription
 from app.services import tracking
+from app.services.tokens import Scope
 from app.services.tracking_runtime import runtime
 from tests import factories
 from tests.e2e.conftest import screenshot
@@ -101,15 +102,16 @@ def _rendered_alert(app, live_server, site) -> tuple[tuple[int, int, int, int], 
         )
         session.commit()
         base = live_server.url
-        token = runtime(app).signer.sign(campaign.id, delivery.id)
+        tokens = runtime(app).signer.sign_all(campaign.id, delivery.id)
         skeleton = campaigns.skeleton_for(session, campaign, "en", tracking=True)
         email = skeleton.personalize(
             Recipient(
                 first_name="Rosa",
                 email=member.email,
-                token=token,
-                unsubscribe_url=tracking.unsubscribe_url(base, token),
-                preferences_url=tracking.preferences_url(base, token),
+                open_token=tokens[Scope.OPEN],
+                click_token=tokens[Scope.CLICK],
+                unsubscribe_url=tracking.unsubscribe_url(base, tokens[Scope.UNSUBSCRIBE]),
+                preferences_url=tracking.preferences_url(base, tokens[Scope.UNSUBSCRIBE]),
             )
         )
         ids = (campaign.id, delivery.id, member.id, lst.id)

@@ -38,7 +38,7 @@ def test_tracked_email_for_each_layout_and_language(db_session, org, key):
     # Every link of the campaign is tracked through its own Link row, and no other address
     # in the body escapes tracking.
     ids = {str(link.id) for link in campaign.links}
-    tracked = set(re.findall(rf"{re.escape(BASE)}/t/c/(\d+)/tok", email.html))
+    tracked = set(re.findall(rf"{re.escape(BASE)}/t/c/(\d+)/click", email.html))
     assert tracked
     assert tracked <= ids
     body_links = re.findall(r'href="(https?://[^"]+)"', email.html)
@@ -51,7 +51,7 @@ def test_tracked_email_for_each_layout_and_language(db_session, org, key):
         and "t.prairieworkers.example/" not in url  # the sample's own unsubscribe links
     ]
     assert untracked == []
-    assert f"{BASE}/t/o/tok" in email.html  # the open pixel
+    assert f"{BASE}/t/o/open" in email.html  # the open pixel
     assert SAMPLE_RECIPIENTS[language].unsubscribe_url in email.html
     archive = service.archive_url(campaign, language)
     assert archive in email.html.replace("&amp;", "&")

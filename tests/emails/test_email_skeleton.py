@@ -65,9 +65,10 @@ def _recipient(**values: Any) -> Recipient:
         "language": "en",
         "postal_code": "T5J 0N3",
         "attributes": {"steward": "Rosa"},
-        "token": "TOKEN42",
-        "unsubscribe_url": f"{BASE}/u/TOKEN42",
-        "preferences_url": f"{BASE}/p/TOKEN42?a=1&b=2",
+        "open_token": "OPEN42",
+        "click_token": "CLICK42",
+        "unsubscribe_url": f"{BASE}/u/UNSUB42",
+        "preferences_url": f"{BASE}/p/UNSUB42?a=1&b=2",
     }
     return Recipient(**(defaults | values))
 
@@ -124,7 +125,8 @@ def test_placeholders_record_field_default_and_context() -> None:
     steward = next(p for p in placeholders.values() if p.field == "member.attributes.steward")
     assert steward.ops == (("default", "on the way"), ("upper", ""))
     assert {p.field for p in placeholders.values()} >= {
-        "token",
+        "open_token",
+        "click_token",
         "unsubscribe_url",
         "preferences_url",
         "member.email",
@@ -214,11 +216,19 @@ _VALUE = st.one_of(_NASTY, st.text(max_size=40))
     email=_VALUE,
     local=_VALUE,
     steward=_VALUE,
-    token=_VALUE,
+    click_token=_VALUE,
+    open_token=_VALUE,
     reverse=st.booleans(),
 )
 def test_sendgrid_substitution_equals_personalize(
-    first: str, last: str, email: str, local: str, steward: str, token: str, reverse: bool
+    first: str,
+    last: str,
+    email: str,
+    local: str,
+    steward: str,
+    click_token: str,
+    open_token: str,
+    reverse: bool,
 ) -> None:
     skeleton = _SKELETON
     recipient = _recipient(
@@ -227,7 +237,8 @@ def test_sendgrid_substitution_equals_personalize(
         email=email,
         local=local,
         attributes={"steward": steward},
-        token=token,
+        click_token=click_token,
+        open_token=open_token,
     )
     rendered = skeleton.personalize(recipient)
     assert _sendgrid(skeleton, recipient, reverse=reverse) == [
@@ -262,28 +273,28 @@ def test_key_shaped_text_from_organizers_is_defused() -> None:
 
 def test_tracking_on() -> None:
     email = _tracked().personalize(_recipient())
-    assert f'src="{BASE}/t/o/TOKEN42.gif"' in email.html
-    assert f'href="{BASE}/t/c/p1/TOKEN42"' in email.html  # the button and the body link
-    assert email.html.count(f"{BASE}/t/c/p1/TOKEN42") == 2
-    assert f'href="{BASE}/t/c/b2/TOKEN42"' in email.html
+    assert f'src="{BASE}/t/o/OPEN42.gif"' in email.html
+    assert f'href="{BASE}/t/c/p1/CLICK42"' in email.html  # the button and the body link
+    assert email.html.count(f"{BASE}/t/c/p1/CLICK42") == 2
+    assert f'href="{BASE}/t/c/b2/CLICK42"' in email.html
     assert PETITION_URL not in email.html
-    assert f'href="{BASE}/u/TOKEN42"' in email.html
-    assert f'href="{BASE}/p/TOKEN42?a=1&amp;b=2"' in email.html
-    assert f"sign ({BASE}/t/c/p1/TOKEN42)" in email.text
-    assert f"Unsubscribe: {BASE}/u/TOKEN42" in email.text
-    assert f"Manage preferences: {BASE}/p/TOKEN42?a=1&b=2" in email.text
+    assert f'href="{BASE}/u/UNSUB42"' in email.html
+    assert f'href="{BASE}/p/UNSUB42?a=1&amp;b=2"' in email.html
+    assert f"sign ({BASE}/t/c/p1/CLICK42)" in email.text
+    assert f"Unsubscribe: {BASE}/u/UNSUB42" in email.text
+    assert f"Manage preferences: {BASE}/p/UNSUB42?a=1&b=2" in email.text
     assert 'href="mailto:office@example.org"' in email.html  # never tracked
 
 
 def test_tracking_off_for_preview_test_send_and_archive() -> None:
     skeleton = _untracked()
     assert {p.field for p in skeleton.placeholders}.isdisjoint(
-        {"token", "unsubscribe_url", "preferences_url"}
+        {"open_token", "click_token", "unsubscribe_url", "preferences_url"}
     )
     email = skeleton.personalize(_recipient())
     assert "/t/o/" not in email.html
     assert "/t/c/" not in email.html + email.text
-    assert "TOKEN42" not in email.html + email.text
+    assert not any(t in email.html + email.text for t in ("OPEN42", "CLICK42", "UNSUB42"))
     assert email.html.count('href="https://ex.org/preview-only"') == 2
     assert f'href="{PETITION_URL.replace("&", "&amp;")}"' in email.html
     assert f"sign ({PETITION_URL})" in email.text
@@ -303,14 +314,14 @@ def test_link_rewriting_maps_only_known_urls() -> None:
 
     email = _tracked(links=links, archive_url="https://ex.org/archive/1").personalize(_recipient())
     assert set(asked) == set(extract_links(CONTENT)) == {PETITION_URL, BACKGROUND}
-    assert f'href="{BASE}/t/c/p1/TOKEN42"' in email.html
+    assert f'href="{BASE}/t/c/p1/CLICK42"' in email.html
     assert f'href="{BACKGROUND}"' in email.html  # unknown to the link table: as written
     assert 'href="https://ex.org/archive/1"' in email.html  # layout links are never rewritten
 
 
 def test_link_refs_are_quoted() -> None:
     email = _tracked(links=lambda url: "a/b c").personalize(_recipient())
-    assert f"{BASE}/t/c/a%2Fb%20c/TOKEN42" in email.html
+    assert f"{BASE}/t/c/a%2Fb%20c/CLICK42" in email.html
 
 
 def test_extract_links_puts_the_button_first() -> None:
@@ -390,7 +401,7 @@ def test_personalize_never_renders_a_template(monkeypatch: pytest.MonkeyPatch) -
     assert calls["css_inline"]  # and inlined the CSS
     calls.clear()
     for number in range(10_000):
-        skeleton.personalize(_recipient(first_name=f"Member {number}", token=f"t{number}"))
+        skeleton.personalize(_recipient(first_name=f"Member {number}", click_token=f"t{number}"))
     assert calls == Counter()
 
 

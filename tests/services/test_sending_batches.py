@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 
 import pytest
@@ -20,7 +21,7 @@ from app.models import (
 from app.services import sending
 from app.services.sending import coordination
 from app.services.sending.batches import MAX_ATTEMPTS
-from app.services.tokens import TokenSigner
+from app.services.tokens import Scope, TokenSigner
 from app.services.transports.sendgrid import SendGridTransport
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.support.sending import (
@@ -105,7 +106,7 @@ def test_a_batch_is_one_request_with_one_personalization_each(db_session, fake, 
     signer = TokenSigner([SECRET])
     record = next(r for r in fake.records if r.email == "member1@example.org")
     delivery_id = deliveries["member1@example.org"]
-    token = signer.sign(campaign.id, delivery_id)
+    token = signer.sign(campaign.id, delivery_id, Scope.UNSUBSCRIBE)
     assert record.custom_args == {"rp_campaign": str(campaign.id), "rp_delivery": str(delivery_id)}
     assert record.headers["List-Unsubscribe"] == f"<https://rally.example.org/u/{token}>"
     assert record.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
@@ -115,6 +116,18 @@ def test_a_batch_is_one_request_with_one_personalization_each(db_session, fake, 
     assert token in html
     assert "-rp" not in html
     assert f"https://rally.example.org/u/{token}" in record.render("text/plain")
+    # Each URL carries the token of its own use, and only that one.
+    pixel = signer.sign(campaign.id, delivery_id, Scope.OPEN)
+    click = signer.sign(campaign.id, delivery_id, Scope.CLICK)
+    assert f"/t/o/{pixel}.gif" in html
+    seen = set()
+    for url in re.findall(r'(?:href|src)="https?://[^/"]+(/[^"]+)"', html):
+        kind = next((k for k in ("/t/o/", "/t/c/", "/u/") if url.startswith(k)), None)
+        if kind is not None:
+            seen.add(kind)
+            used = url.rsplit("/", 1)[1].removesuffix(".gif").split("#")[0]
+            assert used == {"/t/o/": pixel, "/t/c/": click, "/u/": token}[kind], url
+    assert seen >= {"/t/o/", "/u/"}  # this body has no links to track
 
     statuses = _statuses(db_session, campaign.id)
     assert {statuses[e] for e in english} == {"sent"}

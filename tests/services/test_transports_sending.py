@@ -40,7 +40,8 @@ def _batch(skeleton, emails, **fields) -> OutgoingBatch:
             email=email,
             recipient=Recipient(
                 first_name=f"Name{n}",
-                token=f"tok{n}",
+                open_token=f"open{n}",
+                click_token=f"tok{n}",
                 unsubscribe_url=f"https://t.example.org/u/tok{n}",
                 preferences_url=f"https://t.example.org/u/tok{n}#preferences",
             ),
@@ -81,7 +82,8 @@ def test_sendgrid_request_passes_the_schema_with_a_message_id_header(skeleton):
     assert first["headers"]["Message-ID"] == "<d1.c9@local42.example.org>"
     assert first["custom_args"] == {"rp_delivery": "1"}
     assert request.body["subject"] == skeleton.subject  # once, with its keys
-    assert first["substitutions"]["-rp0h-"] == "tok0"
+    pixel = next(p.key for p in skeleton.placeholders if p.field == "open_token")
+    assert first["substitutions"][pixel] == "open0"
 
 
 def test_sendgrid_names_lose_what_sendgrid_refuses(skeleton):

@@ -18,6 +18,7 @@ from flask import Flask
 from app.extensions import db
 from app.models import Campaign, Delivery, Event, Link, MailingList, Member
 from app.services import hit_stream
+from app.services.tokens import Scope
 from app.services.tracking_runtime import runtime
 from tests import factories
 from tests.fakes.sendgrid import find_schema_path
@@ -35,10 +36,17 @@ class SentCampaign:
     deliveries: list[Delivery]
     petition: Link
     info: Link
-    tokens: dict[int, str] = field(default_factory=dict)  # delivery id -> token
+    tokens: dict[int, dict[Scope, str]] = field(default_factory=dict)  # delivery id -> tokens
 
-    def token(self, index: int = 0) -> str:
-        return self.tokens[self.deliveries[index].id]
+    def token(self, index: int = 0, scope: Scope = Scope.OPEN) -> str:
+        """The token of one delivery for one use (the open pixel's unless told)."""
+        return self.tokens[self.deliveries[index].id][scope]
+
+    def click_token(self, index: int = 0) -> str:
+        return self.token(index, Scope.CLICK)
+
+    def unsubscribe_token(self, index: int = 0) -> str:
+        return self.token(index, Scope.UNSUBSCRIBE)
 
 
 def sent_campaign(
@@ -62,7 +70,7 @@ def sent_campaign(
         )
     signer = runtime(app).signer
     result = SentCampaign(campaign, [lst], people, deliveries, petition, info)
-    result.tokens = {d.id: signer.sign(campaign.id, d.id) for d in deliveries}
+    result.tokens = {d.id: signer.sign_all(campaign.id, d.id) for d in deliveries}
     return result
 
 

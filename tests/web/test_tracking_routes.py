@@ -34,6 +34,10 @@ def sent(app, committed_db):
             "token": data.token(0),
             "token2": data.token(1),
             "other_token": other.token(0),
+            "click": data.click_token(0),
+            "click2": data.click_token(1),
+            "other_click": other.click_token(0),
+            "unsubscribe": data.unsubscribe_token(0),
             "delivery": data.deliveries[0].id,
         }
         db.session.remove()
@@ -92,7 +96,7 @@ def test_bad_tokens_record_nothing(app, client, sent, mangle):
     if bad:  # "/t/o/.gif" is no route at all
         assert pixel.status_code == 200
         assert pixel.data == PIXEL
-    click = client.get(f"/t/c/{sent['petition']}/{bad}")
+    click = client.get(f"/t/c/{sent['petition']}/{mangle(sent['click'])}")
     assert click.status_code == 404
     assert "Location" not in click.headers
     flush_all(app)
@@ -102,12 +106,12 @@ def test_bad_tokens_record_nothing(app, client, sent, mangle):
 
 def test_click_redirects_to_the_stored_url_and_counts_a_petition_click(app, client, sent):
     response = client.get(
-        f"/t/c/{sent['petition']}/{sent['token']}", headers={"User-Agent": "Mozilla/5.0 Firefox"}
+        f"/t/c/{sent['petition']}/{sent['click']}", headers={"User-Agent": "Mozilla/5.0 Firefox"}
     )
     assert response.status_code == 302
     assert response.headers["Location"] == PETITION_URL
     assert "no-store" in response.headers["Cache-Control"]
-    assert client.get(f"/t/c/{sent['info']}/{sent['token2']}").headers["Location"] == INFO_URL
+    assert client.get(f"/t/c/{sent['info']}/{sent['click2']}").headers["Location"] == INFO_URL
     flush_all(app)
     assert event_count(app, "click") == 2
     stats = _stats(app, sent["campaign"])
@@ -118,15 +122,15 @@ def test_click_redirects_to_the_stored_url_and_counts_a_petition_click(app, clie
 @pytest.mark.parametrize(
     "path",
     [
-        "/t/c/{other_link}/{token}",  # a link of another campaign
-        "/t/c/{petition}/{other_token}",  # our link with another campaign's token
-        "/t/c/999999/{token}",  # unknown link
-        "/t/c/0/{token}",
-        "/t/c/-1/{token}",
-        "/t/c/{token}?url=https://evil.example/phish",  # no link id: the URL is in the query
+        "/t/c/{other_link}/{click}",  # a link of another campaign
+        "/t/c/{petition}/{other_click}",  # our link with another campaign's token
+        "/t/c/999999/{click}",  # unknown link
+        "/t/c/0/{click}",
+        "/t/c/-1/{click}",
+        "/t/c/{click}?url=https://evil.example/phish",  # no link id: the URL is in the query
         "/t/c?url=https://evil.example/phish",
-        "/t/c/https%3A%2F%2Fevil.example/{token}",
-        "/t/c/99999999999999999999/{token}",
+        "/t/c/https%3A%2F%2Fevil.example/{click}",
+        "/t/c/99999999999999999999/{click}",
     ],
 )
 def test_open_redirect_attempts_get_404_and_record_nothing(app, client, sent, path):
@@ -139,7 +143,7 @@ def test_open_redirect_attempts_get_404_and_record_nothing(app, client, sent, pa
 
 def test_a_url_in_the_query_string_never_changes_the_target(app, client, sent):
     response = client.get(
-        f"/t/c/{sent['petition']}/{sent['token']}?url=https://evil.example&next=//evil.example"
+        f"/t/c/{sent['petition']}/{sent['click']}?url=https://evil.example&next=//evil.example"
     )
     assert response.status_code == 302
     assert response.headers["Location"] == PETITION_URL
@@ -152,13 +156,13 @@ def test_a_stored_non_web_url_is_never_a_redirect(app, client, sent):
         db.session.commit()
         link_id = link.id
         db.session.remove()
-    assert client.get(f"/t/c/{link_id}/{sent['token']}").status_code == 404
+    assert client.get(f"/t/c/{link_id}/{sent['click']}").status_code == 404
     flush_all(app)
     assert event_count(app) == 0
 
 
 def test_the_click_needs_no_query_once_the_link_is_cached(app, client, sent):
-    url = f"/t/c/{sent['petition']}/{sent['token']}"
+    url = f"/t/c/{sent['petition']}/{sent['click']}"
     assert client.get(url).status_code == 302
     statements: list[str] = []
 
@@ -205,7 +209,7 @@ def test_a_broken_click_link_shows_members_a_plain_page(client, sent):
 
 def test_verify_stats_command(app, client, sent):
     client.get(f"/t/o/{sent['token']}.gif")
-    client.get(f"/t/c/{sent['petition']}/{sent['token']}")
+    client.get(f"/t/c/{sent['petition']}/{sent['click']}")
     flush_all(app)
     result = app.test_cli_runner().invoke(args=["tracking", "verify-stats", str(sent["campaign"])])
     assert result.exit_code == 0, result.output
@@ -221,3 +225,26 @@ def test_verify_stats_command(app, client, sent):
     bad = app.test_cli_runner().invoke(args=["tracking", "verify-stats", str(sent["campaign"])])
     assert bad.exit_code != 0
     assert "opens_total: stored 6, events say 1" in bad.output
+
+
+def test_tokens_of_other_uses_record_nothing(app, client, sent):
+    # The unsubscribe token at the pixel, the pixel's or the unsubscribe token at a link.
+    assert client.get(f"/t/o/{sent['unsubscribe']}.gif").data == PIXEL
+    assert client.get(f"/t/o/{sent['click']}.gif").data == PIXEL
+    for token in (sent["token"], sent["unsubscribe"]):
+        response = client.get(f"/t/c/{sent['petition']}/{token}")
+        assert response.status_code == 404
+        assert "Location" not in response.headers
+    flush_all(app)
+    assert event_count(app) == 0
+
+
+def test_legacy_tokens_in_emails_already_sent_still_count(app, client, sent):
+    from tests.services.test_tokens import legacy_token
+
+    legacy = legacy_token(app.config["SECRET_KEY"], sent["campaign"], sent["delivery"])
+    assert client.get(f"/t/o/{legacy}.gif").status_code == 200
+    assert client.get(f"/t/c/{sent['petition']}/{legacy}").headers["Location"] == PETITION_URL
+    flush_all(app)
+    assert event_count(app, "open") == 1
+    assert event_count(app, "click") == 1

@@ -45,7 +45,7 @@ def _unsubscribes(db_session, campaign_id):
 
 def test_get_shows_the_page_and_changes_nothing(client, db_session, setup):
     data, _other_list, queued = setup
-    response = client.get(f"/u/{data.token(0)}")
+    response = client.get(f"/u/{data.unsubscribe_token(0)}")
     assert response.status_code == 200
     page = response.get_data(as_text=True)
     assert "Unsubscribe" in page
@@ -54,7 +54,7 @@ def test_get_shows_the_page_and_changes_nothing(client, db_session, setup):
     assert 'name="csrf_token"' not in page  # no session: the token is the capability
     assert "noindex" in response.headers["X-Robots-Tag"]
     assert "Set-Cookie" not in response.headers
-    assert client.head(f"/u/{data.token(0)}").status_code == 200
+    assert client.head(f"/u/{data.unsubscribe_token(0)}").status_code == 200
     assert _status(db_session, data.members[0].id, data.lists[0].id) == "subscribed"
     assert db_session.get(Delivery, queued.id).status == DeliveryStatus.QUEUED.value
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Event)) == 0
@@ -64,7 +64,7 @@ def test_page_speaks_french_to_french_members(client, db_session, setup):
     data, _, _ = setup
     data.members[1].language = "fr"
     db_session.commit()
-    page = client.get(f"/u/{data.token(1)}").get_data(as_text=True)
+    page = client.get(f"/u/{data.unsubscribe_token(1)}").get_data(as_text=True)
     assert 'lang="fr"' in page
     assert "Me désabonner" in page
 
@@ -72,7 +72,7 @@ def test_page_speaks_french_to_french_members(client, db_session, setup):
 @pytest.mark.parametrize("encoding", ["urlencoded", "multipart"])
 def test_one_click_post_unsubscribes_at_once_without_redirect(client, db_session, setup, encoding):
     data, other_list, queued = setup
-    url = f"/u/{data.token(0)}"
+    url = f"/u/{data.unsubscribe_token(0)}"
     if encoding == "urlencoded":
         response = client.post(
             url,
@@ -106,13 +106,15 @@ def test_one_click_post_unsubscribes_at_once_without_redirect(client, db_session
 def test_one_click_needs_no_cookie_or_csrf_even_with_a_stray_cookie(client, db_session, setup):
     data, _, _ = setup
     client.set_cookie("session", "garbage")
-    response = client.post(f"/u/{data.token(0)}", data={"List-Unsubscribe": "One-Click"})
+    response = client.post(
+        f"/u/{data.unsubscribe_token(0)}", data={"List-Unsubscribe": "One-Click"}
+    )
     assert response.status_code == 200
 
 
 def test_page_button_leaves_the_campaign_lists(client, db_session, setup):
     data, other_list, _ = setup
-    response = client.post(f"/u/{data.token(0)}", data={"action": "unsubscribe"})
+    response = client.post(f"/u/{data.unsubscribe_token(0)}", data={"action": "unsubscribe"})
     assert response.status_code == 200
     assert "You're unsubscribed" in html.unescape(response.get_data(as_text=True))
     member_id = data.members[0].id
@@ -125,7 +127,8 @@ def test_preference_centre_leaves_only_the_unticked_lists(client, db_session, se
     data, other_list, _ = setup
     member_id = data.members[0].id
     response = client.post(
-        f"/u/{data.token(0)}", data={"action": "preferences", "keep": [str(data.lists[0].id)]}
+        f"/u/{data.unsubscribe_token(0)}",
+        data={"action": "preferences", "keep": [str(data.lists[0].id)]},
     )
     assert response.status_code == 200
     assert _status(db_session, member_id, data.lists[0].id) == "subscribed"
@@ -134,7 +137,7 @@ def test_preference_centre_leaves_only_the_unticked_lists(client, db_session, se
 
 def test_preference_centre_everything(client, db_session, setup):
     data, _other_list, _ = setup
-    client.post(f"/u/{data.token(0)}", data={"action": "all"})
+    client.post(f"/u/{data.unsubscribe_token(0)}", data={"action": "all"})
     member_id = data.members[0].id
     statuses = db_session.scalars(
         sa.select(Subscription.status).where(Subscription.member_id == member_id)
@@ -144,13 +147,17 @@ def test_preference_centre_everything(client, db_session, setup):
 
 def test_unknown_form_and_forged_tokens_change_nothing(client, db_session, setup):
     data, _, _ = setup
-    assert client.post(f"/u/{data.token(0)}", data={"action": "nope"}).status_code == 400
-    assert client.post(f"/u/{data.token(0)}", data={}).status_code == 400
-    forged = data.token(0)[:-2] + "AA"
+    assert (
+        client.post(f"/u/{data.unsubscribe_token(0)}", data={"action": "nope"}).status_code == 400
+    )
+    assert client.post(f"/u/{data.unsubscribe_token(0)}", data={}).status_code == 400
+    forged = data.unsubscribe_token(0)[:-2] + "AA"
     assert client.get(f"/u/{forged}").status_code == 404
     assert client.post(f"/u/{forged}", data={"List-Unsubscribe": "One-Click"}).status_code == 404
     assert (
-        client.post(f"/u/{data.token(0)[:-1]}", data={"List-Unsubscribe": "One-Click"}).status_code
+        client.post(
+            f"/u/{data.unsubscribe_token(0)[:-1]}", data={"List-Unsubscribe": "One-Click"}
+        ).status_code
         == 404
     )
     assert _status(db_session, data.members[0].id, data.lists[0].id) == "subscribed"
@@ -172,10 +179,10 @@ def test_record_unsubscribe_counts_a_delivery_once(db_session, setup):
 def test_leaving_lists_already_left_touches_no_other_list(client, db_session, setup):
     data, other_list, _ = setup
     member_id = data.members[0].id
-    client.post(f"/u/{data.token(0)}", data={"action": "unsubscribe"})
-    page = client.get(f"/u/{data.token(0)}").get_data(as_text=True)
+    client.post(f"/u/{data.unsubscribe_token(0)}", data={"action": "unsubscribe"})
+    page = client.get(f"/u/{data.unsubscribe_token(0)}").get_data(as_text=True)
     assert 'data-test="unsubscribe"' not in page  # nothing left to leave for this campaign
-    client.post(f"/u/{data.token(0)}", data={"action": "unsubscribe"})
+    client.post(f"/u/{data.unsubscribe_token(0)}", data={"action": "unsubscribe"})
     assert _status(db_session, member_id, other_list.id) == "subscribed"
 
 
@@ -187,6 +194,8 @@ def test_a_campaign_without_lists_unsubscribes_from_everything(client, db_sessio
         sa.delete(campaign_lists).where(campaign_lists.c.campaign_id == data.campaign.id)
     )  # sent to a segment, not to lists
     db_session.commit()
-    response = client.post(f"/u/{data.token(0)}", data={"List-Unsubscribe": "One-Click"})
+    response = client.post(
+        f"/u/{data.unsubscribe_token(0)}", data={"List-Unsubscribe": "One-Click"}
+    )
     assert response.status_code == 200
     assert _status(db_session, data.members[0].id, data.lists[0].id) == "unsubscribed"

@@ -20,6 +20,7 @@ from app import jobs
 from app.extensions import db
 from app.models import Delivery
 from app.services import hit_stream, stats
+from app.services.tokens import Scope
 from app.services.tracking import decode_hits
 from app.services.tracking_runtime import runtime
 from tests.support.servers import RedisServer, free_port
@@ -43,17 +44,20 @@ def _seed(app, members=6):
             "campaign": data.campaign.id,
             "links": [data.petition.id, data.info.id],
             "tokens": [data.token(i) for i in range(members)],
+            "click_tokens": [data.click_token(i) for i in range(members)],
         }
         db.session.remove()
     return info
 
 
 def _hit(client, seed, rng):
-    token = rng.choice(seed["tokens"])
+    index = rng.randrange(len(seed["tokens"]))
     if rng.random() < 0.6:
+        token = seed["tokens"][index]
         response = client.get(f"/t/o/{token}.gif", headers={"User-Agent": "Mozilla/5.0 Firefox"})
         assert response.status_code == 200
     else:
+        token = seed["click_tokens"][index]
         response = client.get(
             f"/t/c/{rng.choice(seed['links'])}/{token}", headers={"User-Agent": "Mozilla/5.0"}
         )
@@ -182,8 +186,8 @@ def test_with_redis_down_hits_go_to_the_database_and_redirects_work(other_app, c
     seed = _seed(app, members=2)
     client = app.test_client()
     started = time.monotonic()
-    for token in seed["tokens"]:
-        assert client.get(f"/t/c/{seed['links'][0]}/{token}").status_code == 302
+    for token, click_token in zip(seed["tokens"], seed["click_tokens"], strict=True):
+        assert client.get(f"/t/c/{seed['links'][0]}/{click_token}").status_code == 302
         assert client.get(f"/t/o/{token}.gif").status_code == 200
     assert time.monotonic() - started < 2  # requests never wait for Redis
     deadline = time.monotonic() + 10
@@ -377,7 +381,7 @@ def test_entries_redis_lost_are_added_again_from_the_web_process(other_app, comm
         buffer = HitBuffer(server.url, direct.extend, interval_ms=10**6)  # no thread runs
         with app.app_context():
             signer = runtime(app).signer
-            refs = [signer.verify(t) for t in seed["tokens"]]
+            refs = [signer.verify(t, Scope.OPEN) for t in seed["tokens"]]
         for ref in refs * 5:
             buffer._pending.append(
                 (
@@ -414,7 +418,7 @@ def test_an_entry_that_can_never_be_recorded_is_parked_not_blocking(app, client,
 
     seed = _seed(app, members=1)
     with app.app_context():
-        ref = runtime(app).signer.verify(seed["tokens"][0])
+        ref = runtime(app).signer.verify(seed["tokens"][0], Scope.OPEN)
     poison = [("p.1", "o", ref.campaign_id, ref.delivery_id, 0, 1e20, "", "UA", False)]
     client_redis = _redis(app)
     client_redis.xadd(hit_stream.STREAM_KEY, {"h": encode_hits(poison)})
@@ -445,7 +449,7 @@ def test_through_a_redis_and_database_outage_hits_wait_on_disk_then_ship(
         seed = _seed(app, members=3)
         with app.app_context():
             signer = runtime(app).signer
-            refs = [signer.verify(t) for t in seed["tokens"]]
+            refs = [signer.verify(t, Scope.OPEN) for t in seed["tokens"]]
 
         def database_down(_hits):
             raise ConnectionError("the database is down too")

@@ -12,7 +12,7 @@ from app.emails.render import Skeleton
 from app.models import Campaign
 from app.services import DbSession
 from app.services.sending import peers
-from app.services.tokens import TokenSigner
+from app.services.tokens import Scope, TokenSigner
 from app.services.transports import OutgoingBatch, OutgoingRecipient
 
 ONE_CLICK = "List-Unsubscribe=One-Click"
@@ -73,8 +73,9 @@ class BatchBuilder:
         self.custom_args = {"rp_campaign": str(campaign.id)}
 
     def recipient(self, row: ClaimedRow) -> OutgoingRecipient:
-        token = self.signer.sign(self.campaign_id, row.delivery_id)
-        unsubscribe_url = self.unsubscribe_prefix + token
+        # One token per use: the pixel's cannot unsubscribe, a link's cannot read the page.
+        tokens = self.signer.sign_all(self.campaign_id, row.delivery_id)
+        unsubscribe_url = self.unsubscribe_prefix + tokens[Scope.UNSUBSCRIBE]
         headers = (
             {"List-Unsubscribe": f"<{unsubscribe_url}>", "List-Unsubscribe-Post": ONE_CLICK}
             if self.one_click
@@ -90,7 +91,8 @@ class BatchBuilder:
                 language=row.member_language,
                 postal_code=row.postal_code,
                 attributes=row.attributes,
-                token=token,
+                open_token=tokens[Scope.OPEN],
+                click_token=tokens[Scope.CLICK],
                 unsubscribe_url=unsubscribe_url,
                 preferences_url=unsubscribe_url + "#preferences",
             ),
