@@ -129,7 +129,8 @@ class WebhookBatch(Base):
     body: Mapped[str] = mapped_column(sa.Text)
     processed_at: Mapped[datetime | None]
     error: Mapped[str | None] = mapped_column(sa.Text)
-    # sha256 of timestamp + signature: a second POST with the same pair is a replay. UNIQUE
+    # sha256 of timestamp + body digest (services/webhooks.replay_key): a second POST of the
+    # same signed content is a replay, however its signature is encoded. UNIQUE
     # makes the database the durable replay guard (Redis SET NX is the fast first check).
     signature_digest: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
     event_count: Mapped[int] = mapped_column(default=0, server_default="0")

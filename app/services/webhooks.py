@@ -2,9 +2,12 @@
 
 Verification runs over the exact bytes received (re-serialised JSON does not verify), with
 the official helper (`sendgrid.helpers.eventwebhook`). The helper checks no freshness, so we
-refuse timestamps more than SENDGRID_WEBHOOK_MAX_AGE from our clock, and a signature +
-timestamp pair seen before (Redis SET NX first, the UNIQUE webhook_batches.signature_digest
-as the durable guard). The batch is stored before the 2xx; a worker processes it.
+refuse timestamps more than SENDGRID_WEBHOOK_MAX_AGE from our clock, and a timestamp + body
+pair seen before (Redis SET NX first, the UNIQUE webhook_batches.signature_digest as the
+durable guard). Replays are keyed on what was signed, never on the signature's text: one
+signature has many encodings that verify (base64 decoding skips stray characters such as
+"." or " ", and ECDSA accepts (r, n-s) as well as (r, s)), so a guard on the signature
+string let the same post in again. The batch is stored before the 2xx; a worker processes it.
 """
 
 from __future__ import annotations
@@ -93,7 +96,8 @@ def verify_post(
     if not public_key:
         log.error("SENDGRID_WEBHOOK_PUBLIC_KEY is not set: refusing the Event Webhook")
         raise WebhookRejected(503, "not configured")
-    if not timestamp.isdigit() or len(timestamp) > 12:
+    # ASCII digits only: str.isdigit() also accepts "²", which int() then refuses.
+    if not (timestamp.isascii() and timestamp.isdigit()) or len(timestamp) > 12:
         raise WebhookRejected(403, "bad timestamp")
     current = now() if at is None else at
     if abs(current - int(timestamp)) > max_age:
@@ -106,8 +110,13 @@ def verify_post(
         raise WebhookRejected(400, "body is not JSON") from exc
     if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
         raise WebhookRejected(400, "body is not a list of events")
-    digest = hashlib.sha256(f"{timestamp}.{signature}".encode()).hexdigest()
-    return VerifiedPost(events, digest)
+    return VerifiedPost(events, replay_key(raw, timestamp))
+
+
+def replay_key(raw: bytes, timestamp: str) -> str:
+    """What makes a post a replay: the signed timestamp and body, not the signature's text."""
+    body = hashlib.sha256(raw).hexdigest()
+    return hashlib.sha256(f"{int(timestamp)}.{body}".encode()).hexdigest()
 
 
 def claim_signature(client: redis.Redis, digest: str, ttl: int) -> bool | None:
