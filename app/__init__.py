@@ -107,9 +107,12 @@ def celery_init_app(app: Flask) -> Celery:
 
 def _register_blueprints(app: Flask) -> None:
     from app.api import init_api
+    from app.bounds import IdConverter
     from app.public import init_public
     from app.web import init_web
 
+    # Before any route is added: an id no INTEGER column can hold matches no route (404).
+    app.url_map.converters["int"] = IdConverter
     init_web(app)
     init_api(app)
     init_public(app)

@@ -11,10 +11,11 @@ from typing import Any, NoReturn
 import sqlalchemy as sa
 from flask import Response, current_app, stream_with_context, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
 from app.api.auth import api_role, current_api_user
+from app.api.blueprint import Blueprint
 from app.extensions import db
 from app.models import (
     ConsentBasis,

@@ -6,10 +6,11 @@ from dataclasses import replace
 from typing import Any, NoReturn
 
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
 from app.api.auth import api_role, current_api_user
+from app.api.blueprint import Blueprint
 from app.emails import Problem
 from app.emails.content import BODY_FORMATS, LANGUAGES, LAYOUTS
 from app.extensions import db

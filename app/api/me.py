@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from app.api.auth import api_role, current_api_user
+from app.api.blueprint import Blueprint
 from app.api.schemas import UserSchema
 from app.models import Role, User
 

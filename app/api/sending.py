@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any, NoReturn
 
 from flask import current_app
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
 from app.api.auth import api_role, current_api_user
+from app.api.blueprint import Blueprint
 from app.extensions import db
 from app.models import Campaign, Role
 from app.services import redis_client, sending

@@ -6,10 +6,11 @@ from typing import Any, NoReturn
 
 from flask import Response, stream_with_context
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 from marshmallow import Schema, fields, validate
 
 from app.api.auth import api_role
+from app.api.blueprint import Blueprint
 from app.extensions import db
 from app.models import BreakdownDimension, Role
 from app.services import reports

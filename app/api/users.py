@@ -6,9 +6,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from flask.views import MethodView
-from flask_smorest import Blueprint, abort
+from flask_smorest import abort
 
 from app.api.auth import api_role
+from app.api.blueprint import Blueprint
 from app.api.schemas import UserCreateSchema, UserSchema
 from app.extensions import db
 from app.models import Role, User

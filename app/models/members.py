@@ -111,7 +111,11 @@ class MailingList(Base):
     opt_in: Mapped[str] = mapped_column(sa.String(10), default="single")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
-    subscriptions: Mapped[list[Subscription]] = relationship(back_populates="mailing_list")
+    # The database deletes a list's subscriptions (ON DELETE CASCADE); passive_deletes keeps
+    # the ORM from loading them, or from blanking their list_id, part of the primary key.
+    subscriptions: Mapped[list[Subscription]] = relationship(
+        back_populates="mailing_list", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Subscription(Base):

@@ -10,7 +10,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.models import MailingList, Member, Subscription, SubscriptionStatus, campaign_lists
+from app.models import (
+    ImportStatus,
+    MailingList,
+    Member,
+    MemberImport,
+    Segment,
+    Subscription,
+    SubscriptionStatus,
+    campaign_lists,
+)
 from app.models.base import utcnow
 from app.services import DbSession
 from app.services.consent import consent_expiring_clause
@@ -134,8 +143,13 @@ def update_list(
 def delete_list(session: DbSession, mailing_list: MailingList) -> None:
     """Delete a list and its subscriptions (members stay). Flushes.
 
+    The subscriptions go with it in the database (ON DELETE CASCADE, passive_deletes: none
+    is loaded). Past imports into it keep their report, with no list (ON DELETE SET NULL).
+
     Raises:
-        ListError: a campaign was sent (or is set) to this list; its history needs it.
+        ListError: a campaign was sent (or is set) to this list, whose history needs it; a
+            segment's rule names it (a rule on a missing list would silently match no one,
+            or everyone); or an import into it is still queued or running.
     """
     used = session.scalar(
         sa.select(sa.func.count())
@@ -144,8 +158,39 @@ def delete_list(session: DbSession, mailing_list: MailingList) -> None:
     )
     if used:
         raise ListError("Campaigns use this list, so it can't be deleted.")
+    segments = _segments_naming(session, mailing_list.id)
+    if segments:
+        names = ", ".join(sorted(segments))
+        raise ListError(f"The segments {names} use this list; change them first.")
+    importing = session.scalar(
+        sa.select(sa.func.count())
+        .select_from(MemberImport)
+        .where(
+            MemberImport.list_id == mailing_list.id,
+            MemberImport.status.in_([ImportStatus.QUEUED.value, ImportStatus.RUNNING.value]),
+        )
+    )
+    if importing:
+        raise ListError("An import into this list is still running; try again when it ends.")
     session.delete(mailing_list)
     session.flush()
+
+
+def _segments_naming(session: DbSession, list_id: int) -> list[str]:
+    # Segments are few and their rules are JSON: read them rather than query into JSON.
+    return [
+        segment.name
+        for segment in session.scalars(sa.select(Segment))
+        if any(
+            isinstance(rule, dict) and rule.get("field") == "list" and _same_id(rule, list_id)
+            for rule in segment.rules or []
+        )
+    ]
+
+
+def _same_id(rule: dict[str, Any], list_id: int) -> bool:
+    value = rule.get("value")
+    return str(value) == str(list_id)
 
 
 def get_list(session: DbSession, list_id: int) -> MailingList | None:
