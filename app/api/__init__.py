@@ -69,8 +69,13 @@ def handle_http_exception(exc: HTTPException) -> Any:
 
 def init_api(app: Flask) -> None:
     from app.api import audience, campaigns, me, sending, stats, users
+    from app.api.openapi import ErrorEnvelopePlugin
+    from app.api.schemas import ErrorSchema
 
-    api.init_app(app)
+    # The document's Error schema is the envelope error_response() writes (flask-smorest's
+    # default, {code, status, message, errors}, is not what the API answers).
+    api.ERROR_SCHEMA = ErrorSchema
+    api.init_app(app, spec_kwargs={"extra_plugins": [ErrorEnvelopePlugin()]})
     # smorest registered its own HTTPException handler; ours keeps HTML pages HTML.
     app.register_error_handler(HTTPException, handle_http_exception)
     for blueprint in (me.blp, users.blp, audience.blp, campaigns.blp, sending.blp, stats.blp):

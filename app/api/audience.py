@@ -16,6 +16,7 @@ from marshmallow import Schema, fields, validate
 
 from app.api.auth import api_role, current_api_user
 from app.api.blueprint import Blueprint
+from app.api.schemas import CSV_BODY
 from app.extensions import db
 from app.models import (
     ConsentBasis,
@@ -462,7 +463,7 @@ class ListSubscription(MethodView):
 @blp.route("/lists/<int:list_id>/export")
 class ListExport(MethodView):
     @api_role(Role.ORGANIZER)
-    @blp.response(200, content_type="text/csv", description="CSV, formula-safe")
+    @blp.response(200, CSV_BODY, content_type="text/csv", description="CSV, formula-safe")
     def get(self, list_id: int) -> Response:
         """The list's subscribed members as CSV (streamed; cells that a spreadsheet would run
         as formulas start with an apostrophe)."""
@@ -723,7 +724,7 @@ class SegmentCount(MethodView):
 @blp.route("/segments/<int:segment_id>/export")
 class SegmentExport(MethodView):
     @api_role(Role.ORGANIZER)
-    @blp.response(200, content_type="text/csv", description="CSV, formula-safe")
+    @blp.response(200, CSV_BODY, content_type="text/csv", description="CSV, formula-safe")
     def get(self, segment_id: int) -> Response:
         """The segment's members as CSV (streamed, formula-safe)."""
         segment = _segment(segment_id)

@@ -76,7 +76,7 @@ class CampaignSchema(Schema):
     segment_id = fields.Integer(allow_none=True, load_default=None)
     variants = fields.List(fields.Nested(VariantSchema), required=True)
     links = fields.List(fields.Nested(LinkSchema), dump_only=True)
-    send_at = fields.DateTime(dump_only=True)
+    send_at = fields.DateTime(dump_only=True, allow_none=True)
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
 

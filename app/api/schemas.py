@@ -8,13 +8,24 @@ from app.models import Role
 
 
 class ErrorBodySchema(Schema):
-    code = fields.String(required=True)
-    message = fields.String(required=True)
-    details = fields.Raw()
+    code = fields.String(
+        required=True, metadata={"description": "Stable and machine-readable, e.g. not_found."}
+    )
+    message = fields.String(required=True, metadata={"description": "For people."})
+    details = fields.Raw(
+        required=True,
+        metadata={"description": "Field errors by location and field, or {} when none."},
+    )
 
 
 class ErrorSchema(Schema):
+    """The body of every API error (api.error_response)."""
+
     error = fields.Nested(ErrorBodySchema, required=True)
+
+
+# A CSV download's body in the OpenAPI document (the view returns the streamed file).
+CSV_BODY = {"type": "string", "description": "CSV, UTF-8"}
 
 
 class UserSchema(Schema):

@@ -11,6 +11,7 @@ from marshmallow import Schema, fields, validate
 
 from app.api.auth import api_role
 from app.api.blueprint import Blueprint
+from app.api.schemas import CSV_BODY
 from app.extensions import db
 from app.models import BreakdownDimension, Role
 from app.services import reports
@@ -326,7 +327,9 @@ class CampaignProblems(MethodView):
 @blp.route("/campaigns/<int:campaign_id>/outcomes.csv")
 class CampaignOutcomes(MethodView):
     @api_role(Role.VIEWER)
-    @blp.response(200, content_type="text/csv", description="One row per member, streamed")
+    @blp.response(
+        200, CSV_BODY, content_type="text/csv", description="One row per member, streamed"
+    )
     @blp.alt_response(404, description="No such campaign")
     def get(self, campaign_id: int) -> Response:
         """Each member's outcome as CSV (cells that a spreadsheet would run as a formula are
