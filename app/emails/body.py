@@ -334,22 +334,25 @@ class _MarkdownText:
 
     def render(self, tokens: Sequence[Token]) -> str:
         """Return the text for a token stream."""
+        # The token stream is passed with a position, never sliced: a slice per token made
+        # a 40,000-character list take seconds (quadratic).
         for index, token in enumerate(tokens):
-            self._token(token, tokens[index + 1 :])
+            self._token(token, tokens, index + 1)
         return _BLANK_RUNS.sub("\n\n", "\n".join(self.lines)).strip("\n")
 
-    def _token(self, token: Token, rest: Sequence[Token]) -> None:
+    def _token(self, token: Token, tokens: Sequence[Token], after: int) -> None:
         kind = token.type
+        following = tokens[after] if after < len(tokens) else None
         if kind == "inline":
             text = _inline_text(token.children or [], self.rewrite)
             if self.row is not None:
                 self.row.append(text.strip())
                 return
             self._block(text)
-            if rest and rest[0].type == "heading_close" and rest[0].tag in ("h1", "h2"):
+            if following and following.type == "heading_close" and following.tag in ("h1", "h2"):
                 # Underline top-level headings, as plain-text mail always has.
                 width = min(max(len(text), 3), 60)
-                self._block(("=" if rest[0].tag == "h1" else "-") * width)
+                self._block(("=" if following.tag == "h1" else "-") * width)
         elif kind in ("paragraph_close", "heading_close"):
             if not (token.hidden and self.tight and self.tight[-1]):
                 self._blank()
@@ -369,7 +372,7 @@ class _MarkdownText:
         elif kind in ("bullet_list_open", "ordered_list_open"):
             start = int(token.attrs.get("start", 1))
             self.lists.append([start] if kind == "ordered_list_open" else None)
-            self.tight.append(_is_tight(token, rest))
+            self.tight.append(_is_tight(token, tokens, after))
         elif kind in ("bullet_list_close", "ordered_list_close"):
             self.lists.pop()
             self.tight.pop()
@@ -408,11 +411,17 @@ class _MarkdownText:
             self.lines.append("".join(p for p in self.prefixes if p == "> ").rstrip())
 
 
-def _is_tight(list_open: Token, rest: Sequence[Token]) -> bool:
-    # markdown-it marks the paragraphs of a tight list hidden; look at the first one.
-    for token in rest:
+def _is_tight(list_open: Token, tokens: Sequence[Token], start: int) -> bool:
+    # markdown-it marks the paragraphs of a tight list hidden; look at the first one, and
+    # no further than the list's end (else every list scans to the end of the body).
+    for index in range(start, len(tokens)):
+        token = tokens[index]
         if token.type == "paragraph_open" and token.level > list_open.level:
             return token.hidden
+        if token.level == list_open.level and token.type == list_open.type.replace(
+            "_open", "_close"
+        ):
+            break
     return True
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -310,10 +312,28 @@ def extract_links(content: EmailContent) -> list[str]:
     cta_url = content.fields.get("cta_url", "").strip()
     if is_http_url(cta_url):
         links.append(cta_url)
-    registry = SlotRegistry()
-    body = _render_body(content, registry, rewrite=lambda url: url)
-    links += [url for url in body.links if url not in links]
+    key = (content.body, content.body_format)
+    found = _BODY_LINKS.get(key)
+    if found is None:
+        found = _render_body(content, SlotRegistry(), rewrite=lambda url: url).links
+    links += [url for url in found if url not in links]
     return links
+
+
+# The links of recently rendered bodies, by source and format: a save checks a variant
+# (which renders its body) and then lists its links; the Markdown is parsed once, not twice.
+# Links are the addresses as written, whatever the rewrite, so any render can fill this.
+_BODY_LINKS: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
+_BODY_LINKS_SIZE = 16
+_body_links_lock = threading.Lock()
+
+
+def _remember_links(key: tuple[str, str], links: tuple[str, ...]) -> None:
+    with _body_links_lock:
+        _BODY_LINKS[key] = links
+        _BODY_LINKS.move_to_end(key)
+        while len(_BODY_LINKS) > _BODY_LINKS_SIZE:
+            _BODY_LINKS.popitem(last=False)
 
 
 def check_content(
@@ -331,8 +351,11 @@ def check_content(
     problems = check_fields(content)
     texts = [("subject", content.subject), ("preheader", content.preheader), ("body", content.body)]
     texts += [(name, value) for name, value in content.fields.items() if name in TEMPLATED_FIELDS]
+    # A field already refused (a 200,000-character subject) is not parsed as well.
+    refused = {problem.field for problem in problems}
     for name, text in texts:
-        problems += check_template(text, field_name=name, known_attributes=known_attributes)
+        if name not in refused:
+            problems += check_template(text, field_name=name, known_attributes=known_attributes)
     if problems:
         return problems
     try:
@@ -471,6 +494,7 @@ def _render_body(
     body = render_body(source, content.body_format, rewrite=rewrite)
     if body.problems:
         raise ContentError(body.problems)
+    _remember_links((content.body, content.body_format), body.links)
     return body
 
 

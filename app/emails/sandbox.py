@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextvars import ContextVar
@@ -26,7 +27,14 @@ MEMBER_FIELDS = ("first_name", "last_name", "email", "local", "language", "posta
 TRANSFORMS = ("upper", "lower", "title", "trim")
 MERGE_FILTERS = ("default", *TRANSFORMS)
 
-MAX_SOURCE_CHARS = 200_000
+MAX_SOURCE_CHARS = 20_000
+# Parsing and compiling cost Jinja about 0.4 ms per expression, and its parser recurses once
+# per nested bracket or chained filter (20,000 of them raised RecursionError). These bounds,
+# checked by one pass of the lexer before anything is parsed, keep the save of the largest
+# allowed text well under a second and the parser's depth far from Python's limit.
+MAX_MERGE_FIELDS = 50  # {{ ... }} and {% ... %} tags in one text
+MAX_TAG_TOKENS = 16  # names, operators and literals in one tag: three filters use about 12
+_EXPRESSION_TOKENS = frozenset({"name", "operator", "string", "integer", "float"})
 MAX_OUTPUT_CHARS = 512 * 1024
 MAX_RENDER_SECONDS = 2.0
 # Bound on what `*` may build from a string or a sequence, should an operator ever get past
@@ -255,11 +263,38 @@ class OrganizerSandbox(ImmutableSandboxedEnvironment):
         """
         return Parser(self, source).parse()
 
+    def check_size(self, source: str, name: str | None = None) -> None:
+        """Refuse text too long, with too many tags, or with a tag too deep, before parsing.
+
+        Raises:
+            TemplateSyntaxError: With the limit in the message and the line of the tag.
+        """
+        if len(source) > MAX_SOURCE_CHARS:
+            raise TemplateSyntaxError(_too_long(len(source)), 1, name)
+        tags = tokens = 0
+        for line, kind, _value in self.lex(source, name):
+            if kind in ("variable_begin", "block_begin"):
+                tags += 1
+                tokens = 0
+                if tags > MAX_MERGE_FIELDS:
+                    message = (
+                        f"This text has more than {MAX_MERGE_FIELDS} personal fields and "
+                        "tags; that is the limit."
+                    )
+                    raise TemplateSyntaxError(message, line, name)
+            elif kind in _EXPRESSION_TOKENS:
+                tokens += 1
+                if tokens > MAX_TAG_TOKENS:
+                    message = (
+                        f"This tag is too long or nested too deeply (more than {MAX_TAG_TOKENS} "
+                        f"parts). {PRINT_ONLY_HINT}"
+                    )
+                    raise TemplateSyntaxError(message, line, name)
+
     def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
         # Every compile path (from_string, compile, parse) comes through here, so no
         # template this environment runs can hold a loop, a call or a stray name.
-        if len(source) > MAX_SOURCE_CHARS:
-            raise TemplateSyntaxError(_too_long(len(source)), 1, name, filename)
+        self.check_size(source, name)
         tree = super()._parse(source, name, filename)
         self.enforce_allow_list(tree, name, filename)
         _guard_loops(tree)
@@ -334,8 +369,15 @@ def render_organizer_text(source: str, registry: SlotRegistry, *, plain: bool) -
             (a subclass) for escapes and limits. `check_template` reports these at save.
     """
     env = _PLAIN_SANDBOX if plain else _HTML_SANDBOX
-    template = env.from_string(scrub(source))
+    template = _compiled(env, scrub(source))
     return render_bounded(template, {"member": _MemberNamespace(registry)})
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(env: OrganizerSandbox, source: str) -> Template:
+    # A save checks the text and then builds the skeleton from it: compile it once. The
+    # compiled template holds no state between renders (the registry is a variable).
+    return env.from_string(source)
 
 
 def render_bounded(
@@ -547,9 +589,13 @@ def check_template(
     if len(source) > MAX_SOURCE_CHARS:
         return [Problem(field_name, None, _too_long(len(source)))]
     try:
+        _HTML_SANDBOX.check_size(source, field_name)
         tree = _HTML_SANDBOX.parse_unchecked(source)
     except TemplateSyntaxError as error:
         return [Problem(field_name, error.lineno, error.message or "Syntax error.")]
+    except RecursionError:
+        # Unreachable within the size bounds; kept so no text can ever make a save a 500.
+        return [Problem(field_name, None, "This text is nested too deeply.")]
     problems = find_refused(tree, field_name=field_name, known_attributes=known_attributes)
     if problems:
         return problems
