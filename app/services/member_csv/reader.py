@@ -239,6 +239,13 @@ def _refuse_binary(head: bytes, complete: bool, encoding: str) -> None:
         raise CsvRefused(_BINARY_MESSAGE)
 
 
+def _no_header(line: int) -> str:
+    return (
+        f"No header line was found: line {line} is longer than {_MAX_LINE:,} characters, "
+        "and nothing after it is a line. Is this a CSV file with one member per line?"
+    )
+
+
 def _choose_delimiter(line: str) -> str:
     # Count only outside quotes; split('"') alternates outside and inside
     # quoted text, and a doubled quote toggles twice, so it stays correct.
@@ -298,6 +305,9 @@ def open_member_csv(stream: BinaryIO, encoding: str = UTF_8) -> "MemberCsv":
         if line.strip():
             break
     else:
+        if source.overlong:
+            # Over-long lines stand in as blank ones; saying "empty" would hide the reason.
+            raise CsvRefused(_no_header(source.overlong[0]))
         raise CsvRefused("The file is empty.")
     header_text = leading[-1]
     if (source.overlong and source.overlong[0] <= len(leading)) or len(header_text) > _HEAD_BYTES:
