@@ -28,6 +28,18 @@ class IdConverter(IntegerConverter):
         super().__init__(map, *args, **kwargs)
 
 
+def as_int(text: str, *, maximum: int = MAX_ID) -> int | None:
+    """The number `text` spells in ASCII digits (at most `maximum`), else None.
+
+    str.isdigit() also accepts "²" (which int() then refuses: a 500) and "١٧" (which int()
+    reads as 17): only ASCII digits are a number here.
+    """
+    if not (text.isascii() and text.isdigit()) or len(text) > len(str(maximum)):
+        return None
+    value = int(text)
+    return value if value <= maximum else None
+
+
 def storage_problems(value: Any) -> dict[str, Any]:
     """Messages for the values in parsed input that the database cannot store.
 

@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.bounds import as_int
 from app.models import (
     Campaign,
     Delivery,
@@ -212,6 +213,6 @@ def parse_choice(form: Mapping[str, Any], view: PageView) -> Choice:
     if action == "preferences":
         getlist = getattr(form, "getlist", None)
         raw = getlist("keep") if getlist else form.get("keep", [])
-        keep = {int(v) for v in raw if isinstance(v, str) and v.isdigit() and len(v) < 12}
+        keep = {n for v in raw if isinstance(v, str) and (n := as_int(v)) is not None}
         return Choice("preferences", [i.id for i in view.subscribed if i.id not in keep])
     raise ChoiceError("unknown action")

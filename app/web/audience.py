@@ -23,6 +23,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
+from app.bounds import as_int
 from app.extensions import db
 from app.models import (
     ConsentBasis,
@@ -324,7 +325,7 @@ def new_member() -> ResponseReturnValue:
         SelectChoice(lst.id, lst.name) for lst in lists.all_lists(db.session)
     ]
     preselected = request.args.get("list_id", "")
-    if request.method == "GET" and preselected.isdigit():
+    if request.method == "GET" and as_int(preselected) is not None:
         form.list_id.data = int(preselected)
     if form.validate_on_submit():
         try:
@@ -496,7 +497,7 @@ def member_subscribe(member_id: int) -> ResponseReturnValue:
 def member_unsubscribe(member_id: int) -> ResponseReturnValue:
     member = _member_or_404(member_id)
     raw = request.form.get("list_id", "")
-    list_ids = None if raw == "all" else [_list_or_404(int(raw) if raw.isdigit() else 0).id]
+    list_ids = None if raw == "all" else [_list_or_404(as_int(raw) or 0).id]
     changed = subscriptions.unsubscribe(
         db.session, member.id, list_ids=list_ids, source=UnsubscribeSource.ADMIN
     )

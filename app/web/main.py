@@ -6,6 +6,7 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
+from app.bounds import as_int
 from app.extensions import db
 from app.models import Role
 from app.services import reports
@@ -48,7 +49,7 @@ def campaigns() -> ResponseReturnValue:
 def stats() -> ResponseReturnValue:
     """Every campaign that has begun sending, with its key rates, linking to its report."""
     page = request.args.get("page", "1")
-    if not page.isdigit() or int(page) < 1:
+    if not as_int(page):  # ASCII digits only, 1 or more
         abort(404)
     campaigns, total = reports.reported_campaigns(db.session, page=int(page), per_page=25)
     pages = max(1, -(-total // 25))

@@ -18,6 +18,7 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from app.bounds import as_int
 from app.extensions import db
 from app.models import Role
 from app.services import reports
@@ -99,7 +100,7 @@ def campaign_live(campaign_id: int) -> ResponseReturnValue:
 def campaign_problems(campaign_id: int) -> ResponseReturnValue:
     kind = request.args.get("kind", "")
     page = request.args.get("page", "1")
-    if kind not in PROBLEM_LABELS or not page.isdigit() or int(page) < 1:
+    if kind not in PROBLEM_LABELS or not as_int(page):
         abort(404)
     try:
         header = reports.campaign_header(db.session, campaign_id)
