@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from flask import Flask, Response, render_template, request
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
+from app.bounds import NUL
 from app.extensions import db, login_manager
 from app.models import Role, User
 
@@ -67,6 +69,8 @@ def init_web(app: Flask) -> None:
             message="Please go back, reload the page and try again.",
         ), 400
 
+    app.before_request(_refuse_nul)
+
     @app.after_request
     def _security_headers(response: Response) -> Response:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
@@ -75,6 +79,31 @@ def init_web(app: Flask) -> None:
         if response.mimetype == "text/html" and not request.path.startswith("/dev/"):
             response.headers.setdefault("X-Frame-Options", "SAMEORIGIN")
         return response
+
+
+def _refuse_nul() -> ResponseReturnValue | None:
+    """A 422 page for a NUL character in any form or query value of a page, naming the fields.
+
+    PostgreSQL cannot store one (a 500 otherwise). The API checks its own arguments, the
+    webhook and tracking endpoints read no form.
+    """
+    if request.path.startswith(("/api/", "/webhooks/", "/t/")):
+        return None
+    sources = (request.args, request.form)
+    names = {
+        key.replace(NUL, "")
+        for source in sources
+        for key, value in source.items(multi=True)
+        if NUL in value or NUL in key
+    }
+    if not names:
+        return None
+    return render_template(
+        "errors/error.html",
+        code=422,
+        title="Text cannot contain NUL characters",
+        message=f"Remove the NUL character from: {', '.join(sorted(names))}.",
+    ), 422
 
 
 def _is_number(text: str) -> bool:

@@ -183,3 +183,27 @@ def test_every_api_blueprint_refuses_what_cannot_be_stored(app):
     smorest = [bp for bp in app.blueprints.values() if isinstance(bp, flask_smorest.Blueprint)]
     assert smorest
     assert [bp.name for bp in smorest if not isinstance(bp, Blueprint)] == []
+
+
+@pytest.mark.parametrize(
+    ("form_url", "data", "field"),
+    [
+        ("/lists/new", {"name": "a\x00b", "opt_in": "single"}, "name"),
+        (
+            "/members/new",
+            {"email": "n@example.org", "first_name": "a\x00b", "language": "en", "list_id": "0"},
+            "first_name",
+        ),
+    ],
+)
+def test_a_nul_character_in_a_web_form_is_422_naming_the_field(
+    client, login_as, db_session, form_url, data, field
+):
+    login_as(Role.ADMIN)
+    before = db_session.scalar(sa.select(sa.func.count()).select_from(Member))
+    response = submit(client, form_url, data)
+    assert response.status_code == 422
+    page = response.get_data(as_text=True)
+    assert "Text cannot contain NUL characters" in page
+    assert f"Remove the NUL character from: {field}." in page
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(Member)) == before
