@@ -213,10 +213,17 @@ def test_anonymous_visitors_are_sent_to_login(client, scenario, path):
     assert response.headers["Location"].startswith("/login")
 
 
-# Write routes a viewer may use: logging in and out, their own API tokens. The public
-# endpoints (tracking, unsubscribe, webhooks, public sign-up forms) are authorised by a signed
-# token or are open to the public by design, not by a role.
-VIEWER_WRITES = {"auth.login", "auth.logout", "settings.tokens_page", "settings.revoke_token"}
+# Write routes a viewer may use: logging in and out, their own API tokens, their own password
+# and sessions. The public endpoints (tracking, unsubscribe, webhooks, public sign-up forms)
+# are authorised by a signed token or are open to the public by design, not by a role.
+VIEWER_WRITES = {
+    "auth.login",
+    "auth.logout",
+    "settings.tokens_page",
+    "settings.revoke_token",
+    "settings.account_page",
+    "settings.logout_everywhere",
+}
 PUBLIC_BLUEPRINTS = {"tracking", "unsubscribe", "webhooks", "subscribe"}
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
