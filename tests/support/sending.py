@@ -17,7 +17,7 @@ from app.models import (
     Sender,
     campaign_lists,
 )
-from app.services.sending import SendContext
+from app.services.sending import SendContext, Settlement, coordination
 from app.services.tokens import TokenSigner
 from app.services.transports import Transport
 
@@ -151,6 +151,7 @@ def sending_context(
     base_url: str = "https://rally.example.org",
     batch_size: int = 1000,
     max_failed_batches: int = 3,
+    settlement: Settlement | None = None,
 ) -> SendContext:
     return SendContext(
         transport=transport,
@@ -160,6 +161,7 @@ def sending_context(
         batch_size=batch_size,
         stall_seconds=60.0,
         max_failed_batches=max_failed_batches,
+        settlement=settlement or Settlement(),
     )
 
 
@@ -169,3 +171,6 @@ def clear_sending_keys(redis_url: str) -> None:
     keys = list(client.scan_iter("rp:sending:*"))
     if keys:
         client.delete(*keys)
+    # A Redis that has been up all along: the sweep would otherwise read the missing epoch
+    # as a restart that lost every queued message.
+    coordination.broker_lost_messages(client)

@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUES = "bulk,transactional,default"
+QUEUES = "bulk,transactional,default,webhooks"
 
 
 def worker_environ(base: Mapping[str, str], **overrides: str) -> dict[str, str]:
@@ -126,5 +126,5 @@ class CeleryProcess:
 def purge_queues(redis_url: str) -> None:
     """Empty the Celery queues of this session's private Redis (left-overs of other tests)."""
     client = redis.Redis.from_url(redis_url)
-    keys = ["bulk", "transactional", "default", "unacked", "unacked_index", "unacked_mutex"]
+    keys = ["bulk", "transactional", "default", "webhooks", "unacked", "unacked_index", "unacked_mutex"]
     client.delete(*keys)
