@@ -48,6 +48,8 @@ from typing import Any, Final, Literal, get_args
 
 from jsonschema import Draft202012Validator
 
+from tests.fakes.sendgrid_events import EventWebhookSender
+
 Mode = Literal["ok", "429", "500", "400", "hang"]
 MODES: Final[frozenset[str]] = frozenset(get_args(Mode))
 
@@ -671,6 +673,8 @@ class FakeSendGrid:
             email, custom_args and message id, so a 1M-recipient benchmark stays small.
         schema_path: defaults to `find_schema_path()`.
         api_key: when given, only `Bearer <api_key>` is let in; by default any bearer token.
+        events: when given, every accepted personalization is reported through SendGrid's
+            Event Webhook (`processed`, then `delivered`), signed, to the app under test.
     """
 
     def __init__(
@@ -681,6 +685,7 @@ class FakeSendGrid:
         keep_bodies: bool = True,
         schema_path: Path | None = None,
         api_key: str | None = None,
+        events: EventWebhookSender | None = None,
     ) -> None:
         if not 0.0 <= validate_sample <= 1.0:
             raise ValueError(f"validate_sample must be within 0..1, not {validate_sample}")
@@ -689,6 +694,7 @@ class FakeSendGrid:
         self._validator = load_validator(schema_path or find_schema_path())
         self._port = port
         self._api_key = api_key
+        self.events = events
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -993,6 +999,8 @@ class FakeSendGrid:
                 self._record_ids += [message_id] * len(records)
             if self.keep_bodies:
                 self._bodies.append(AcceptedRequest(message_id, body))
+        if self.events is not None:
+            self.events.accepted(message_id, [(r.email, r.custom_args) for r in records])
         return _Reply(202, headers=[("X-Message-Id", message_id)])
 
     def _refuse(self, *errors: ErrorItem, validated: bool = False) -> _Reply:
@@ -1024,6 +1032,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validate-sample", type=float, default=1.0, metavar="SHARE")
     parser.add_argument("--no-bodies", action="store_true", help="keep only email+custom_args")
     parser.add_argument("--api-key", help="the only key let in (default: any bearer token)")
+    parser.add_argument(
+        "--webhook-url",
+        help="report accepted messages to this Event Webhook URL (the public key is printed "
+        "on the second line)",
+    )
+    parser.add_argument("--webhook-batch", type=int, default=1000, help="events per POST")
     args = parser.parse_args(argv)
 
     stop_requested = threading.Event()
@@ -1033,17 +1047,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    events = (
+        EventWebhookSender(args.webhook_url, batch_size=args.webhook_batch).start()
+        if args.webhook_url
+        else None
+    )
     fake = FakeSendGrid(
         args.port,
         validate_sample=args.validate_sample,
         keep_bodies=not args.no_bodies,
         api_key=args.api_key,
+        events=events,
     )
     with fake:
         print(fake.url, flush=True)
+        if events is not None:
+            print(events.public_key, flush=True)
         # A timed wait, so the signal handler gets to run in this (the main) thread.
         while not stop_requested.wait(0.2):
             pass
+    if events is not None:
+        events.stop()
     return 0
 
 

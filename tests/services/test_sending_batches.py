@@ -320,9 +320,7 @@ def test_with_a_send_rate_each_batch_is_one_burst_and_the_next_waits(db_session,
     assert sum(fake.count_by_email().values()) == 10 + second.sent
 
 
-def test_a_send_rate_lowered_mid_campaign_splits_a_batch_into_requests(
-    db_session, fake, context
-):
+def test_a_send_rate_lowered_mid_campaign_splits_a_batch_into_requests(db_session, fake, context):
     campaign, emails, batches = _sending_campaign(db_session, members=30, languages=("en",))
     assert len(batches) == 1
     setup_org(db_session, rate_per_minute=60)  # the organizer slows the send down

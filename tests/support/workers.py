@@ -126,5 +126,13 @@ class CeleryProcess:
 def purge_queues(redis_url: str) -> None:
     """Empty the Celery queues of this session's private Redis (left-overs of other tests)."""
     client = redis.Redis.from_url(redis_url)
-    keys = ["bulk", "transactional", "default", "webhooks", "unacked", "unacked_index", "unacked_mutex"]
+    keys = [
+        "bulk",
+        "transactional",
+        "default",
+        "webhooks",
+        "unacked",
+        "unacked_index",
+        "unacked_mutex",
+    ]
     client.delete(*keys)

@@ -299,9 +299,7 @@ def test_an_event_that_cannot_be_stored_does_not_hold_back_the_batch(db_session,
     assert "event 0" in db_session.get(WebhookBatch, batch_id).error
 
 
-def test_processed_settles_a_row_in_flight_and_the_sender_does_not_count_it_again(
-    db_session, data
-):
+def test_processed_settles_a_row_in_flight_and_the_sender_does_not_count_it_again(db_session, data):
     row = db_session.get(Delivery, data.deliveries[0].id)
     row.status = DeliveryStatus.QUEUED.value  # its batch's request is under way
     db_session.flush()
