@@ -397,7 +397,8 @@ def main() -> None:
         commands = [
             [str(bindir / "gunicorn"), "-c", "config/gunicorn.conf.py", "app:create_app()"],
             [celery, "-A", "workers.celery_app", "worker", "--loglevel", "WARNING", "--queues",
-             "transactional,bulk,default,webhooks", "--concurrency", "1", "--prefetch-multiplier", "1"],
+             "transactional,bulk,default,webhooks", "--concurrency", "1",
+             "--prefetch-multiplier", "1"],
             [celery, "-A", "workers.celery_app", "beat", "--loglevel", "WARNING",
              "--schedule", str(workdir / "beat-schedule")],
         ]  # fmt: skip

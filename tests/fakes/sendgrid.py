@@ -641,7 +641,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: _Reply) -> None:
         if reply.hang_seconds is not None:
-            self.server.fake._stopping.wait(reply.hang_seconds)
+            fake = self.server.fake
+            with fake._lock:
+                fake._hanging += 1
+            try:
+                fake._stopping.wait(reply.hang_seconds)
+            finally:
+                with fake._lock:
+                    fake._hanging -= 1
             self.close_connection = True
             return
         self.send_response(reply.status)
@@ -705,6 +712,7 @@ class FakeSendGrid:
     def _clear(self) -> None:
         """Forget what was received and every failure setting; caller holds the lock."""
         self._requests = 0
+        self._hanging = 0
         self._accepted_requests = 0
         self._rejected = 0
         self._validated = 0
@@ -884,6 +892,12 @@ class FakeSendGrid:
     # -- queries
 
     @property
+    def hanging(self) -> int:
+        """Requests held unanswered right now ("hang" mode)."""
+        with self._lock:
+            return self._hanging
+
+    @property
     def requests(self) -> int:
         """How many mail-send requests arrived, answered or not."""
         with self._lock:
@@ -923,6 +937,8 @@ class FakeSendGrid:
                 "p429": self._p429,
                 "p500": self._p500,
                 "internal_errors": len(self.internal_errors),
+                "events_posted": self.events.posted_events if self.events else 0,
+                "events_pending": self.events.pending() if self.events else 0,
             }
 
     def reset(self) -> None:

@@ -31,7 +31,13 @@ class CeleryProcess:
     """`celery worker` or `celery beat` in its own process group (so SIGKILL takes it all)."""
 
     def __init__(
-        self, kind: str, env: Mapping[str, str], log_dir: Path, *args: str, concurrency: int = 2
+        self,
+        kind: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *args: str,
+        concurrency: int = 2,
+        queues: str = QUEUES,
     ) -> None:
         self.kind = kind
         self.name = f"{kind}-{uuid.uuid4().hex[:6]}"
@@ -41,7 +47,7 @@ class CeleryProcess:
         if kind == "worker":
             command += [
                 "-Q",
-                QUEUES,
+                queues,
                 "-c",
                 str(concurrency),
                 "--prefetch-multiplier",
