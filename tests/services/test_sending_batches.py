@@ -22,7 +22,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.services import sending
-from app.services.sending import coordination
+from app.services.sending import coordination, ledger
 from app.services.sending.batches import MAX_ATTEMPTS
 from app.services.tokens import TokenSigner
 from app.services.transports.sendgrid import SendGridTransport
@@ -420,3 +420,30 @@ def test_a_batch_whose_lease_is_alive_is_left_alone_until_stuck(db_session, redi
         late = now + timedelta(seconds=250)
         report = sending.sweep(db_session, late, client=client, stuck_seconds=300, stall_seconds=60)
         assert report.unknown == 2  # longer than any request can take: whatever the lease says
+
+
+def test_the_claim_checks_subscriptions_by_member_whatever_the_statistics(db_session):
+    """With no statistics (a first send right after an import), the planner once walked
+    ix_subscriptions_list_status and filtered every subscriber of the list per recipient."""
+    campaign, _, batches = _sending_campaign(db_session, members=20_000, languages=("en",))
+    statements: list[tuple[str, object]] = []
+    connection = db_session.connection()
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "FROM deliveries JOIN members" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(connection, "before_cursor_execute", capture)
+    try:
+        ledger.claim(db_session, ledger.BatchKey(campaign.id, batches[0]), 1000, utcnow(), "t")
+    finally:
+        sa.event.remove(connection, "before_cursor_execute", capture)
+    statement, parameters = statements[0]
+    cursor = connection.connection.driver_connection.cursor()
+    cursor.execute("EXPLAIN " + statement, parameters)
+    plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "pk_subscriptions" in plan, plan
+    assert "ix_subscriptions_list_status" not in plan, plan
+    # The freeze analyzed what it wrote: a batch is found by (campaign, batch, status), not
+    # by scanning every queued row of the campaign for its batch number.
+    assert "ix_deliveries_campaign_batch" in plan, plan

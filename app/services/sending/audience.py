@@ -138,6 +138,9 @@ def freeze_audience(
         if rate:
             batch_size = min(batch_size, bucket_capacity(rate))
         inserted = _insert_audience(session, campaign, now, batch_size)
+        # The first batches are planned on these: without them the claim may scan every
+        # queued row of the campaign per batch (sql.refresh_statistics).
+        sql.refresh_statistics(session, "deliveries", inserted)
         ledger.create_batches(session, campaign_id)
         campaign.frozen_at = now
         peers.bump_campaign_stats(session, campaign_id, targeted=inserted)

@@ -311,24 +311,22 @@ def _read_rows(session: DbSession, key: BatchKey, limit: int) -> tuple[list[Clai
             )
         )
     )
-    ok = sa.and_(
-        ~sa.exists().where(Suppression.email == d.c.email),
-        # Probes pk_subscriptions (member_id, list_id) only: `list_id + 0` cannot use
-        # ix_subscriptions_list_status, which a planner without statistics (a first send
-        # right after an import, before autovacuum's ANALYZE) picked, reading every
-        # subscriber of the list for each recipient.
-        sa.exists().where(
+    # One probe of pk_subscriptions (member_id, list_id) per recipient, planned so
+    # whatever the statistics say: `list_id + 0` cannot use ix_subscriptions_list_status,
+    # and OFFSET 0 keeps the planner from turning the EXISTS into one hash of every
+    # subscribed row per batch. Without statistics (a first send right after a bulk load,
+    # before autovacuum's ANALYZE) it picked either, reading every subscriber of the list
+    # for each batch or each recipient.
+    subscribed = (
+        sa.select(sa.literal(1))
+        .where(
             Subscription.member_id == d.c.member_id,
-            one_of(
-                session,
-                Subscription.list_id + 0,
-                list_ids,
-                name="list_ids",
-                type_=sa.Integer,
-            ),
+            one_of(session, Subscription.list_id + 0, list_ids, name="list_ids", type_=sa.Integer),
             Subscription.status == SubscriptionStatus.SUBSCRIBED.value,
-        ),
+        )
+        .offset(0)
     )
+    ok = sa.and_(~sa.exists().where(Suppression.email == d.c.email), sa.exists(subscribed))
     statement = (
         sa.select(ok.label("ok"), *_CLAIMED_COLUMNS)
         .select_from(d.join(m, m.c.id == d.c.member_id))
