@@ -78,9 +78,16 @@ def check_worker(celery: Celery, timeout: float = 1.0) -> PartHealth:
 
 
 def check_all(session: DbSession, client: Redis, celery: Celery) -> list[PartHealth]:
-    parts = [check_database(session), check_redis(client)]
-    if parts[1].ok:
-        parts.append(check_worker(celery))
+    """Each part's health. Redis and the worker ping are tried twice before counting as down:
+    after a Redis restart the first use of each pooled connection fails (and drops it), and a
+    load balancer must not take a healthy web process out for that."""
+    redis_part = check_redis(client)
+    if not redis_part.ok:
+        redis_part = check_redis(client)
+    parts = [check_database(session), redis_part]
+    if redis_part.ok:
+        worker = check_worker(celery)
+        parts.append(worker if worker.ok else check_worker(celery))
     else:
         parts.append(PartHealth("worker", False, "not checked: Redis, the broker, is down"))
     return parts
