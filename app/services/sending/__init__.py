@@ -17,7 +17,7 @@ from app.services.sending.control import (
     sweep,
 )
 from app.services.sending.ledger import Settlement
-from app.services.sending.progress import Progress, progress
+from app.services.sending.progress import Progress, progress, unknown_counts
 from app.services.sending.scheduling import (
     check_sendable,
     org_timezone,
@@ -52,5 +52,6 @@ __all__ = [
     "send_now",
     "sweep",
     "tick",
+    "unknown_counts",
     "unschedule",
 ]

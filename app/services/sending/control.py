@@ -23,7 +23,7 @@ from app.models.base import utcnow
 from app.services import DbSession
 from app.services.sending import coordination, ledger, peers
 from app.services.sending.ledger import BatchKey, Settlement
-from app.services.sending.status import change_status, finish_if_done, require
+from app.services.sending.status import TransitionError, change_status, finish_if_done, require
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,6 @@ def resend_unknown(
     """
     campaign = _load(session, campaign_id)
     now = utcnow()
-    if campaign.status_enum not in (CampaignStatus.SENDING, CampaignStatus.PAUSED):
-        require(campaign, CampaignStatus.SENDING, CampaignStatus.SENT)
-        change_status(session, campaign, CampaignStatus.SENDING, reason="")
     batches = list(
         session.scalars(
             sa.select(Delivery.batch_no)
@@ -134,6 +131,13 @@ def resend_unknown(
             .order_by(Delivery.batch_no)
         )
     )
+    if not batches:
+        raise TransitionError(
+            "Every member's delivery is settled: nobody is waiting to be sent again."
+        )
+    if campaign.status_enum not in (CampaignStatus.SENDING, CampaignStatus.PAUSED):
+        require(campaign, CampaignStatus.SENDING, CampaignStatus.SENT)
+        change_status(session, campaign, CampaignStatus.SENDING, reason="")
     reason = ledger.RESENT_BY.format(who=_who(actor))
     count = sum(
         ledger.requeue_unknown(session, BatchKey(campaign_id, b), reason, now) for b in batches
