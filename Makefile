@@ -6,7 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: run test chaos install lint bench-import bench-send bench-tracking bench-report clean
+.PHONY: run test chaos install lint bench-import bench-send bench-tracking bench-report bench-webhooks clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -42,6 +42,9 @@ bench-report: install
 
 bench-import: install
 	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.import
+
+bench-webhooks: install
+	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.webhooks
 
 bench-tracking: install
 	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.tracking

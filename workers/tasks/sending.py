@@ -25,6 +25,7 @@ def tick() -> int:
             return 0
         started = sending.tick(db.session, utcnow())
         db.session.commit()
+        coordination.mark_tick(redis_client.get_redis())
     return len(started)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from types import TracebackType
@@ -200,3 +201,15 @@ def broker_lost_messages(client: redis.Redis) -> bool:
         return bool(client.set(_EPOCH_KEY, secrets.token_hex(8), nx=True))
     except redis.RedisError:
         return False
+
+
+TICK_KEY = f"{_PREFIX}:last-tick"
+
+
+def mark_tick(client: redis.Redis) -> None:
+    """Record when the scheduling tick last ran (seconds since the epoch): how late beat's
+    ticks run is how late a scheduled campaign can start (benchmarks/webhooks.py reads it)."""
+    try:
+        client.set(TICK_KEY, repr(time.time()))
+    except redis.RedisError:
+        log.warning("could not record the scheduling tick")
