@@ -81,10 +81,17 @@ start_throwaway_postgres() {
   mkdir -p "$dir"
   if [ "$(id -u)" = "0" ]; then
     # initdb refuses to run as root: hand the directory to the postgres (or nobody) account.
+    # DIR's parent is the caller's `mktemp -d` folder, 0700 and root's: the account needs
+    # search permission on it to reach DIR (0711 lets it through without listing it).
     local account=postgres
     id postgres >/dev/null 2>&1 || account=nobody
     chown -R "$account" "$dir"
+    chmod o+x "$(dirname "$dir")"
     runas=(runuser -u "$account" --)
+    if ! "${runas[@]}" test -w "$dir"; then
+      echo "The $account account cannot reach $dir: a folder above it is closed to others." >&2
+      return 1
+    fi
   fi
   "${runas[@]}" "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
   "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
