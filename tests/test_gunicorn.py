@@ -44,7 +44,7 @@ def test_the_control_socket_is_in_var_one_per_port_not_in_the_home_folder(
     env["PYTHONPATH"] = str(ROOT)
     gunicorn = Path(sys.executable).with_name("gunicorn")
     socket_path = ROOT / "var" / f"gunicorn-{port}.ctl"
-    proc = subprocess.Popen(  # noqa: S603 - our own server, fixed arguments
+    proc = subprocess.Popen(
         [str(gunicorn), "-c", "config/gunicorn.conf.py", "app:create_app()"],
         cwd=ROOT,
         env=env,

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _lib(command: str, *args: str) -> subprocess.CompletedProcess[str]:
     script = f'source scripts/lib.sh && {command} "$@"'
-    return subprocess.run(  # noqa: S603 - our own script, fixed arguments
-        ["bash", "-c", script, "lib.sh", *args],  # noqa: S607
+    return subprocess.run(
+        ["bash", "-c", script, "lib.sh", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,

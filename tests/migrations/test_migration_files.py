@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from alembic.script import ScriptDirectory
+from alembic.script import Script, ScriptDirectory
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -48,7 +48,7 @@ def test_a_new_revision_gets_a_file_name_that_sorts_last(tmp_path: Path) -> None
     config = Config(str(copy / "alembic.ini"))
     config.set_main_option("script_location", str(copy))
     script = command.revision(config, message="Hosted petitions", rev_id="actions")
-    assert script is not None and not isinstance(script, list)
+    assert isinstance(script, Script)
     name = Path(script.path).name
     assert re.fullmatch(r"\d{8}_\d{4}_actions_hosted_petitions\.py", name)
     assert sorted(path.name for path in (copy / "versions").glob("*.py"))[-1] == name
