@@ -90,6 +90,7 @@ class SendContext:
     redis: redis.Redis
     signer: TokenSigner
     base_url: str
+    one_click_over_http: bool = False  # development and tests only (config)
     batch_size: int = 1000
     stall_seconds: float = 60.0
     max_failed_batches: int = 3
@@ -102,6 +103,7 @@ class SendContext:
             redis=redis_client.get_redis(),
             signer=signer_from_config(current_app.config["SETTINGS"]),
             base_url=str(config["PUBLIC_BASE_URL"]),
+            one_click_over_http=bool(config.get("ONE_CLICK_OVER_HTTP")),
             batch_size=int(config.get("SEND_BATCH_SIZE", 1000)),
             stall_seconds=float(config.get("SEND_STALL_SECONDS", 60.0)),
             max_failed_batches=int(config.get("SEND_MAX_FAILED_BATCHES", 3)),
@@ -400,7 +402,12 @@ def send_batch(
     by_language: dict[str, list[ClaimedRow]] = defaultdict(list)
     for row in rows:
         by_language[row.language].append(row)
-    builder = BatchBuilder(campaign, signer=ctx.signer, base_url=ctx.base_url)
+    builder = BatchBuilder(
+        campaign,
+        signer=ctx.signer,
+        base_url=ctx.base_url,
+        one_click_over_http=ctx.one_click_over_http,
+    )
     failed_batch_error: str | None = None
     for language, group in by_language.items():
         error = _send_group(session, ctx, campaign, builder, language, group, outcome, attempt, now)
