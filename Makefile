@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: run test test-offline chaos install lint bench-import bench-send bench-tracking bench-report clean
+.PHONY: run test test-offline docs-screenshots chaos install lint bench-import bench-send bench-tracking bench-report clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -25,6 +25,11 @@ test: install
 # and Redis, as on a bare machine or in a container. .ci/run runs it after `make test`.
 test-offline: install
 	@bash scripts/test-offline.sh
+
+# The README's screenshots (docs/images/), taken by the browser tests that visit those pages.
+docs-screenshots: install
+	@RALLYPOINT_DOCS_SCREENSHOTS=1 SKIP_LINT=1 bash scripts/test.sh -q -p no:randomly \
+	  tests/e2e/test_campaign_authoring.py tests/e2e/test_sending_browser.py tests/e2e/test_stats_pages.py
 
 # The exactly-once tests (SIGKILLed worker, Redis restart, SendGrid 429/500) five runs in a row:
 # one pass proves little about races, five in a row is what issue 5 asks for.
