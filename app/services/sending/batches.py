@@ -4,7 +4,7 @@ The ledger makes this safe to run any number of times for the same batch, concur
 too: rows are claimed (queued → sending) in their own committed transaction before the
 transport is called, so a second run finds nothing to claim, and a crash after the claim
 leaves the rows 'sending' — never silently sent again. The sweep later declares such rows
-'unknown' (DESIGN.md: prefer not sending twice), and SendGrid's `processed` webhook
+'unknown' (docs/architecture.md: prefer not sending twice), and SendGrid's `processed` webhook
 events settle them.
 """
 
