@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from email import message_from_bytes, policy
 from pathlib import Path
 
@@ -42,12 +43,20 @@ def test_only_development_and_tests_send_one_click_headers_over_http():
     assert production.to_dict()["ONE_CLICK_OVER_HTTP"] is False
 
 
-def test_a_member_unsubscribes_in_one_click_from_the_development_inbox(
-    app, db_session, client, login_as, test_environ
-):
-    outbox = Path(test_environ["OUTBOX_DIR"])
-    for old in outbox.glob("*.eml"):
+@pytest.fixture
+def outbox(test_environ) -> Iterator[Path]:
+    """The session's outbox, emptied before and after (other tests count the files in it)."""
+    directory = Path(test_environ["OUTBOX_DIR"])
+    for old in directory.glob("*.eml"):
         old.unlink()
+    yield directory
+    for written in directory.glob("*.eml"):
+        written.unlink()
+
+
+def test_a_member_unsubscribes_in_one_click_from_the_development_inbox(
+    app, db_session, client, login_as, outbox, test_environ
+):
     clear_sending_keys(test_environ["REDIS_URL"])
     setup_org(db_session)
     members = make_list(db_session)
