@@ -93,14 +93,19 @@ start_throwaway_postgres() {
       return 1
     fi
   fi
-  "${runas[@]}" "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
-  "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" start >/dev/null
+  # From inside DIR: the caller's working directory may be closed to the account.
+  (
+    set -e
+    cd "$dir"
+    "${runas[@]}" "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+    "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" start >/dev/null
+  )
 }
 
 stop_throwaway_postgres() {
   local dir=$1 bindir runas=()
   bindir=$(pg_bindir) || return 0
   [ "$(id -u)" = "0" ] && runas=(runuser -u "$(stat -c %U "$dir/data")" --)
-  "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  (cd "$dir" && "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1) || true
 }
