@@ -14,7 +14,8 @@ close each one; 2 processes) sends opens and clicks for a fixed time, then the s
 counts the events. Every response is counted by the generator, so hits_sent is exact.
 
 The last line printed is one JSON object: rps, bare_rps, ratio, p50_ms, p99_ms, hits_sent,
-hits_recorded (plus details). Targets (DESIGN.md): ratio >= 0.7, p99 < 25 ms, every hit counted.
+hits_recorded (plus details). Targets (docs/benchmarks.md): ratio >= 0.8, p99 < 25 ms, every
+hit counted.
 """
 
 from __future__ import annotations

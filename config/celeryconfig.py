@@ -1,4 +1,4 @@
-"""Celery settings: at-least-once delivery made harmless by the ledger (see DESIGN.md)."""
+"""Celery settings: at-least-once delivery made harmless by the ledger (docs/architecture.md)."""
 
 from __future__ import annotations
 

@@ -69,6 +69,9 @@ class BaseConfig:
     DEBUG = False
     TESTING = False
     DEV_TOOLS = False  # the development inbox page (/dev/outbox)
+    # List-Unsubscribe headers on an http PUBLIC_BASE_URL, so one-click unsubscribe can be
+    # tried on http://localhost. RFC 8058 asks for https: never in production.
+    ONE_CLICK_OVER_HTTP = False
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env: Mapping[str, str] = os.environ if environ is None else environ
@@ -241,6 +244,7 @@ class DevelopmentConfig(BaseConfig):
     ENV_NAME = "development"
     DEBUG = False  # the reloader/debugger are not used under honcho; DEV_TOOLS turns on the inbox
     DEV_TOOLS = True
+    ONE_CLICK_OVER_HTTP = True
 
 
 class TestingConfig(BaseConfig):
@@ -250,6 +254,7 @@ class TestingConfig(BaseConfig):
     __test__ = False  # not a pytest test class despite the name
     TESTING = True
     DEV_TOOLS = True
+    ONE_CLICK_OVER_HTTP = True
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__(environ)
@@ -261,6 +266,7 @@ class ProductionConfig(BaseConfig):
 
     ENV_NAME = "production"
     DEV_TOOLS = False
+    ONE_CLICK_OVER_HTTP = False  # RFC 8058: https only, whatever PUBLIC_BASE_URL says
 
     def default_secret(self) -> str | None:
         return None

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from app.extensions import db
 from app.models import Campaign, Delivery, SendBatch
 from app.services import sending, users
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import docs_screenshot, screenshot
 from tests.support.sending import (
     add_members,
     clear_sending_keys,
@@ -137,6 +137,7 @@ def test_schedule_watch_pause_resume_finish(app, page, live_server, alert, worke
         timeout=30_000,
     )
     screenshot(page, "send-panel-sending")
+    docs_screenshot(page, "send-panel-sending", height=620)
 
     page.get_by_role("button", name="Pause").click()
     page.locator(".badge", has_text="Paused").wait_for()

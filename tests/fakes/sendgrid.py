@@ -2,7 +2,7 @@
 
 `FakeSendGrid` answers `POST /v3/mail/send` the way SendGrid does (202 + `X-Message-Id`,
 or SendGrid's error shape), validates each request against SendGrid's own JSON Schema
-(`shared/sendgrid/mail-send.request.schema.json`) plus the documented limits that JSON
+(`tests/fixtures/sendgrid/mail-send.request.schema.json`) plus the documented limits that JSON
 Schema cannot express, records every accepted personalization, and can be told to fail
 (429, 500, 400, hang) on demand or at random. Run it in-process::
 
@@ -27,7 +27,6 @@ import functools
 import itertools
 import json
 import math
-import os
 import random
 import re
 import secrets
@@ -54,10 +53,14 @@ Mode = Literal["ok", "429", "500", "400", "hang"]
 MODES: Final[frozenset[str]] = frozenset(get_args(Mode))
 
 MAIL_SEND_PATH: Final = "/v3/mail/send"
-SCHEMA_RELPATH: Final = Path("sendgrid", "mail-send.request.schema.json")
+# SendGrid's published schema and example events, copied into the repository (their origin
+# is in tests/fixtures/sendgrid/README.md): tests read them from here and nowhere else.
+FIXTURES_DIR: Final = Path(__file__).resolve().parent.parent / "fixtures" / "sendgrid"
+SCHEMA_PATH: Final = FIXTURES_DIR / "mail-send.request.schema.json"
+WEBHOOK_EXAMPLES_PATH: Final = FIXTURES_DIR / "event-webhook.examples.json"
 
 # The limits below are SendGrid's documented ones (see the `$comment`s of the schema and
-# shared/reference/sendgrid-deliverability-casl.md, section 1.1). Where the docs are vague,
+# the Mail Send API's documentation, "Limitations"). Where the docs are vague,
 # the stricter reading is taken: a fake laxer than SendGrid would hide bugs.
 MAX_RECIPIENTS: Final = 1000
 MAX_CUSTOM_ARGS_BYTES: Final = 10_000
@@ -107,32 +110,6 @@ def _error_body(*errors: ErrorItem) -> bytes:
 
 
 # --------------------------------------------------------------------------- schema
-
-
-def find_schema_path(start: Path | None = None) -> Path:
-    """Locate SendGrid's mail-send JSON Schema.
-
-    `RALLYPOINT_SHARED_DIR` wins when set; otherwise the parents of `start` (this file by
-    default) are searched for `shared/sendgrid/mail-send.request.schema.json`, so the
-    lookup works from the main checkout, from a git worktree beside it, or from a copy.
-
-    Raises:
-        FileNotFoundError: with the places looked at, when there is no schema.
-    """
-    shared = os.environ.get("RALLYPOINT_SHARED_DIR")
-    if shared:
-        path = Path(shared) / SCHEMA_RELPATH
-        if not path.is_file():
-            raise FileNotFoundError(f"RALLYPOINT_SHARED_DIR={shared!r}, but {path} is not a file")
-        return path
-    here = (start or Path(__file__)).resolve()
-    for folder in here.parents:
-        path = folder / "shared" / SCHEMA_RELPATH
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"no shared/{SCHEMA_RELPATH} in any parent of {here}; set RALLYPOINT_SHARED_DIR"
-    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -678,7 +655,7 @@ class FakeSendGrid:
             above 0, then one in every 1/share. The cheap limits are checked on every request.
         keep_bodies: keep request bodies and full records. False keeps only each record's
             email, custom_args and message id, so a 1M-recipient benchmark stays small.
-        schema_path: defaults to `find_schema_path()`.
+        schema_path: defaults to the copy in tests/fixtures/sendgrid.
         api_key: when given, only `Bearer <api_key>` is let in; by default any bearer token.
         events: when given, every accepted personalization is reported through SendGrid's
             Event Webhook (`processed`, then `delivered`), signed, to the app under test.
@@ -698,7 +675,7 @@ class FakeSendGrid:
             raise ValueError(f"validate_sample must be within 0..1, not {validate_sample}")
         self._validate_sample = validate_sample
         self._keep_bodies = keep_bodies
-        self._validator = load_validator(schema_path or find_schema_path())
+        self._validator = load_validator(schema_path or SCHEMA_PATH)
         self._port = port
         self._api_key = api_key
         self.events = events

@@ -2,8 +2,8 @@
 
 Each test sends a campaign to a few thousand members through real Celery worker processes
 (and a real beat for the tick and the sweep) to the fake SendGrid, breaks something in the
-middle, and then checks the invariant (DESIGN.md): every eligible member holds exactly one
-message at the fake SendGrid, and nobody holds two.
+middle, and then checks the invariant (docs/architecture.md): every eligible member holds
+exactly one message at the fake SendGrid, and nobody holds two.
 
 The fake reports what it accepted through a signed Event Webhook to the app, served over
 real HTTP, as SendGrid does; that is how a batch left in doubt by a crash gets settled —

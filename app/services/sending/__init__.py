@@ -1,4 +1,4 @@
-"""Sending: schedule, dispatch and deliver every campaign exactly once (DESIGN.md flows 3-6).
+"""Sending: schedule, dispatch and deliver every campaign exactly once (docs/architecture.md).
 
 The delivery ledger (`deliveries`, UNIQUE campaign x member, a status per row) is the
 truth; Celery only moves it. `tick` starts due campaigns, `freeze_audience` writes the

@@ -4,9 +4,9 @@ The ledger (`ledger.py`) makes this safe to run any number of times for the same
 concurrently too: the batch is claimed (queued -> sending) in its own committed
 transaction before the transport is called, so a second run finds nothing to claim, and a
 crash after the claim leaves the batch 'sending' with a lapsed lease — never silently sent
-again. The sweep then declares it 'unknown' (DESIGN.md: prefer not sending twice), and
-SendGrid's Event Webhook settles it: sent if SendGrid reported on any of its rows, sent
-again once if the event stream moved past it without a word.
+again. The sweep then declares it 'unknown' (docs/architecture.md: prefer not sending
+twice), and SendGrid's Event Webhook settles it: sent if SendGrid reported on any of its
+rows, sent again once if the event stream moved past it without a word.
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ class SendContext:
     redis: redis.Redis
     signer: TokenSigner
     base_url: str
+    one_click_over_http: bool = False  # development and tests only (config)
     batch_size: int = 1000
     stall_seconds: float = 60.0
     max_failed_batches: int = 3
@@ -69,6 +70,7 @@ class SendContext:
             redis=redis_client.get_redis(),
             signer=signer_from_config(current_app.config["SETTINGS"]),
             base_url=str(config["PUBLIC_BASE_URL"]),
+            one_click_over_http=bool(config.get("ONE_CLICK_OVER_HTTP")),
             batch_size=int(config.get("SEND_BATCH_SIZE", 1000)),
             stall_seconds=float(config.get("SEND_STALL_SECONDS", 60.0)),
             max_failed_batches=int(config.get("SEND_MAX_FAILED_BATCHES", 3)),
@@ -258,7 +260,12 @@ def _send(
     started = time.perf_counter()
     try:
         skeleton = rendering.skeleton(session, campaign, claim.language)
-        builder = BatchBuilder(campaign, signer=ctx.signer, base_url=ctx.base_url)
+        builder = BatchBuilder(
+            campaign,
+            signer=ctx.signer,
+            base_url=ctx.base_url,
+            one_click_over_http=ctx.one_click_over_http,
+        )
         batch = builder.batch(skeleton, claim.rows)
     except Exception as exc:  # content that does not render now will not render on retry
         log.exception("campaign %s batch %s: could not render", campaign.id, outcome.batch_no)
