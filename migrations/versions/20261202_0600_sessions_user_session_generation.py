@@ -1,8 +1,8 @@
 """users.session_generation: a session cookie is good only while its generation is current
 
 Revision ID: sessions
-Revises: 0008_members_local
-Create Date: 2026-12-02 04:25:00
+Revises: send_batches
+Create Date: 2026-12-02 06:00:00
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'sessions'
-down_revision = '0008_members_local'
+down_revision = 'send_batches'
 branch_labels = None
 depends_on = None
 
