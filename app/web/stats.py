@@ -13,7 +13,6 @@ from flask import (
     jsonify,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -126,7 +125,7 @@ def campaign_csv(campaign_id: int) -> ResponseReturnValue:
         abort(404)
     filename = f"campaign-{header.id}-outcomes.csv"
     return Response(
-        stream_with_context(reports.outcome_csv(db.session, campaign_id)),
+        reports.outcome_csv(db.session, campaign_id),
         mimetype="text/csv",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',
