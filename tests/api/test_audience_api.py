@@ -198,6 +198,35 @@ def test_segments_with_count_and_refusals(client, auth, db_session):
     assert "a@example.org" in export.get_data(as_text=True)
 
 
+def test_segment_fields_list_the_menu_in_order_with_the_positive_operator_first(client, auth):
+    """The editor selects a field's first operator and choice: that must be the expected one
+    (not the alphabetical first, "is not subscribed to" or "expired"), in a JSON encoding
+    whose order survives (lists, not objects whose keys a JSON encoder may sort)."""
+    fields = client.get("/api/v1/segments/fields", headers=auth).get_json()["fields"]
+    names = [field["name"] for field in fields]
+    assert names[:6] == ["list", "local", "language", "postal_code", "consent", "attribute"]
+    first = {
+        field["name"]: (
+            field["ops"][0]["label"],
+            field["choices"][0]["label"] if field["choices"] else None,
+        )
+        for field in fields
+    }
+    assert first["list"] == ("is subscribed to", None)
+    assert first["local"] == ("contains", None)
+    assert first["postal_code"] == ("contains", None)
+    assert first["language"] == ("is", "English")
+    assert first["consent"] == ("is", "valid (can be emailed)")
+    assert first["attribute"] == ("contains", None)
+    by_name = {field["name"]: field for field in fields}
+    assert [op["op"] for op in by_name["list"]["ops"]] == [
+        "subscribed",
+        "not_subscribed",
+        "unsubscribed",
+        "pending",
+    ]
+
+
 def test_import_upload_is_accepted_then_reports(
     client, auth, db_session, app, tmp_path, monkeypatch
 ):
