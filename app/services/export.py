@@ -24,6 +24,7 @@ import sqlalchemy as sa
 
 from app.models import ImportIssue, MailingList, Member, Segment, Subscription, SubscriptionStatus
 from app.services import DbSession
+from app.services.imports import ISSUE_OUTCOMES
 from app.services.segments import segment_condition
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
@@ -203,7 +204,6 @@ def export_segment(session: DbSession, segment: Segment) -> Iterator[str]:
 def issues_csv(session: DbSession, import_id: int) -> Iterator[str]:
     """CSV text chunks of an import's issues (line, email, what happened, reason), in line
     order. Streams on its own connection (`stream_rows`); changes nothing."""
-    words = {"skipped": "skipped", "not_subscribed": "saved, not subscribed"}
     query = (
         sa.select(ImportIssue.line, ImportIssue.email, ImportIssue.kind, ImportIssue.reason)
         .where(ImportIssue.import_id == import_id)
@@ -213,7 +213,7 @@ def issues_csv(session: DbSession, import_id: int) -> Iterator[str]:
     def build(connection: sa.Connection) -> Iterator[str]:
         issues = connection.execute(query.execution_options(yield_per=_STREAM_ROWS))
         rows = (
-            [line, email or "", words.get(kind, kind), reason]
+            [line, email or "", ISSUE_OUTCOMES.get(kind, kind), reason]
             for line, email, kind, reason in issues
         )
         yield from csv_chunks(["line", "email", "what happened", "reason"], rows)

@@ -286,6 +286,7 @@ def import_status_page(import_id: int) -> ResponseReturnValue:
         mailing_list=mailing_list,
         status=status,
         issues=first_issues,
+        outcomes=imports.ISSUE_OUTCOMES,
     )
 
 

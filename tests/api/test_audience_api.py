@@ -263,13 +263,22 @@ def test_import_upload_is_accepted_then_reports(
     imports.run_import(db_session, body["id"])
     db_session.commit()
     done = client.get(body["status_url"], headers=auth).get_json()
-    assert (done["status"], done["report"]["added"], done["report"]["skipped"]) == ("done", 4, 9)
-    issues = client.get(f"{body['status_url']}/issues?per_page=3", headers=auth).get_json()
+    report = done["report"]
+    assert (done["status"], report["added"], report["skipped"], report["warnings"]) == (
+        "done",
+        8,
+        5,
+        4,
+    )
+    assert report["warning_reasons"]["unknown language"] == 1
+    issues = client.get(f"{body['status_url']}/issues?per_page=4", headers=auth).get_json()
     assert [(i["line"], i["kind"]) for i in issues] == [
         (6, "skipped"),
         (7, "skipped"),
-        (8, "skipped"),
+        (8, "warning"),
+        (9, "warning"),
     ]
+    assert issues[2]["reason"] == "field 'First name' is not valid UTF-8: imported without it"
     export = client.get(f"/api/v1/lists/{lst.id}/export", headers=auth).get_data(as_text=True)
     assert "'" + HOSTILE_FORMULA.replace('"', '""') in export
     assert db_session.get(MemberImport, body["id"]).origin == "api"

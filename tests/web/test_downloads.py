@@ -201,6 +201,10 @@ def test_import_issues_csv_downloads(app, organizer, site, tmp_path):
         in lines
     )
     assert b"6,bob@example.org,skipped,duplicate of line 5" in lines
+    assert (
+        b"9,long@example.org,\"imported, value left out\",field 'First name' is longer than "
+        b"1000 characters: imported without it"
+    ) in lines
 
 
 def test_calendar_file_downloads(client, site):
