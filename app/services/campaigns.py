@@ -686,14 +686,17 @@ def campaign_urls(campaign: Campaign) -> list[str]:
     return list(urls)
 
 
+def button_urls(fields: Iterable[Mapping[str, Any] | None]) -> set[str]:
+    """The main button's address in each language's `fields`: the campaign's action link.
+
+    Whatever the layout (an action alert's petition, a day of action's RSVP or petition), it
+    counts in the petition (action) figures unless the organizer unticks it.
+    """
+    return {url for f in fields if (url := str((f or {}).get("cta_url", "")).strip())}
+
+
 def _default_petition_urls(campaign: Campaign) -> set[str]:
-    if campaign.layout != "action_alert":
-        return set()
-    return {
-        str(v.fields.get("cta_url", "")).strip()
-        for v in campaign.variants
-        if str((v.fields or {}).get("cta_url", "")).strip()
-    }
+    return button_urls(v.fields for v in campaign.variants)
 
 
 def sync_links(
@@ -703,8 +706,8 @@ def sync_links(
 
     Each distinct address gets one row; positions follow the order of appearance; an
     address that stays keeps its row (its id is in tracked links already). New addresses
-    are petitions when they are an action alert's button, unless `petition_flags` says
-    otherwise. Addresses no longer in the content are removed.
+    are petitions when they are the main button's (`button_urls`, any layout), unless
+    `petition_flags` says otherwise. Addresses no longer in the content are removed.
 
     Args:
         session: The database session (flushed).
