@@ -412,6 +412,29 @@ def test_archive_is_404_until_the_campaign_goes_out(app, client, db_session, cam
     assert "Bonjour à toutes et à tous" in french
 
 
+def test_view_in_browser_of_a_draft_preview_leads_to_the_preview_until_it_is_sent(
+    app, client, login_as, db_session, campaign
+):
+    """The archive is a 404 until the campaign goes out: a draft's preview links to the
+    preview page instead, in the HTML and the text; once sent, to the archive."""
+    login_as(Role.ORGANIZER)
+    frame = client.get(f"/campaigns/{campaign.id}/preview/frame?lang=fr").get_data(as_text=True)
+    preview = f"http://localhost:5000/campaigns/{campaign.id}/preview?lang=fr"
+    assert f'<a href="{preview}"' in frame
+    assert "/archive/" not in frame
+    assert client.get(preview.removeprefix("http://localhost:5000")).status_code == 200
+    page = client.get(f"/campaigns/{campaign.id}/preview?view=text").get_data(as_text=True)
+    assert f"http://localhost:5000/campaigns/{campaign.id}/preview" in page
+    assert "/archive/" not in page
+
+    campaign.status = CampaignStatus.SENT.value
+    db_session.commit()
+    frame = client.get(f"/campaigns/{campaign.id}/preview/frame").get_data(as_text=True)
+    archive = _archive_path(app, campaign)
+    assert f'<a href="http://localhost:5000{archive}"' in frame
+    assert client.get(archive).status_code == 200
+
+
 def test_archive_refuses_forged_or_other_campaign_refs(app, client, db_session, campaign, org):
     other = service.create_campaign(db_session, sample_input("statement"), actor_id=None)
     for row in (campaign, other):
