@@ -105,13 +105,19 @@ class Funnel:
 
     Engagement rates are over `denominator_count`: delivered emails when the transport reports
     deliveries (SendGrid's webhook), else emails sent (the outbox and SMTP transports never
-    confirm delivery). `denominator` says which.
+    confirm delivery). `denominator` says which. Until a delivery report comes back, the
+    delivered and bounced rates are None: not known, rather than zero.
     """
 
     counts: dict[str, int]
     denominator: str
     denominator_count: int
     rates: dict[str, float | None]
+
+    @property
+    def delivery_reported(self) -> bool:
+        """Whether delivery reports (delivered, bounced, dropped, deferred) came back."""
+        return self.denominator == "delivered"
 
     @property
     def problems(self) -> int:
@@ -134,10 +140,11 @@ def funnel_from_counts(counts: Mapping[str, int]) -> Funnel:
         denominator, base = "delivered", c["delivered"]
     else:
         denominator, base = "sent", c["sent"]
+    reported = denominator == "delivered"
     rates = {
         "sent": _rate(c["sent"], c["targeted"]),
-        "delivered": _rate(c["delivered"], c["sent"]),
-        "bounced": _rate(c["bounced"], c["sent"]),
+        "delivered": _rate(c["delivered"], c["sent"]) if reported else None,
+        "bounced": _rate(c["bounced"], c["sent"]) if reported else None,
         "opened": _rate(c["opens_unique"], base),
         "opened_human": _rate(c["opens_human_unique"], base),
         "clicked": _rate(c["clicks_unique"], base),

@@ -42,8 +42,8 @@ PROBLEM_LABELS = {
 
 
 @bp.app_template_filter("pct")
-def _pct(rate: float | None, digits: int = 1) -> str:
-    return report_view.pct(rate, digits)
+def _pct(rate: float | None) -> str:
+    return report_view.pct(rate)
 
 
 @bp.app_template_filter("num")
