@@ -275,6 +275,10 @@ def run_retention_command() -> None:
 
 
 def register_cli(app: Flask) -> None:
+    from app.setup_cli import lists_cli, org_cli
+
+    app.cli.add_command(lists_cli)
+    app.cli.add_command(org_cli)
     app.cli.add_command(members_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)

@@ -41,6 +41,12 @@ class ScheduleSchema(Schema):
 class ErrorCountSchema(Schema):
     message = fields.String()
     count = fields.Integer()
+    kind = fields.String(
+        metadata={
+            "description": "failed: SendGrid refused these for good (its message); unknown: "
+            "a worker stopped while sending them and they may not have received it."
+        }
+    )
 
 
 class ProgressSchema(Schema):
@@ -59,7 +65,18 @@ class ProgressSchema(Schema):
     unknown_count = fields.Integer(
         attribute="unknown",
         data_key="unknown",
-        metadata={"description": "Unconfirmed after a crash; never sent again."},
+        metadata={
+            "description": "May not have received it: a worker stopped while sending them. "
+            "Never sent twice blindly; see unknown_state."
+        },
+    )
+    unknown_state = fields.String(
+        metadata={
+            "description": "settling: SendGrid's events will show whether they left (those "
+            "that never did are sent again automatically); undecided: nothing can tell, "
+            "POST …/resend-unknown to send to them now (some may get a second copy); empty "
+            "when none are unknown."
+        }
     )
     percent = fields.Float()
     rate_per_minute = fields.Float()
@@ -153,6 +170,24 @@ def resume(campaign_id: int) -> dict[str, Any]:
     return _run(
         campaign_id,
         lambda c: sending.resume(
+            db.session,
+            c.id,
+            current_api_user(),
+            client=redis_client.get_redis(),
+            stall_seconds=float(current_app.config["SEND_STALL_SECONDS"]),
+        ),
+    )
+
+
+@blp.route("/<int:campaign_id>/resend-unknown", methods=["POST"])
+@api_role(Role.ORGANIZER)
+@blp.response(200, ProgressSchema)
+@blp.alt_response(409, description="The campaign is not sending, paused or sent")
+def resend_unknown(campaign_id: int) -> dict[str, Any]:
+    """Send now to the members a crash left unknown; some may get a second copy."""
+    return _run(
+        campaign_id,
+        lambda c: sending.resend_unknown(
             db.session,
             c.id,
             current_api_user(),

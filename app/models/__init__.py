@@ -10,7 +10,16 @@ from app.models.campaigns import (
     Link,
     campaign_lists,
 )
-from app.models.deliveries import Delivery, DeliveryStatus, Event, EventKind, WebhookBatch
+from app.models.deliveries import (
+    OPEN_BATCH_STATUSES,
+    BatchStatus,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventKind,
+    SendBatch,
+    WebhookBatch,
+)
 from app.models.imports import (
     IMPORT_TRANSITIONS,
     ImportIssue,
@@ -37,9 +46,11 @@ from app.models.users import ApiToken, Role, User
 
 __all__ = [
     "IMPORT_TRANSITIONS",
+    "OPEN_BATCH_STATUSES",
     "TRANSITIONS",
     "ApiToken",
     "Base",
+    "BatchStatus",
     "BreakdownDimension",
     "Campaign",
     "CampaignBreakdown",
@@ -64,6 +75,7 @@ __all__ = [
     "OrgSettings",
     "Role",
     "Segment",
+    "SendBatch",
     "Sender",
     "Subscription",
     "SubscriptionSource",

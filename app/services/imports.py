@@ -60,7 +60,7 @@ from app.models import (
     Suppression,
 )
 from app.models.base import utcnow
-from app.services import DbSession
+from app.services import DbSession, sql
 from app.services.consent import consent_rank, implied_expiry, import_should_replace
 from app.services.member_csv import (
     LEFT_OUT,
@@ -427,6 +427,9 @@ def run_import(
     )
     job.report = report.to_dict()
     job.error = None
+    # The first send after a big import is planned on these (sql.refresh_statistics).
+    sql.refresh_statistics(session, "members", report.added)
+    sql.refresh_statistics(session, "subscriptions", report.added + report.subscribed)
     _transition(job, ImportStatus.DONE)
     job.finished_at = utcnow()
     session.flush()

@@ -28,7 +28,7 @@ from app.emails.sandbox import MEMBER_FIELDS
 from app.extensions import db, limiter
 from app.models import Campaign, Member, Role, Segment, Sender
 from app.services import campaigns as service
-from app.services import org_settings, previews
+from app.services import org_settings, previews, sending
 from app.services.campaigns import (
     CampaignConflict,
     CampaignError,
@@ -346,7 +346,8 @@ def _blank_input() -> CampaignInput:
 def campaign_list() -> ResponseReturnValue:
     """The campaigns page (served at /campaigns as `main.campaigns`)."""
     rows = service.list_campaigns(db.session)
-    response = Response(render_template("campaigns/list.html", campaigns=rows))
+    unknown = sending.unknown_counts(db.session, [c.id for c in rows])
+    response = Response(render_template("campaigns/list.html", campaigns=rows, unknown=unknown))
     response.headers["Content-Security-Policy"] = EDITOR_CSP
     return response
 

@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from app.models import BreakdownDimension
 from app.models.base import utcnow
-from app.services import DbSession, reports
+from app.services import DbSession, reports, sending
 from app.services.reports import (
     BreakdownRow,
     CampaignHeader,
@@ -148,6 +148,7 @@ class CampaignReportView:
     tz: ZoneInfo
     poll_seconds: int
     generated_at: datetime
+    unknown: int = 0  # members who may have missed it (a crash; see the send panel)
 
     @property
     def use_sent(self) -> bool:
@@ -190,6 +191,7 @@ def campaign_report(session: DbSession, campaign_id: int) -> CampaignReportView:
         tz=tz,
         poll_seconds=poll_seconds(header, now),
         generated_at=now,
+        unknown=sending.unknown_counts(session, [campaign_id]).get(campaign_id, 0),
     )
 
 

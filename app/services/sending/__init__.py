@@ -1,4 +1,4 @@
-"""Sending: schedule, dispatch and deliver every campaign exactly once (DESIGN.md flows 3-6).
+"""Sending: schedule, dispatch and deliver every campaign exactly once (docs/architecture.md).
 
 The delivery ledger (`deliveries`, UNIQUE campaign x member, a status per row) is the
 truth; Celery only moves it. `tick` starts due campaigns, `freeze_audience` writes the
@@ -8,8 +8,16 @@ lost broker messages, and `pause`/`resume`/`cancel` steer a running campaign.
 
 from app.services.sending.audience import FreezeResult, audience_count, freeze_audience
 from app.services.sending.batches import BatchOutcome, SendContext, send_batch
-from app.services.sending.control import SweepReport, cancel, finish_if_done, pause, resume, sweep
-from app.services.sending.progress import Progress, progress
+from app.services.sending.control import (
+    SweepReport,
+    cancel,
+    pause,
+    resend_unknown,
+    resume,
+    sweep,
+)
+from app.services.sending.ledger import Settlement
+from app.services.sending.progress import Progress, progress, unknown_counts
 from app.services.sending.scheduling import (
     check_sendable,
     org_timezone,
@@ -18,7 +26,7 @@ from app.services.sending.scheduling import (
     tick,
     unschedule,
 )
-from app.services.sending.status import SendingError, TransitionError
+from app.services.sending.status import SendingError, TransitionError, finish_if_done
 
 __all__ = [
     "BatchOutcome",
@@ -26,6 +34,7 @@ __all__ = [
     "Progress",
     "SendContext",
     "SendingError",
+    "Settlement",
     "SweepReport",
     "TransitionError",
     "audience_count",
@@ -36,11 +45,13 @@ __all__ = [
     "org_timezone",
     "pause",
     "progress",
+    "resend_unknown",
     "resume",
     "schedule",
     "send_batch",
     "send_now",
     "sweep",
     "tick",
+    "unknown_counts",
     "unschedule",
 ]
