@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
-from flask import Response, current_app, stream_with_context, url_for
+from flask import Response, current_app, url_for
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields, validate
@@ -258,7 +258,13 @@ class ImportStatusSchema(Schema):
     percent = fields.Integer()
     phase = fields.String()
     rows_read = fields.Integer()
-    report = fields.Dict()
+    report = fields.Dict(
+        metadata={
+            "description": "When done: rows, added, updated, unchanged, skipped, subscribed, "
+            "not_subscribed, warnings (values left out of imported members), and the reasons "
+            "grouped with their counts (skip_reasons, not_subscribed_reasons, warning_reasons)"
+        }
+    )
     created_at = fields.String(allow_none=True)
     started_at = fields.String(allow_none=True)
     finished_at = fields.String(allow_none=True)
@@ -267,7 +273,12 @@ class ImportStatusSchema(Schema):
 
 class IssueSchema(Schema):
     line = fields.Integer()
-    kind = fields.String(metadata={"description": "skipped or not_subscribed"})
+    kind = fields.String(
+        metadata={
+            "description": "skipped (not imported), not_subscribed (saved, not on the list) or "
+            "warning (imported without the value the reason names)"
+        }
+    )
     email = fields.String(allow_none=True)
     reason = fields.String()
 
@@ -349,7 +360,8 @@ def _member_data(member: Member, *, detail: bool = False) -> dict[str, Any]:
 
 
 def _csv(chunks: Any, filename: str) -> Response:
-    response = Response(stream_with_context(chunks), mimetype="text/csv")
+    # No stream_with_context: the chunks are read on the generator's own connection.
+    response = Response(chunks, mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from flask import Response, stream_with_context
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import abort
 from marshmallow import Schema, fields, validate
@@ -85,8 +85,10 @@ class StatsFunnelSchema(Schema):
         StatsFunnelRatesSchema,
         metadata={
             "description": "Fractions (0.25 = 25%); null when there is nothing to divide by. "
-            "sent is over targeted; delivered and bounced over sent; the rest over the "
-            "denominator; click_to_open is human clicks over human opens."
+            "sent is over targeted; delivered and bounced over sent, and null while no "
+            "delivery report has come back (denominator 'sent': the SMTP and outbox "
+            "transports never report delivery); the rest over the denominator; click_to_open "
+            "is human clicks over human opens."
         },
     )
 
@@ -336,7 +338,7 @@ class CampaignOutcomes(MethodView):
         prefixed with an apostrophe)."""
         _header(campaign_id)
         return Response(
-            stream_with_context(reports.outcome_csv(db.session, campaign_id)),
+            reports.outcome_csv(db.session, campaign_id),
             mimetype="text/csv",
             headers={
                 "Content-Disposition": f'attachment; filename="campaign-{campaign_id}-outcomes.csv"'

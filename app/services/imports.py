@@ -16,6 +16,10 @@ Rules every path keeps:
   the list is not subscribed again. Both are reported, with their line numbers.
 - Consent chosen for the import is recorded only where it does not weaken what is on file
   (consent.import_should_replace).
+- Only a bad or missing address (or a duplicate, or a row whose columns cannot be trusted)
+  skips a row. A bad optional value (an unknown language, a value too long for its column,
+  bytes that are not UTF-8) is left out and the member imported without it, with a warning
+  naming the line and the field.
 - A file is read as UTF-8, a row with bytes that are not UTF-8 skipped; a file that is
   Windows-1252 through and through (Excel's "CSV (Comma delimited)") is read whole as such,
   and the report says so (member_csv.choose_encoding decides, from the whole file).
@@ -59,6 +63,7 @@ from app.models.base import utcnow
 from app.services import DbSession, sql
 from app.services.consent import consent_rank, implied_expiry, import_should_replace
 from app.services.member_csv import (
+    LEFT_OUT,
     UTF_8,
     WINDOWS_1252,
     CsvRefused,
@@ -73,12 +78,18 @@ from app.services.sql import is_postgresql
 log = logging.getLogger(__name__)
 
 SUPPRESSED_REASON = "suppressed address: kept as member, not subscribed"
+# What happened to a row with an issue, in the report, the issues CSV and the CLI.
+ISSUE_OUTCOMES = {
+    ImportIssueKind.SKIPPED.value: "skipped",
+    ImportIssueKind.NOT_SUBSCRIBED.value: "saved, not subscribed",
+    ImportIssueKind.WARNING.value: "imported, value left out",
+}
 UNSUBSCRIBED_REASON = "unsubscribed from this list earlier: kept as member, not subscribed again"
 WINDOWS_1252_NOTE = (
     "Read as Windows-1252 (Excel's “CSV (Comma delimited)”): accents kept. "
     "Next time, save as “CSV UTF-8”."
 )
-# Column widths of the members table: a longer value skips its row rather than failing the file.
+# Column widths of the members table: a longer value is left out (a warning), the row imported.
 FIELD_LIMITS = {"first_name": 200, "last_name": 200, "postal_code": 20, "local": 100}
 _FIELD_WORDS = {
     "first_name": "first name",
@@ -157,8 +168,11 @@ class ImportReport:
     subscribed: int = 0
     already_on_list: int = 0
     not_subscribed: int = 0
+    # Values left out of imported rows (each a line and a field; a row may have several).
+    warnings: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
     not_subscribed_reasons: dict[str, int] = field(default_factory=dict)
+    warning_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     strategy: str = ""
     encoding: str = UTF_8
@@ -180,7 +194,9 @@ class _Consent:
 _REASON_GROUPS = [
     (re.compile(r"^duplicate of line \d+$"), "duplicate in the file"),
     (re.compile(r"^line \d+ is longer than .*"), "line too long"),
-    (re.compile(r"^field '.*' is longer than \d+ characters$"), "field too long"),
+    (re.compile(r"^field '.*' is longer than \d+ characters"), "field too long"),
+    (re.compile(r"^field '.*' is not valid UTF-8"), "not valid UTF-8"),
+    (re.compile(r"^field '.*' contains a NUL character"), "contains a NUL character"),
 ]
 
 
@@ -528,16 +544,26 @@ _EARLIER_LINE = "duplicate of an earlier line"
 
 @dataclass(frozen=True)
 class _ChunkEnd:
-    """Marks the end of a chunk's COPY data; carries its maybe-seen (line, email) pairs."""
+    """Marks the end of a chunk's COPY data; carries its maybe-seen (line, email) pairs and
+    its rows' warnings (line, email, reason)."""
 
     maybe_seen: list[tuple[int, str]]
+    warnings: list[tuple[int, str, str]] = field(default_factory=list)
 
 
-def _too_long_reason(row: ParsedRow) -> str:
-    for name, limit in FIELD_LIMITS.items():
-        if len(getattr(row, name) or "") > limit:
-            return f"{_FIELD_WORDS[name]} is longer than {limit} characters"
-    raise AssertionError("no field is too long")
+def _within_limits(row: ParsedRow) -> ParsedRow:
+    """The row with each value too long for its column left out, and a warning for each."""
+    too_long = [
+        name for name, limit in FIELD_LIMITS.items() if len(getattr(row, name) or "") > limit
+    ]
+    if not too_long:
+        return row
+    warnings = tuple(
+        f"{_FIELD_WORDS[name]} is longer than {FIELD_LIMITS[name]} characters{LEFT_OUT}"
+        for name in too_long
+    )
+    cleared: dict[str, Any] = dict.fromkeys(too_long)
+    return row._replace(**cleared, warnings=row.warnings + warnings)
 
 
 class _ImportRun:
@@ -597,6 +623,8 @@ class _CopyImport(_ImportRun):
         self._chunk_first: dict[str, int] = {}
         self._maybe_seen: list[tuple[int, str]] = []
         self.chunk_maybe_seen: list[tuple[int, str]] = []
+        self._warnings: list[tuple[int, str, str]] = []
+        self.chunk_warnings: list[tuple[int, str, str]] = []
         self._timings: dict[str, float] = {}
 
     def _exec(self, sql: str, **params: Any) -> sa.CursorResult[Any]:
@@ -656,7 +684,9 @@ class _CopyImport(_ImportRun):
         self.progress(ImportProgress("saving", 1, 2, report.rows), force=True)
         if self.earlier_lines_unnamed:
             self._name_earlier_lines()
-        report.skip_reasons, report.not_subscribed_reasons = self._reason_counts()
+        report.skip_reasons, report.not_subscribed_reasons, report.warning_reasons = (
+            self._reason_counts()
+        )
         for name in ("import_chunk", "import_seen"):
             self._exec(f"DROP TABLE IF EXISTS {name}")
         log.debug(
@@ -750,6 +780,7 @@ class _CopyImport(_ImportRun):
                 copy.write(piece)
                 piece = chunks.get()
         self.chunk_maybe_seen = piece.maybe_seen
+        self.chunk_warnings = piece.warnings
         self._timings["copy"] = self._timings.get("copy", 0.0) + time.perf_counter() - started
         return True
 
@@ -795,16 +826,18 @@ class _CopyImport(_ImportRun):
             put(_ChunkEnd([]))
 
     def _end_chunk(self) -> _ChunkEnd:
-        end = _ChunkEnd(self._maybe_seen)
+        end = _ChunkEnd(self._maybe_seen, self._warnings)
         self._maybe_seen = []
+        self._warnings = []
         self._chunk_first.clear()
         return end
 
     def _stage_rows(self) -> Iterator[tuple[Any, ...]]:
         """Rows as COPY tuples, with the checks that need no database done here, on the
-        parsing core: values too long for their column, and duplicates within the chunk (a
-        dict of the chunk's addresses). Addresses an earlier chunk may have had (the Bloom
-        filter says so) are listed for _process_chunk to look up in import_seen."""
+        parsing core: duplicates within the chunk (a dict of the chunk's addresses), and
+        values too long for their column (left out, with a warning). Addresses an earlier
+        chunk may have had (the Bloom filter says so) are listed for _process_chunk to look up
+        in import_seen; warnings are listed for it to record if their row is not skipped."""
         keys = self.attribute_keys
         skipped_tail = (None,) * (len(_STAGE_FIELDS) - 1 + len(keys))
         parsed = ParsedRow
@@ -821,15 +854,14 @@ class _CopyImport(_ImportRun):
             if row.__class__ is not parsed:
                 yield (row.line, row.email, *skipped_tail, row.reason)
                 continue
-            line, email, first_name, last_name, _, postal_code, local, attributes = row
+            line, email, first_name, last_name, _, postal_code, local, attributes, _ = row
             if (
                 (first_name and len(first_name) > limit_first)
                 or (last_name and len(last_name) > limit_last)
                 or (postal_code and len(postal_code) > limit_postal)
                 or (local and len(local) > limit_local)
             ):
-                yield (line, email, *skipped_tail, _too_long_reason(row))
-                continue
+                row = _within_limits(row)
             first = chunk_first.get(email)
             if first is not None:
                 yield (line, email, *skipped_tail, f"duplicate of line {first}")
@@ -843,6 +875,8 @@ class _CopyImport(_ImportRun):
             else:
                 bloom[i >> 3] |= 1 << (i & 7)
                 bloom[j >> 3] |= 1 << (j & 7)
+            if row[8]:
+                self._warnings.extend((line, email, warning) for warning in row[8])
             if keys:
                 yield (*row[:7], *[attributes.get(key) for key in keys], None)
             else:
@@ -869,6 +903,8 @@ class _CopyImport(_ImportRun):
                 import_id=self.job.id,
                 kind=ImportIssueKind.SKIPPED.value,
             )
+        if self.chunk_warnings:
+            report.warnings += self._warning_issues()
         self._timed(
             "seen",
             "INSERT INTO import_seen (email, line) "
@@ -945,6 +981,28 @@ class _CopyImport(_ImportRun):
                 """,
             )
         self.chunks_done += 1
+
+    def _warning_issues(self) -> int:
+        """Record the chunk's warnings whose rows were imported (a row found to be a duplicate
+        of an earlier chunk is skipped, and its values with it)."""
+        warnings = self.chunk_warnings
+        result = self._timed(
+            "issues",
+            """
+            INSERT INTO member_import_issues (import_id, line, kind, email, reason)
+            SELECT :import_id, w.line, :kind, w.email, w.reason
+            FROM unnest(CAST(:lines AS integer[]), CAST(:emails AS text[]),
+                        CAST(:reasons AS text[])) WITH ORDINALITY AS w(line, email, reason, n)
+            JOIN import_chunk c ON c.line = w.line AND c.skip IS NULL
+            ORDER BY w.line, w.n
+            """,
+            import_id=self.job.id,
+            kind=ImportIssueKind.WARNING.value,
+            lines=[line for line, _, _ in warnings],
+            emails=[email for _, email, _ in warnings],
+            reasons=[reason for _, _, reason in warnings],
+        )
+        return int(result.rowcount or 0)
 
     def _name_earlier_lines(self) -> None:
         """Replace the placeholder of duplicates of earlier chunks by their first line: one
@@ -1166,7 +1224,7 @@ class _CopyImport(_ImportRun):
         )
         return int(result.rowcount or 0)
 
-    def _reason_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+    def _reason_counts(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
         # Grouped in SQL with reason_group's rules, so a file of a million duplicates returns a
         # handful of rows, not a million.
         rows = self._exec(
@@ -1174,17 +1232,27 @@ class _CopyImport(_ImportRun):
             SELECT kind, CASE
                 WHEN reason ~ '^duplicate of line \d+$' THEN 'duplicate in the file'
                 WHEN reason ~ '^line \d+ is longer than ' THEN 'line too long'
-                WHEN reason ~ '^field ''.*'' is longer than \d+ characters$' THEN 'field too long'
+                WHEN reason ~ '^field ''.*'' is longer than \d+ characters' THEN 'field too long'
+                WHEN reason ~ '^field ''.*'' is not valid UTF-8' THEN 'not valid UTF-8'
+                WHEN reason ~ '^field ''.*'' contains a NUL character'
+                    THEN 'contains a NUL character'
                 ELSE substring(reason from '^(.*?)(?::| \(| ''|$)') END AS grp, count(*)
             FROM member_import_issues WHERE import_id = :import_id GROUP BY 1, 2
             """,
             import_id=self.job.id,
         ).all()
-        skipped: Counter[str] = Counter()
-        not_subscribed: Counter[str] = Counter()
+        counters: dict[str, Counter[str]] = {kind.value: Counter() for kind in ImportIssueKind}
         for kind, group, count in rows:
-            (skipped if kind == ImportIssueKind.SKIPPED.value else not_subscribed)[group] += count
-        return dict(skipped.most_common()), dict(not_subscribed.most_common())
+            counters[kind][group] += count
+        skipped, not_subscribed, warned = (
+            dict(counters[kind.value].most_common())
+            for kind in (
+                ImportIssueKind.SKIPPED,
+                ImportIssueKind.NOT_SUBSCRIBED,
+                ImportIssueKind.WARNING,
+            )
+        )
+        return skipped, not_subscribed, warned
 
 
 def _json(value: dict[str, Any]) -> str:
@@ -1222,8 +1290,9 @@ _seen = sa.Table(
 class _BatchedImport(_ImportRun):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.skip_reasons: Counter[str] = Counter()
-        self.not_subscribed_reasons: Counter[str] = Counter()
+        self.reasons: dict[ImportIssueKind, Counter[str]] = {
+            kind: Counter() for kind in ImportIssueKind
+        }
 
     def run(self) -> ImportReport:
         connection = self.session.connection()
@@ -1240,8 +1309,11 @@ class _BatchedImport(_ImportRun):
         finally:
             _seen.drop(connection, checkfirst=True)
         report = self.report
-        report.skip_reasons = dict(self.skip_reasons.most_common())
-        report.not_subscribed_reasons = dict(self.not_subscribed_reasons.most_common())
+        report.skip_reasons = dict(self.reasons[ImportIssueKind.SKIPPED].most_common())
+        report.not_subscribed_reasons = dict(
+            self.reasons[ImportIssueKind.NOT_SUBSCRIBED].most_common()
+        )
+        report.warning_reasons = dict(self.reasons[ImportIssueKind.WARNING].most_common())
         report.already_on_list = (
             report.added
             + report.updated
@@ -1254,10 +1326,7 @@ class _BatchedImport(_ImportRun):
     def _issue(
         self, line: int, kind: ImportIssueKind, email: str | None, reason: str
     ) -> dict[str, Any]:
-        counter = (
-            self.skip_reasons if kind is ImportIssueKind.SKIPPED else self.not_subscribed_reasons
-        )
-        counter[reason_group(reason)] += 1
+        self.reasons[kind][reason_group(reason)] += 1
         return {
             "import_id": self.job.id,
             "line": line,
@@ -1275,20 +1344,6 @@ class _BatchedImport(_ImportRun):
             if not isinstance(row, ParsedRow):
                 issues.append(self._issue(row.line, ImportIssueKind.SKIPPED, row.email, row.reason))
                 continue
-            too_long = next(
-                (
-                    name
-                    for name, limit in FIELD_LIMITS.items()
-                    if len(getattr(row, name) or "") > limit
-                ),
-                None,
-            )
-            if too_long:
-                reason = (
-                    f"{_FIELD_WORDS[too_long]} is longer than {FIELD_LIMITS[too_long]} characters"
-                )
-                issues.append(self._issue(row.line, ImportIssueKind.SKIPPED, row.email, reason))
-                continue
             first = good.get(row.email)
             if first is not None:
                 issues.append(
@@ -1300,7 +1355,7 @@ class _BatchedImport(_ImportRun):
                     )
                 )
                 continue
-            good[row.email] = row
+            good[row.email] = _within_limits(row)
         if good:
             seen = dict(
                 session.execute(
@@ -1321,10 +1376,16 @@ class _BatchedImport(_ImportRun):
                 )
         if good:
             session.execute(_seen.insert(), [{"email": e, "line": r.line} for e, r in good.items()])
+            issues.extend(
+                self._issue(row.line, ImportIssueKind.WARNING, email, warning)
+                for email, row in good.items()
+                for warning in row.warnings
+            )
             issues.extend(self._save_members(good))
-        skipped_now = sum(1 for issue in issues if issue["kind"] == ImportIssueKind.SKIPPED.value)
-        report.skipped += skipped_now
-        report.not_subscribed += len(issues) - skipped_now
+        kinds = Counter(issue["kind"] for issue in issues)
+        report.skipped += kinds[ImportIssueKind.SKIPPED.value]
+        report.not_subscribed += kinds[ImportIssueKind.NOT_SUBSCRIBED.value]
+        report.warnings += kinds[ImportIssueKind.WARNING.value]
         if issues:
             session.execute(sa.insert(ImportIssue), sorted(issues, key=lambda i: i["line"]))
 
@@ -1440,6 +1501,7 @@ class _BatchedImport(_ImportRun):
 
 __all__ = [
     "CONSENT_CHOICES",
+    "ISSUE_OUTCOMES",
     "SUPPRESSED_REASON",
     "UNSUBSCRIBED_REASON",
     "WINDOWS_1252_NOTE",
@@ -1530,6 +1592,7 @@ def import_status(session: DbSession, job: MemberImport) -> dict[str, Any]:
             "skipped": job.skipped,
             "subscribed": job.subscribed,
             "not_subscribed": job.not_subscribed,
+            "warnings": int((job.report or {}).get("warnings", 0)),
         }
     elif job.status == ImportStatus.RUNNING:
         progress = read_progress(job.id)

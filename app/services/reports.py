@@ -8,8 +8,6 @@ campaign's events, so a report costs the same for 1k and for 1M recipients.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,7 +36,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.models.deliveries import PROBLEM_SQL
-from app.services import DbSession
+from app.services import DbSession, export
 from app.services.breakdown import BREAKDOWN_COUNTERS
 
 FUNNEL_COUNTERS: tuple[str, ...] = tuple(
@@ -107,13 +105,19 @@ class Funnel:
 
     Engagement rates are over `denominator_count`: delivered emails when the transport reports
     deliveries (SendGrid's webhook), else emails sent (the outbox and SMTP transports never
-    confirm delivery). `denominator` says which.
+    confirm delivery). `denominator` says which. Until a delivery report comes back, the
+    delivered and bounced rates are None: not known, rather than zero.
     """
 
     counts: dict[str, int]
     denominator: str
     denominator_count: int
     rates: dict[str, float | None]
+
+    @property
+    def delivery_reported(self) -> bool:
+        """Whether delivery reports (delivered, bounced, dropped, deferred) came back."""
+        return self.denominator == "delivered"
 
     @property
     def problems(self) -> int:
@@ -136,10 +140,11 @@ def funnel_from_counts(counts: Mapping[str, int]) -> Funnel:
         denominator, base = "delivered", c["delivered"]
     else:
         denominator, base = "sent", c["sent"]
+    reported = denominator == "delivered"
     rates = {
         "sent": _rate(c["sent"], c["targeted"]),
-        "delivered": _rate(c["delivered"], c["sent"]),
-        "bounced": _rate(c["bounced"], c["sent"]),
+        "delivered": _rate(c["delivered"], c["sent"]) if reported else None,
+        "bounced": _rate(c["bounced"], c["sent"]) if reported else None,
         "opened": _rate(c["opens_unique"], base),
         "opened_human": _rate(c["opens_human_unique"], base),
         "clicked": _rate(c["clicks_unique"], base),
@@ -518,9 +523,6 @@ def campaign_problems(
 
 # --- the CSV export ---------------------------------------------------------------------------
 
-# Spreadsheets run a cell that starts with one of these as a formula (OWASP CSV injection;
-# line feed added in 2025). Prefixing "'" makes it text; a tab prefix would not (CVE-2021-41270).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 OUTCOME_CSV_HEADER = (
     "email",
     "first_name",
@@ -540,23 +542,14 @@ OUTCOME_CSV_HEADER = (
 )
 
 
-def csv_safe(value: Any) -> str:
-    """A cell value a spreadsheet will show as text, never run as a formula."""
-    if value is None:
-        return ""
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
 def outcome_csv(session: DbSession, campaign_id: int) -> Iterator[str]:
     """Each member's outcome for a campaign as CSV text, streamed in chunks.
 
-    One pass over the campaign's deliveries (with a server-side cursor), so memory stays flat
-    at 1M rows. Every cell goes through `csv_safe`: names and addresses are member-supplied.
+    One pass over the campaign's deliveries through a server-side cursor, on a connection
+    the generator owns (`export.stream_rows`), so memory stays flat at 1M rows and the
+    download outlives the request's transaction. Every cell is formula-safe
+    (`export.csv_chunks`): names and addresses are member-supplied.
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(OUTCOME_CSV_HEADER)
     query = (
         sa.select(
             Delivery.email,
@@ -578,15 +571,13 @@ def outcome_csv(session: DbSession, campaign_id: int) -> Iterator[str]:
         .outerjoin(Member, Member.id == Delivery.member_id)
         .where(Delivery.campaign_id == campaign_id)
         .order_by(Delivery.id)
-        .execution_options(yield_per=2000)
     )
-    for n, row in enumerate(session.execute(query), start=1):
-        writer.writerow([csv_safe(v) for v in row])
-        if n % 2000 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+
+    def build(connection: sa.Connection) -> Iterator[str]:
+        rows = connection.execute(query.execution_options(yield_per=2000))
+        yield from export.csv_chunks(OUTCOME_CSV_HEADER, rows)
+
+    return export.stream_rows(session, build)
 
 
 # --- campaign lists, dashboard ----------------------------------------------------------------

@@ -40,13 +40,6 @@ CHECKS = [
 # Small on purpose: 59 operations x 2 roles take about two minutes on a loaded 2-core host.
 # A deeper run by hand: raise it (40 found nothing more in four minutes).
 MAX_EXAMPLES = 8
-# The member CSV exports are a 500 on main (a server-side cursor read after the request's
-# transaction ended); the `fixes` branch streams them from their own connection. Remove this
-# once it has landed.
-EXPORTS_FIXED_ON_FIXES_BRANCH = {
-    "GET /api/v1/lists/{list_id}/export",
-    "GET /api/v1/segments/{segment_id}/export",
-}
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -125,11 +118,7 @@ schema = schemathesis.openapi.from_dict(_document())
     suppress_health_check=list(HealthCheck),
     derandomize=True,
 )
-def test_api_matches_its_openapi_document(
-    case: Any, fuzz_app: dict[str, Any], role: Role, request: pytest.FixtureRequest
-) -> None:
-    if case.operation.label in EXPORTS_FIXED_ON_FIXES_BRANCH:
-        request.node.add_marker(pytest.mark.xfail(reason="CSV export 500: see the fixes branch"))
+def test_api_matches_its_openapi_document(case: Any, fuzz_app: dict[str, Any], role: Role) -> None:
     token = fuzz_app["tokens"][role]
     case.call_and_validate(
         app=fuzz_app["app"], headers={"Authorization": f"Bearer {token}"}, checks=CHECKS

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 __all__ = [
+    "LEFT_OUT",
     "MAX_FIELD_LENGTH",
     "UTF_8",
     "WINDOWS_1252",
@@ -78,6 +79,9 @@ class ParsedRow(NamedTuple):
         local: The local or chapter, trimmed, or None.
         attributes: The custom columns with a non-empty value, keyed by
             their header text.
+        warnings: Values left out of an otherwise good row (an unknown
+            language, a field too long or not valid UTF-8), each naming its
+            field: the member is imported without them.
     """
 
     line: int
@@ -88,6 +92,22 @@ class ParsedRow(NamedTuple):
     postal_code: str | None
     local: str | None
     attributes: dict[str, str]
+    warnings: tuple[str, ...] = ()
+
+
+# Only a bad or missing address (or a row whose columns cannot be trusted) skips a row; a bad
+# optional value is left out, and the row imported with a warning that ends with this.
+LEFT_OUT = ": imported without it"
+
+
+def _leave_out(
+    fields: list[str], indexes: list[int], headers: tuple[str, ...], problem: str
+) -> tuple[str, ...]:
+    """Empty the cells at `indexes` (so the member keeps what it has, or the default) and
+    say so, one warning per field."""
+    for index in indexes:
+        fields[index] = ""
+    return tuple(f"field '{headers[index]}' {problem}{LEFT_OUT}" for index in indexes)
 
 
 class SkippedRow(NamedTuple):
@@ -433,28 +453,36 @@ class MemberCsv:
                         fields[width] = ""
 
                     joined = join(fields)
+                    warnings: tuple[str, ...] = ()
                     if not joined.isascii() and _SURROGATE.search(joined):
-                        yield SkippedRow(line, "not valid UTF-8", _shown(fields[email_at].strip()))
-                        continue
-                    if "\x00" in joined:
-                        # PostgreSQL text cannot hold NUL, and no spreadsheet writes it.
-                        yield SkippedRow(
-                            line, "contains a NUL character", _shown(fields[email_at].strip())
-                        )
-                        continue
-                    if len(joined) > MAX_FIELD_LENGTH:
-                        too_long = next(
-                            (i for i in imported if len(fields[i].strip()) > MAX_FIELD_LENGTH),
-                            None,
-                        )
-                        if too_long is not None:
+                        if _SURROGATE.search(fields[email_at]):
                             yield SkippedRow(
-                                line,
-                                f"field '{headers[too_long]}' is longer than "
-                                f"{MAX_FIELD_LENGTH} characters",
-                                None if too_long == email_at else _shown(fields[email_at].strip()),
+                                line, "not valid UTF-8", _shown(fields[email_at].strip())
                             )
                             continue
+                        bad = [i for i in imported if _SURROGATE.search(fields[i])]
+                        warnings += _leave_out(fields, bad, headers, "is not valid UTF-8")
+                    if "\x00" in joined:
+                        # PostgreSQL text cannot hold NUL, and no spreadsheet writes it.
+                        if "\x00" in fields[email_at]:
+                            yield SkippedRow(
+                                line, "contains a NUL character", _shown(fields[email_at].strip())
+                            )
+                            continue
+                        bad = [i for i in imported if "\x00" in fields[i]]
+                        warnings += _leave_out(fields, bad, headers, "contains a NUL character")
+                    if len(joined) > MAX_FIELD_LENGTH:
+                        if len(fields[email_at].strip()) > MAX_FIELD_LENGTH:
+                            yield SkippedRow(
+                                line,
+                                f"field '{headers[email_at]}' is longer than "
+                                f"{MAX_FIELD_LENGTH} characters",
+                            )
+                            continue
+                        bad = [i for i in imported if len(fields[i].strip()) > MAX_FIELD_LENGTH]
+                        warnings += _leave_out(
+                            fields, bad, headers, f"is longer than {MAX_FIELD_LENGTH} characters"
+                        )
 
                     raw_email = fields[email_at].strip()
                     if not raw_email:
@@ -482,12 +510,10 @@ class MemberCsv:
                             if len(languages) < 256:
                                 languages[raw_language] = language
                         if language is None:
-                            yield SkippedRow(
-                                line,
-                                f"unknown language '{raw_language[:40]}' (use en or fr)",
-                                _shown(raw_email),
+                            warnings += (
+                                f"unknown language '{raw_language[:40]}' (use en or fr)"
+                                f"{LEFT_OUT} (new members get English)",
                             )
-                            continue
 
                     postal_code = fields[postal_code_at].strip()
                     yield new_row(
@@ -505,6 +531,7 @@ class MemberCsv:
                                 for key, index in attributes
                                 if (value := fields[index].strip())
                             },
+                            warnings,
                         ),
                     )
             except csv.Error as exc:
