@@ -52,7 +52,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
 def _init_extensions(app: Flask) -> None:
     from app import models  # noqa: F401 - registers every table on the metadata
     from app.extensions import csrf, db, limiter, login_manager, migrate
-    from app.services import redis_client
+    from app.infra import redis_client
 
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))

@@ -12,7 +12,8 @@ from flask.cli import AppGroup
 
 from app.extensions import db
 from app.models import User
-from app.services import imports, lists, users
+from app.services.audience import imports, lists
+from app.services.organization import users
 
 users_cli = AppGroup("users", help="Manage the people who log in.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
@@ -74,7 +75,7 @@ def revoke_token_command(token_id: int) -> None:
 @click.option("--password", default="rallypoint-demo")
 def load_demo_command(email: str, password: str) -> None:
     """Create the demo admin (and demo content) unless it exists; print the login."""
-    from app.services import demo
+    from app import demo
 
     created = demo.load(db.session, admin_email=email, admin_password=password)
     db.session.commit()
@@ -159,7 +160,7 @@ def load_apple_ranges_command(path: Path) -> None:
     """Load Apple's egress-ip-ranges.csv (Private Relay / Mail Privacy Protection)."""
     from flask import current_app
 
-    from app.services import machine_hits
+    from app.services.tracking import machine_hits
 
     with path.open(encoding="utf-8", newline="") as handle:
         parsed = machine_hits.parse_ranges(handle)
@@ -179,7 +180,7 @@ def load_apple_ranges_command(path: Path) -> None:
 @click.argument("campaign_id", type=int)
 def verify_stats_command(campaign_id: int) -> None:
     """Recompute a campaign's counters from raw events and compare with the stored ones."""
-    from app.services import stats
+    from app.services.stats import counters as stats
 
     stored = stats.stored_stats(db.session, campaign_id)
     computed = stats.recompute_stats(db.session, campaign_id)
@@ -204,7 +205,7 @@ stats_cli = AppGroup("stats", help="The report's rollups.")
 @click.argument("campaign_id", type=int)
 def verify_breakdown_command(campaign_id: int) -> None:
     """Compare a campaign's per-local/language rollup with a recomputation from raw events."""
-    from app.services import breakdown
+    from app.services.stats import breakdown
 
     stored = breakdown.stored_breakdown(db.session, campaign_id)
     computed = breakdown.recompute_breakdown(db.session, campaign_id)
@@ -223,7 +224,7 @@ def verify_breakdown_command(campaign_id: int) -> None:
 @click.argument("campaign_id", type=int)
 def rebuild_breakdown_command(campaign_id: int) -> None:
     """Rebuild a campaign's per-local/language rollup from raw events (backfill or repair)."""
-    from app.services import breakdown
+    from app.services.stats import breakdown
 
     rows = breakdown.rebuild_breakdown(db.session, campaign_id)
     db.session.commit()
@@ -236,7 +237,8 @@ def run_retention_command() -> None:
     import redis
     from flask import current_app
 
-    from app.services import redis_client, retention
+    from app.infra import redis_client
+    from app.services.stats import retention
 
     config = current_app.config
     try:

@@ -99,7 +99,7 @@ class BaseConfig:
         # When Redis and the database are both down, web processes write tracking hits here
         # (past a bounded number in memory) and send them on once either is back.
         self.TRACKING_SPILL_DIR = env.get("TRACKING_SPILL_DIR") or str(VAR_DIR / "tracking-spill")
-        # Retention (app/services/retention.py): open and click events lose the member's IP
+        # Retention (app/services/stats/retention.py): open and click events lose the member's IP
         # address and user agent after TRACKING_DETAIL_DAYS; processed raw Event Webhook
         # batches (addresses, IPs, user agents) are deleted after WEBHOOK_BATCH_DAYS.
         self.TRACKING_DETAIL_DAYS = _int(env, "TRACKING_DETAIL_DAYS", 90)

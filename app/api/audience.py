@@ -29,7 +29,16 @@ from app.models import (
     SuppressionReason,
     UnsubscribeSource,
 )
-from app.services import consent, export, imports, lists, members, optin, segments, subscriptions
+from app.services.audience import (
+    consent,
+    export,
+    imports,
+    lists,
+    members,
+    optin,
+    segments,
+    subscriptions,
+)
 
 blp = Blueprint(
     "audience_api",

@@ -14,9 +14,9 @@ from app.emails import Problem
 from app.emails.content import BODY_FORMATS, LANGUAGES, LAYOUTS
 from app.extensions import db
 from app.models import Campaign, Link, Member, Role
-from app.services import campaigns as service
-from app.services import previews
-from app.services.campaigns import (
+from app.services.campaigns import authoring as service
+from app.services.campaigns import previews
+from app.services.campaigns.authoring import (
     CampaignConflict,
     CampaignError,
     CampaignInput,

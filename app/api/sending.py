@@ -12,8 +12,9 @@ from marshmallow import Schema, fields, validate
 
 from app.api.auth import api_role, current_api_user
 from app.extensions import db
+from app.infra import redis_client
 from app.models import Campaign, Role
-from app.services import redis_client, sending
+from app.services import sending
 
 blp = Blueprint(
     "campaign_sending",

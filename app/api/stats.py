@@ -12,7 +12,7 @@ from marshmallow import Schema, fields, validate
 from app.api.auth import api_role
 from app.extensions import db
 from app.models import BreakdownDimension, Role
-from app.services import reports
+from app.services.stats import reports
 
 blp = Blueprint(
     "stats_api",

@@ -12,7 +12,7 @@ from app.api.auth import api_role
 from app.api.schemas import UserCreateSchema, UserSchema
 from app.extensions import db
 from app.models import Role, User
-from app.services import users
+from app.services.organization import users
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="Users (admins only)")
 

@@ -38,7 +38,16 @@ from app.models import (
     UnsubscribeSource,
 )
 from app.models.base import utcnow
-from app.services import consent, export, imports, lists, members, optin, segments, subscriptions
+from app.services.audience import (
+    consent,
+    export,
+    imports,
+    lists,
+    members,
+    optin,
+    segments,
+    subscriptions,
+)
 from app.web.forms import (
     AddToListForm,
     ConsentForm,

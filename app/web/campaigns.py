@@ -27,15 +27,16 @@ from app.emails.content import LANGUAGES, LAYOUTS
 from app.emails.sandbox import MEMBER_FIELDS
 from app.extensions import db, limiter
 from app.models import Campaign, Member, Role, Segment, Sender
-from app.services import campaigns as service
-from app.services import org_settings, previews
-from app.services.campaigns import (
+from app.services.campaigns import authoring as service
+from app.services.campaigns import previews
+from app.services.campaigns.authoring import (
     CampaignConflict,
     CampaignError,
     CampaignInput,
     CampaignInvalid,
     VariantInput,
 )
+from app.services.organization import settings as org_settings
 from app.web.roles import role_required
 from app.web.sending import send_panel_context
 

@@ -8,7 +8,7 @@ from flask_login import current_user
 
 from app.extensions import db
 from app.models import Role
-from app.services import reports
+from app.services.stats import reports
 from app.web import report_view
 from app.web.roles import role_required
 
@@ -25,7 +25,7 @@ def index() -> ResponseReturnValue:
 @bp.route("/dashboard")
 @role_required(Role.VIEWER)
 def dashboard() -> ResponseReturnValue:
-    # Counters and rollups only (a handful of small reads): see app.services.reports.
+    # Counters and rollups only (a handful of small reads): see app.services.stats.reports.
     tz = reports.org_timezone(db.session)
     recent, _ = reports.reported_campaigns(db.session, per_page=5)
     health = report_view.health_view(reports.deliverability(db.session))

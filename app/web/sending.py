@@ -23,9 +23,10 @@ from wtforms import DateField, HiddenField, TimeField
 from wtforms.validators import InputRequired
 
 from app.extensions import db
+from app.infra import redis_client
 from app.models import Campaign, CampaignStatus, Role
 from app.models.base import utcnow
-from app.services import redis_client, sending
+from app.services import sending
 from app.web.roles import role_required
 
 # Named after campaigns so the navigation highlights Campaigns on these pages.

@@ -20,7 +20,7 @@ from flask.typing import ResponseReturnValue
 
 from app.extensions import db
 from app.models import Role
-from app.services import reports
+from app.services.stats import reports
 from app.web import report_view
 from app.web.roles import role_required
 

@@ -26,7 +26,7 @@ from flask.typing import ResponseReturnValue
 
 from app.extensions import csrf, db, limiter
 from app.models import MailingList, SubscriptionSource
-from app.services import lists, members, optin
+from app.services.audience import lists, members, optin
 from app.web.forms import ConfirmForm, SubscribeForm
 
 bp = Blueprint("subscribe", __name__, url_prefix="/subscribe")

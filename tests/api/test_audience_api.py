@@ -8,7 +8,8 @@ import pytest
 
 from app import jobs
 from app.models import MemberImport, Role, Subscription, SuppressionReason
-from app.services import imports, lists, subscriptions, users
+from app.services.audience import imports, lists, subscriptions
+from app.services.organization import users
 from tests import factories as f
 from tests.support.member_files import (
     HOSTILE_CSV,

@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from app.emails.samples import SAMPLES
 from app.extensions import db
 from app.models import Member
-from app.services import users
+from app.services.organization import users
 from tests.e2e.conftest import screenshot
 from tests.support.campaigns import setup_org
 

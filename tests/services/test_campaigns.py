@@ -15,8 +15,8 @@ from app.models import (
     OrgSettings,
     campaign_lists,
 )
-from app.services import campaigns as service
-from app.services.campaigns import (
+from app.services.campaigns import authoring as service
+from app.services.campaigns.authoring import (
     CampaignConflict,
     CampaignInvalid,
     TransitionRefused,

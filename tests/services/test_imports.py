@@ -16,7 +16,7 @@ from app.models import (
     SuppressionReason,
     UnsubscribeSource,
 )
-from app.services import consent, imports, lists, subscriptions
+from app.services.audience import consent, imports, lists, subscriptions
 from tests import factories as f
 from tests.support.member_files import (
     HOSTILE_ADDED,

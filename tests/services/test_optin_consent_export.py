@@ -23,7 +23,7 @@ from app.models import (
     SuppressionReason,
     UnsubscribeSource,
 )
-from app.services import consent, export, imports, lists, optin, segments, subscriptions
+from app.services.audience import consent, export, imports, lists, optin, segments, subscriptions
 from app.services.transports.outbox import OutboxTransport
 from tests import factories as f
 from tests.support.member_files import HOSTILE_CSV, HOSTILE_FORMULA
@@ -313,7 +313,7 @@ def test_export_of_a_segment(db_session):
 
 
 def test_the_transactional_task_kind_sends_the_confirmation(db_session, double, tmp_path):
-    from app.services import transactional
+    from app.services.sending import transactional
 
     db_session.add(
         OrgSettings(organization="Prairie Workers", mailing_address="1 Main St", contact="a@b.ca")
@@ -331,7 +331,7 @@ def test_the_transactional_task_kind_sends_the_confirmation(db_session, double, 
 
 
 def test_the_transactional_kind_logs_a_missing_identity_instead_of_failing(db_session, double):
-    from app.services import transactional
+    from app.services.sending import transactional
 
     m = f.member(db_session, email="pat@example.org")
     optin.subscribe(db_session, m, double, source=SubscriptionSource.FORM)

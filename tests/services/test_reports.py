@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.models import CampaignStats, Delivery, Subscription
-from app.services import breakdown, reports, stats
+from app.services.stats import breakdown, reports
+from app.services.stats import counters as stats
 from tests import factories
 from tests.support import stats_scenario
 

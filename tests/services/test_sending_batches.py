@@ -8,6 +8,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from app.infra.tokens import TokenSigner
 from app.models import (
     Campaign,
     CampaignStats,
@@ -20,7 +21,6 @@ from app.models import (
 from app.services import sending
 from app.services.sending import coordination
 from app.services.sending.batches import MAX_ATTEMPTS
-from app.services.tokens import TokenSigner
 from app.services.transports.sendgrid import SendGridTransport
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.support.sending import (

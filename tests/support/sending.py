@@ -9,6 +9,7 @@ import redis
 import sqlalchemy as sa
 
 from app.emails.samples import IDENTITIES, SAMPLES
+from app.infra.tokens import TokenSigner
 from app.models import (
     Campaign,
     CampaignVariant,
@@ -18,7 +19,6 @@ from app.models import (
     campaign_lists,
 )
 from app.services.sending import SendContext
-from app.services.tokens import TokenSigner
 from app.services.transports import Transport
 
 SENDER = "alerts@prairieworkers.example"

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from app.emails.samples import SAMPLES
 from app.models import Campaign, CampaignStatus, Delivery, Event, Role
-from app.services import campaigns as service
+from app.services.campaigns import authoring as service
 from tests import factories
 from tests.support.campaigns import sample_input, setup_org
 from tests.support.forms import csrf_token, submit

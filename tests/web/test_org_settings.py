@@ -6,8 +6,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import OrgSettings, Role, Sender
-from app.services import org_settings
-from app.services.org_settings import SettingsError
+from app.services.organization import settings as org_settings
+from app.services.organization.settings import SettingsError
 from tests.support.campaigns import sample_input, setup_org
 from tests.support.forms import csrf_token, submit
 
@@ -92,7 +92,7 @@ def test_senders_add_default_and_remove(client, login_as, db_session):
 
 
 def test_a_sender_in_use_by_a_scheduled_campaign_stays(db_session):
-    from app.services import campaigns
+    from app.services.campaigns import authoring as campaigns
     from tests import factories
 
     sender = setup_org(db_session)

@@ -10,7 +10,8 @@ import re
 import pytest
 
 from app.models import CampaignStats, Role
-from app.services import breakdown, stats
+from app.services.stats import breakdown
+from app.services.stats import counters as stats
 from tests import factories
 from tests.support import stats_scenario
 from tests.support.forms import csrf_token

@@ -19,8 +19,9 @@ from app.models import (
     Suppression,
     WebhookBatch,
 )
-from app.services import stats, webhook_events, webhooks
-from app.services.webhook_events import CUSTOM_ARG_CAMPAIGN, CUSTOM_ARG_DELIVERY
+from app.services.stats import counters as stats
+from app.services.tracking import webhook_events, webhooks
+from app.services.tracking.webhook_events import CUSTOM_ARG_CAMPAIGN, CUSTOM_ARG_DELIVERY
 from tests.support.tracking import WebhookSigner, sent_campaign, webhook_examples
 
 URL = "/webhooks/sendgrid"

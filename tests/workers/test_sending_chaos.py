@@ -22,7 +22,8 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import Campaign, Delivery, Member, SuppressionReason, UnsubscribeSource
-from app.services import sending, subscriptions
+from app.services import sending
+from app.services.audience import subscriptions
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.support.sending import (
     add_members,

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from app import jobs
 from app.extensions import db
-from app.services import webhook_events, webhooks
+from app.services.tracking import webhook_events, webhooks
 
 
 @shared_task(name=jobs.PROCESS_WEBHOOK_BATCH)

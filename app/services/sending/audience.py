@@ -10,6 +10,7 @@ from typing import cast
 import sqlalchemy as sa
 
 from app import jobs
+from app.infra import sql
 from app.models import (
     Campaign,
     CampaignStatus,
@@ -22,8 +23,9 @@ from app.models import (
     campaign_lists,
 )
 from app.models.base import utcnow
-from app.services import DbSession, breakdown, sql
+from app.services import DbSession
 from app.services.sending import peers
+from app.services.stats import breakdown
 
 log = logging.getLogger(__name__)
 

@@ -23,6 +23,9 @@ import redis
 import sqlalchemy as sa
 from flask import current_app
 
+from app.infra import redis_client
+from app.infra.sql import is_postgresql, one_of
+from app.infra.tokens import TokenSigner, signer_from_config
 from app.models import (
     Campaign,
     CampaignStatus,
@@ -36,13 +39,11 @@ from app.models import (
     campaign_lists,
 )
 from app.models.base import utcnow
-from app.services import DbSession, redis_client
+from app.services import DbSession
 from app.services.sending import coordination, peers, rendering
 from app.services.sending.control import finish_if_done, pause_itself
 from app.services.sending.rate_limit import TokenBucket
 from app.services.sending.rendering import BatchBuilder, ClaimedRow
-from app.services.sql import is_postgresql, one_of
-from app.services.tokens import TokenSigner, signer_from_config
 from app.services.transports import Transport, TransportError, get_transport
 
 log = logging.getLogger(__name__)

@@ -39,7 +39,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.models.deliveries import PROBLEM_SQL
 from app.services import DbSession
-from app.services.breakdown import BREAKDOWN_COUNTERS
+from app.services.stats.breakdown import BREAKDOWN_COUNTERS
 
 FUNNEL_COUNTERS: tuple[str, ...] = tuple(
     c.name for c in CampaignStats.__table__.columns if c.name not in ("campaign_id", "updated_at")

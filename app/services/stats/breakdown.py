@@ -17,6 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.infra import sql
+from app.infra.sql import one_of
 from app.models import (
     BreakdownDimension,
     CampaignBreakdown,
@@ -26,8 +28,7 @@ from app.models import (
     Link,
     Member,
 )
-from app.services import DbSession, sql
-from app.services.sql import one_of
+from app.services import DbSession
 
 log = logging.getLogger(__name__)
 

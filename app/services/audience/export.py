@@ -16,10 +16,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.infra.sql import is_postgresql
 from app.models import MailingList, Member, Segment, Subscription, SubscriptionStatus
 from app.services import DbSession
-from app.services.segments import segment_condition
-from app.services.sql import is_postgresql
+from app.services.audience.segments import segment_condition
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
 BASE_COLUMNS = (

@@ -12,10 +12,13 @@ from datetime import date
 
 import sqlalchemy as sa
 
+from app.demo.audience import load_audience
 from app.models import Campaign, MailingList, Role, Sender, User, campaign_lists
-from app.services import DbSession, campaigns, org_settings, users
-from app.services.campaigns import CampaignInput, VariantInput
-from app.services.demo_audience import load_audience
+from app.services import DbSession
+from app.services.campaigns import authoring as campaigns
+from app.services.campaigns.authoring import CampaignInput, VariantInput
+from app.services.organization import settings as org_settings
+from app.services.organization import users
 
 ORGANIZATION = "Prairie Public Workers' Union"
 MAILING_ADDRESS = "PO Box 1245, Station Main\nEdmonton AB  T5J 2M1"

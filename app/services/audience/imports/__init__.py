@@ -1,10 +1,10 @@
 """Member CSV import: one service for the web upload, the API and `flask members import`.
 
-The file is streamed (app.services.member_csv), never held in memory. On PostgreSQL a parser
-thread turns rows into COPY data while the session's connection streams it into a temporary
-staging table; set-based SQL then finds duplicates, updates and inserts members, and subscribes
-them, all in the caller's transaction, so a failed import changes nothing. SQLite (`make run`)
-takes a batched path through the same API and gives the same report.
+The file is streamed (app.services.audience.member_csv), never held in memory. On PostgreSQL
+a parser thread turns rows into COPY data while the session's connection streams it into a
+temporary staging table; set-based SQL then finds duplicates, updates and inserts members, and
+subscribes them, all in the caller's transaction, so a failed import changes nothing. SQLite
+(`make run`) takes a batched path through the same API and gives the same report.
 
 Rules every path keeps:
 
@@ -41,6 +41,7 @@ from typing import Any, BinaryIO
 
 import sqlalchemy as sa
 
+from app.infra.sql import is_postgresql
 from app.models import (
     IMPORT_TRANSITIONS,
     ConsentBasis,
@@ -57,8 +58,8 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.services import DbSession
-from app.services.consent import consent_rank, implied_expiry, import_should_replace
-from app.services.member_csv import (
+from app.services.audience.consent import consent_rank, implied_expiry, import_should_replace
+from app.services.audience.member_csv import (
     UTF_8,
     WINDOWS_1252,
     CsvRefused,
@@ -67,8 +68,7 @@ from app.services.member_csv import (
     choose_encoding,
     open_member_csv,
 )
-from app.services.members import MEMBER_INSERT_LOCK
-from app.services.sql import is_postgresql
+from app.services.audience.members import MEMBER_INSERT_LOCK
 
 log = logging.getLogger(__name__)
 
@@ -1470,7 +1470,7 @@ def publish_progress(import_id: int, progress: ImportProgress) -> None:
     """Store an import's progress for the page that polls it; a Redis error is only logged."""
     import json
 
-    from app.services.redis_client import get_redis
+    from app.infra.redis_client import get_redis
 
     try:
         get_redis().set(
@@ -1486,7 +1486,7 @@ def read_progress(import_id: int) -> dict[str, Any] | None:
     """The last published progress of an import, or None (not started, or Redis down)."""
     import json
 
-    from app.services.redis_client import get_redis
+    from app.infra.redis_client import get_redis
 
     try:
         raw = get_redis().get(_PROGRESS_KEY.format(import_id))

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from app.models import ConsentBasis, MailingList, Member, Segment, Subscription, SubscriptionStatus
 from app.models.base import utcnow
 from app.services import DbSession
-from app.services.consent import (
+from app.services.audience.consent import (
     consent_expired_clause,
     consent_expiring_clause,
     consent_valid_clause,

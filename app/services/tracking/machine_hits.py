@@ -25,7 +25,7 @@ from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BUNDLED_APPLE_RANGES = Path(__file__).resolve().parent.parent / "data" / "apple_mpp_egress.csv"
+BUNDLED_APPLE_RANGES = Path(__file__).resolve().parents[2] / "data" / "apple_mpp_egress.csv"
 
 # A click this soon after the message left is a scanner (people need longer to read).
 CLICK_AFTER_SEND_SECONDS = 10.0

@@ -45,6 +45,7 @@ from app.emails.sandbox import (
     apply_ops,
     render_organizer_text,
 )
+from app.infra.sql import is_postgresql
 from app.models import (
     TRANSITIONS,
     Campaign,
@@ -59,7 +60,6 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.services import DbSession
-from app.services.sql import is_postgresql
 
 log = logging.getLogger(__name__)
 

@@ -33,12 +33,12 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.services import DbSession
-from app.services.consent import record_consent
-from app.services.subscriptions import is_suppressed
+from app.services.audience.consent import record_consent
+from app.services.audience.subscriptions import is_suppressed
 
 log = logging.getLogger(__name__)
 
-# The kind of the transactional job (app.services.transactional) that sends confirmations.
+# The kind of the transactional job (app.services.sending.transactional) that sends confirmations.
 OPTIN_KIND = "optin_confirmation"
 CONFIRM_SALT = "rallypoint.optin-confirm.v1"
 FORM_SALT = "rallypoint.embed-form.v1"
@@ -135,7 +135,7 @@ def subscribe(
     - Otherwise subscribed now (SUBSCRIBED); through a form this records express consent
       with the form's wording and the request details (CASL proof).
 
-    Imports do not come here: they subscribe in bulk (app.services.imports). Flushes; the
+    Imports do not come here: they subscribe in bulk (app.services.audience.imports). Flushes; the
     email leaves only when the caller commits.
 
     Args:

@@ -8,10 +8,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.infra.sql import is_postgresql
 from app.models import Language, MailingList, Member, Subscription, Suppression
 from app.services import DbSession
-from app.services.member_csv import InvalidEmail, normalise_email, normalise_postal_code
-from app.services.sql import is_postgresql
+from app.services.audience.member_csv import InvalidEmail, normalise_email, normalise_postal_code
 
 # PostgreSQL advisory lock key shared by everything that inserts members: imports take it
 # exclusively (they look addresses up, then insert without ON CONFLICT), single creations take

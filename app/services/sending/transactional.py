@@ -10,7 +10,8 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from app.services import DbSession, previews
+from app.services import DbSession
+from app.services.campaigns import previews
 from app.services.transports import Transport
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ def _optin_confirmation(
 ) -> int:
     from flask import current_app
 
-    from app.services import optin
+    from app.services.audience import optin
 
     try:
         return optin.send_confirmation(

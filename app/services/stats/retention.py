@@ -34,10 +34,10 @@ import redis
 import sqlalchemy as sa
 from redis.exceptions import LockError
 
+from app.infra.sql import is_postgresql
 from app.models import Event, WebhookBatch
 from app.models.base import utcnow
 from app.services import DbSession
-from app.services.sql import is_postgresql
 
 log = logging.getLogger(__name__)
 

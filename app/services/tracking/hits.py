@@ -1,7 +1,7 @@
 """Recording opens, clicks and unsubscribes: events, first-engagement times and counters.
 
 Hits reach `record_hits` from the stream flusher (workers/tasks/tracking.py) or, when Redis is
-unreachable, straight from the web process (app/services/hit_buffer.py). Both paths are
+unreachable, straight from the web process (app/services/tracking/hit_buffer.py). Both paths are
 idempotent on the hit id the web process gave each hit, so a redelivered stream entry, a
 replay after a Redis restart or a hit written by both paths is counted once.
 """
@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import sqlalchemy as sa
 
+from app.infra.sql import is_postgresql, one_of
 from app.models import (
     CampaignHourly,
     CampaignStats,
@@ -31,9 +32,11 @@ from app.models import (
     campaign_lists,
 )
 from app.models.base import utcnow
-from app.services import DbSession, breakdown, machine_hits, subscriptions
-from app.services.sql import is_postgresql, one_of
-from app.services.stats import add_counters, hour_of
+from app.services import DbSession
+from app.services.audience import subscriptions
+from app.services.stats import breakdown
+from app.services.stats.counters import add_counters, hour_of
+from app.services.tracking import machine_hits
 
 log = logging.getLogger(__name__)
 

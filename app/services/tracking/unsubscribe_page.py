@@ -161,7 +161,7 @@ def _subject_for(
 ) -> str:
     """The subject as this member saw it: merge fields filled in, never template syntax."""
     from app.emails.content import Recipient
-    from app.services import campaigns
+    from app.services.campaigns import authoring as campaigns
 
     campaign = session.get(Campaign, delivery.campaign_id)
     if campaign is None:

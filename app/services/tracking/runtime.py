@@ -15,9 +15,10 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
-from app.services import machine_hits, tracking
-from app.services.hit_buffer import HitBuffer
-from app.services.tokens import TokenSigner, signer_from_config
+from app.infra.tokens import TokenSigner, signer_from_config
+from app.services.tracking import hits as tracking
+from app.services.tracking import machine_hits
+from app.services.tracking.hit_buffer import HitBuffer
 
 _EXT = "rallypoint.tracking"
 

@@ -21,7 +21,8 @@ from app.models import (
     SubscriptionSource,
     SubscriptionStatus,
 )
-from app.services import DbSession, lists
+from app.services import DbSession
+from app.services.audience import lists
 
 ALL_MEMBERS = "All members"
 ACTION_NETWORK = "Action network"

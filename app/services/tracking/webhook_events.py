@@ -18,6 +18,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.infra import sql
 from app.models import (
     Delivery,
     DeliveryStatus,
@@ -28,9 +29,16 @@ from app.models import (
     WebhookBatch,
 )
 from app.models.base import utcnow
-from app.services import DbSession, breakdown, sql, subscriptions
-from app.services.stats import OUTCOME_COUNTER, OUTCOME_OF_EVENT, OUTCOME_RANK, bump_campaign_stats
-from app.services.tracking import campaign_list_ids, record_unsubscribe
+from app.services import DbSession
+from app.services.audience import subscriptions
+from app.services.stats import breakdown
+from app.services.stats.counters import (
+    OUTCOME_COUNTER,
+    OUTCOME_OF_EVENT,
+    OUTCOME_RANK,
+    bump_campaign_stats,
+)
+from app.services.tracking.hits import campaign_list_ids, record_unsubscribe
 
 log = logging.getLogger(__name__)
 

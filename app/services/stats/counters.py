@@ -16,6 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.infra import sql
 from app.models import (
     CampaignHourly,
     CampaignStats,
@@ -27,7 +28,7 @@ from app.models import (
     LinkStats,
 )
 from app.models.base import utcnow
-from app.services import DbSession, sql
+from app.services import DbSession
 
 CAMPAIGN_COUNTERS: tuple[str, ...] = tuple(
     c.name for c in CampaignStats.__table__.columns if c.name not in ("campaign_id", "updated_at")

@@ -30,8 +30,8 @@ from app.emails.content import LANGUAGES, LAYOUTS
 from app.emails.samples import SAMPLE_RECIPIENTS
 from app.models import Campaign, Member
 from app.services import DbSession
-from app.services import campaigns as campaign_service
-from app.services.campaigns import CampaignInput, CampaignInvalid
+from app.services.campaigns import authoring as campaign_service
+from app.services.campaigns.authoring import CampaignInput, CampaignInvalid
 from app.services.transports import OutgoingBatch, OutgoingRecipient, Transport
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from app.models import MailingList, Member, Subscription, SubscriptionStatus, campaign_lists
 from app.models.base import utcnow
 from app.services import DbSession
-from app.services.consent import consent_expiring_clause
+from app.services.audience.consent import consent_expiring_clause
 
 OPT_INS = ("single", "double")
 PER_PAGE = 50

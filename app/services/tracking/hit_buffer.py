@@ -38,8 +38,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app.services import hit_stream
-from app.services.tracking import Hit, decode_hits, encode_hits
+from app.services.tracking import hit_stream
+from app.services.tracking.hits import Hit, decode_hits, encode_hits
 
 log = logging.getLogger(__name__)
 
