@@ -8,7 +8,7 @@ lost broker messages, and `pause`/`resume`/`cancel` steer a running campaign.
 
 from app.services.sending.audience import FreezeResult, audience_count, freeze_audience
 from app.services.sending.batches import BatchOutcome, SendContext, send_batch
-from app.services.sending.control import SweepReport, cancel, finish_if_done, pause, resume, sweep
+from app.services.sending.control import SweepReport, cancel, pause, resume, sweep
 from app.services.sending.progress import Progress, progress
 from app.services.sending.scheduling import (
     check_sendable,
@@ -18,7 +18,7 @@ from app.services.sending.scheduling import (
     tick,
     unschedule,
 )
-from app.services.sending.status import SendingError, TransitionError
+from app.services.sending.status import SendingError, TransitionError, finish_if_done
 
 __all__ = [
     "BatchOutcome",

@@ -25,6 +25,7 @@ from app.models import (
 from app.models.base import utcnow
 from app.services import DbSession
 from app.services.sending import peers
+from app.services.sending.status import finish_if_done
 from app.services.stats import breakdown
 
 log = logging.getLogger(__name__)
@@ -155,8 +156,6 @@ def freeze_audience(
         jobs.enqueue(session, jobs.SEND_BATCH, campaign_id, batch_no)
     finished = False
     if not batches:
-        from app.services.sending.control import finish_if_done
-
         finished = finish_if_done(session, campaign_id, now=now)
     session.flush()
     return FreezeResult(inserted, batches, finished)

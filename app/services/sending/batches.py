@@ -41,9 +41,9 @@ from app.models import (
 from app.models.base import utcnow
 from app.services import DbSession
 from app.services.sending import coordination, peers, rendering
-from app.services.sending.control import finish_if_done, pause_itself
 from app.services.sending.rate_limit import TokenBucket
 from app.services.sending.rendering import BatchBuilder, ClaimedRow
+from app.services.sending.status import finish_if_done, pause_itself
 from app.services.transports import Transport, TransportError, get_transport
 
 log = logging.getLogger(__name__)

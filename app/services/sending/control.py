@@ -15,7 +15,7 @@ from app.models.base import utcnow
 from app.services import DbSession
 from app.services.sending import coordination
 from app.services.sending.audience import queued_batches
-from app.services.sending.status import change_status, conditional_status, require
+from app.services.sending.status import change_status, finish_if_done, require
 
 log = logging.getLogger(__name__)
 
@@ -35,54 +35,6 @@ def _load(session: DbSession, campaign_id: int) -> Campaign:
     if campaign is None:
         raise LookupError(f"No campaign {campaign_id}.")
     return campaign
-
-
-def _unfinished() -> sa.ColumnElement[bool]:
-    return sa.exists().where(
-        Delivery.campaign_id == Campaign.id,
-        Delivery.status.in_([DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value]),
-    )
-
-
-def finish_if_done(session: DbSession, campaign_id: int, *, now: datetime | None = None) -> bool:
-    """Move a sending campaign to sent when no delivery is queued or sending any more.
-
-    One conditional UPDATE (`… WHERE status = 'sending' AND NOT EXISTS (…)`): when the
-    last batches of a campaign end together, exactly one of them makes the change. The
-    NOT EXISTS probes ix_deliveries_campaign_status. Call it after committing the batch's
-    own outcome, or a concurrent batch's check could miss it. Flushes, does not commit.
-
-    Returns:
-        True if this call finished the campaign.
-    """
-    now = now or utcnow()
-    done = conditional_status(
-        session,
-        campaign_id,
-        CampaignStatus.SENDING,
-        CampaignStatus.SENT,
-        ~_unfinished(),
-        finished_at=now,
-        updated_at=now,
-    )
-    if done:
-        log.info("campaign %s: sent", campaign_id)
-    return done
-
-
-def pause_itself(session: DbSession, campaign_id: int, reason: str, *, now: datetime) -> bool:
-    """A worker pauses a sending campaign and says why (shown on the campaign page)."""
-    paused = conditional_status(
-        session,
-        campaign_id,
-        CampaignStatus.SENDING,
-        CampaignStatus.PAUSED,
-        status_reason=reason[:2000],
-        updated_at=now,
-    )
-    if paused:
-        log.warning("campaign %s paused itself: %s", campaign_id, reason)
-    return paused
 
 
 def pause(session: DbSession, campaign_id: int, actor: User | None) -> Campaign:

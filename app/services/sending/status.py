@@ -1,18 +1,27 @@
-"""Campaign status changes for sending, always through the TRANSITIONS table."""
+"""Campaign status changes for sending, always through the TRANSITIONS table.
+
+The workers' own moves (`finish_if_done`, `pause_itself`) live here too, beside the
+conditional UPDATE they use, so the audience freeze, the batches and control all import
+them from below without importing one another.
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from app.emails.content import Problem
-from app.models import TRANSITIONS, Campaign, CampaignStatus
+from app.models import TRANSITIONS, Campaign, CampaignStatus, Delivery, DeliveryStatus
 from app.models.base import utcnow
 from app.services import DbSession
 from app.services.campaigns.authoring import TransitionRefused
 from app.services.sending import peers
+
+log = logging.getLogger(__name__)
 
 STATUS_LABELS = {
     CampaignStatus.DRAFT: "Draft",
@@ -117,3 +126,51 @@ def conditional_status(
         .execution_options(synchronize_session=False)
     )
     return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def _unfinished() -> sa.ColumnElement[bool]:
+    return sa.exists().where(
+        Delivery.campaign_id == Campaign.id,
+        Delivery.status.in_([DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value]),
+    )
+
+
+def finish_if_done(session: DbSession, campaign_id: int, *, now: datetime | None = None) -> bool:
+    """Move a sending campaign to sent when no delivery is queued or sending any more.
+
+    One conditional UPDATE (`… WHERE status = 'sending' AND NOT EXISTS (…)`): when the
+    last batches of a campaign end together, exactly one of them makes the change. The
+    NOT EXISTS probes ix_deliveries_campaign_status. Call it after committing the batch's
+    own outcome, or a concurrent batch's check could miss it. Flushes, does not commit.
+
+    Returns:
+        True if this call finished the campaign.
+    """
+    now = now or utcnow()
+    done = conditional_status(
+        session,
+        campaign_id,
+        CampaignStatus.SENDING,
+        CampaignStatus.SENT,
+        ~_unfinished(),
+        finished_at=now,
+        updated_at=now,
+    )
+    if done:
+        log.info("campaign %s: sent", campaign_id)
+    return done
+
+
+def pause_itself(session: DbSession, campaign_id: int, reason: str, *, now: datetime) -> bool:
+    """A worker pauses a sending campaign and says why (shown on the campaign page)."""
+    paused = conditional_status(
+        session,
+        campaign_id,
+        CampaignStatus.SENDING,
+        CampaignStatus.PAUSED,
+        status_reason=reason[:2000],
+        updated_at=now,
+    )
+    if paused:
+        log.warning("campaign %s paused itself: %s", campaign_id, reason)
+    return paused
