@@ -106,6 +106,33 @@ def test_consent_in_the_future_is_refused(db_session):
         )
 
 
+def test_the_imports_consent_rule_is_the_same_in_python_and_in_sql(db_session):
+    """consent.import_should_replace and the SQL the PostgreSQL import runs
+    (consent.import_replaces_sql) agree on every old record x import choice."""
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    expiries = [None, now - timedelta(days=10), now + timedelta(days=10), now + timedelta(days=900)]
+    olds = [(None, None)] + [(basis.value, e) for basis in consent.ConsentBasis for e in expiries]
+    news = [(basis.value, e) for basis in consent.ConsentBasis for e in expiries]
+    python, in_sql = [], []
+    for new_basis, new_expires in news:
+        clause = consent.import_replaces_sql(new_basis, new_expires)
+        query = sa.text(
+            f"SELECT {clause} FROM (SELECT CAST(:old_basis AS text) AS consent_basis, "  # noqa: S608
+            "CAST(:old_expires AS timestamptz) AS consent_expires_at) m"
+        )
+        for old_basis, old_expires in olds:
+            python.append(
+                consent.import_should_replace(old_basis, old_expires, new_basis, new_expires)
+            )
+            params = {"old_basis": old_basis, "old_expires": old_expires}
+            params |= {"c_basis": new_basis, "c_expires": new_expires}
+            in_sql.append(db_session.execute(query, params).scalar())
+    assert len(python) == 16 * 17
+    assert in_sql == python
+    assert any(python)
+    assert not all(python)
+
+
 # ---- double opt-in ------------------------------------------------------------------------
 
 

@@ -12,7 +12,9 @@ Rules (reference/sendgrid-deliverability-casl.md §5; not legal advice):
 - A member with no consent record has no valid consent: they are never sent to.
 
 The sender's audience query uses :func:`consent_valid_clause`; the UI warns
-:data:`EXPIRY_WARNING` (60 days) ahead with :func:`consent_expiring_clause`.
+:data:`EXPIRY_WARNING` (60 days) ahead with :func:`consent_expiring_clause`. An import
+replaces a member's consent by :func:`import_should_replace`, which the PostgreSQL import
+applies in SQL through :func:`import_replaces_sql`.
 """
 
 from __future__ import annotations
@@ -278,7 +280,7 @@ def import_should_replace(
     implied basis with a later (or no) expiry: a re-import of current members renews
     membership consent, a new inquiry renews inquiry consent. Express consent already on file
     is never replaced (its original date is the proof). The PostgreSQL import applies the same
-    rule in SQL (imports._CONSENT_REPLACES); a test keeps the two equal.
+    rule in SQL (import_replaces_sql); a test keeps the two equal.
     """
     old_rank, new_rank = consent_rank(old_basis), consent_rank(new_basis)
     if old_basis is None or new_rank > old_rank:
@@ -288,3 +290,30 @@ def import_should_replace(
     if old_expires_at is None:
         return False
     return new_expires_at is None or new_expires_at > old_expires_at
+
+
+def import_replaces_sql(new_basis: str, new_expires_at: datetime | None) -> str:
+    """SQL true where an import's consent replaces a member's record: import_should_replace.
+
+    For the PostgreSQL import's set-based UPDATE: the member is the alias ``m``, the new
+    basis is bound as ``:c_basis`` and its expiry as ``:c_expires``. The ranks come from the
+    same table as consent_rank; tests/services/test_optin_consent_export.py checks that the
+    SQL and the Python agree on every combination.
+    """
+    rank = " ".join(f"WHEN '{basis}' THEN {rank}" for basis, rank in _RANK.items())
+    old_rank = f"CASE m.consent_basis {rank} ELSE 0 END"
+    if new_basis == ConsentBasis.EXPRESS.value:
+        same_basis_renews = "FALSE"
+    elif new_expires_at is None:
+        same_basis_renews = (
+            "(m.consent_basis = CAST(:c_basis AS text) AND m.consent_expires_at IS NOT NULL)"
+        )
+    else:
+        same_basis_renews = (
+            "(m.consent_basis = CAST(:c_basis AS text) AND m.consent_expires_at IS NOT NULL"
+            " AND CAST(:c_expires AS timestamptz) > m.consent_expires_at)"
+        )
+    return (
+        f"(m.consent_basis IS NULL OR {consent_rank(new_basis)} > {old_rank} "
+        f"OR {same_basis_renews})"
+    )

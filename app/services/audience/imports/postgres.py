@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from app.models import ConsentBasis, ImportIssueKind, SubscriptionSource, SubscriptionStatus
-from app.services.audience.consent import consent_rank
+from app.services.audience.consent import import_replaces_sql
 from app.services.audience.imports import statements as sql
 from app.services.audience.imports.progress import ImportProgress
 from app.services.audience.imports.run import (
@@ -407,31 +407,6 @@ class CopyImport(ImportRun):
             placeholder=_EARLIER_LINE,
         )
 
-    def _consent_sql(self) -> str:
-        """SQL true where the import's consent replaces a member's (m.*) consent record.
-
-        The same rule as consent.import_should_replace, tested to agree with it.
-        """
-        basis = self.consent.basis
-        if basis is None:
-            return "FALSE"
-        rank = (
-            "CASE m.consent_basis WHEN 'express' THEN 3 WHEN 'implied_membership' THEN 2 "
-            "WHEN 'implied_other' THEN 1 WHEN 'implied_inquiry' THEN 1 ELSE 0 END"
-        )
-        if basis == ConsentBasis.EXPRESS.value:
-            same_basis_renews = "FALSE"
-        elif self.consent.expires_at is None:
-            same_basis_renews = (
-                "(m.consent_basis = CAST(:c_basis AS text) AND m.consent_expires_at IS NOT NULL)"
-            )
-        else:
-            same_basis_renews = (
-                "(m.consent_basis = CAST(:c_basis AS text) AND m.consent_expires_at IS NOT NULL"
-                " AND CAST(:c_expires AS timestamptz) > m.consent_expires_at)"
-            )
-        return f"(m.consent_basis IS NULL OR {consent_rank(basis)} > {rank} OR {same_basis_renews})"
-
     def _consent_params(self) -> dict[str, Any]:
         c = self.consent
         return {
@@ -447,7 +422,7 @@ class CopyImport(ImportRun):
         basis = self.consent.basis
         statement = sql.update_members(
             attributes,
-            self._consent_sql() if basis is not None else None,
+            import_replaces_sql(basis, self.consent.expires_at) if basis is not None else None,
             renews_membership=basis == ConsentBasis.IMPLIED_MEMBERSHIP.value,
         )
         result = self._timed("update", statement, now=self.now, **params, **self._consent_params())
