@@ -8,6 +8,7 @@ from flask_login import current_user
 
 from app.extensions import db
 from app.models import Role
+from app.services.organization import settings as org_settings
 from app.services.stats import reports
 from app.web import report_view
 from app.web.roles import role_required
@@ -26,7 +27,7 @@ def index() -> ResponseReturnValue:
 @role_required(Role.VIEWER)
 def dashboard() -> ResponseReturnValue:
     # Counters and rollups only (a handful of small reads): see app.services.stats.reports.
-    tz = reports.org_timezone(db.session)
+    tz = org_settings.org_timezone(db.session)
     recent, _ = reports.reported_campaigns(db.session, per_page=5)
     health = report_view.health_view(reports.deliverability(db.session))
     growth = report_view.growth_view(reports.list_growth(db.session, tz=tz), tz)
@@ -58,5 +59,5 @@ def stats() -> ResponseReturnValue:
         total=total,
         page=int(page),
         pages=pages,
-        tz=reports.org_timezone(db.session),
+        tz=org_settings.org_timezone(db.session),
     )

@@ -12,6 +12,7 @@ from markupsafe import Markup
 from app.models import BreakdownDimension
 from app.models.base import utcnow
 from app.services import DbSession
+from app.services.organization import settings as org_settings
 from app.services.stats import reports
 from app.services.stats.reports import (
     BreakdownRow,
@@ -180,7 +181,7 @@ def campaign_report(session: DbSession, campaign_id: int) -> CampaignReportView:
     header = reports.campaign_header(session, campaign_id)
     funnel = reports.campaign_funnel(session, campaign_id)
     now = utcnow()
-    tz = reports.org_timezone(session)
+    tz = org_settings.org_timezone(session)
     buckets = reports.campaign_timeline(session, campaign_id, now=now)
     links = reports.campaign_links(session, campaign_id)
     use_sent = funnel.denominator == "sent"

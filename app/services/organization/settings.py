@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 import sqlalchemy as sa
 from email_validator import EmailNotValidError, validate_email
+from flask import current_app
 
 from app.models import Campaign, CampaignStatus, OrgSettings, Sender
 from app.services import DbSession
@@ -17,6 +18,8 @@ MAX_ORGANIZATION = 200
 MAX_CONTACT = 300
 MAX_ADDRESS = 1000
 MAX_SENDER_NAME = 200
+# Where the organization is when nobody has said (RALLYPOINT_TIMEZONE overrides it).
+DEFAULT_TIMEZONE = "America/Edmonton"
 
 
 class SettingsError(ValueError):
@@ -35,6 +38,24 @@ def get_settings(session: DbSession) -> OrgSettings:
         session.add(row)
         session.flush()
     return row
+
+
+def org_timezone(session: DbSession, fallback: str | None = None) -> ZoneInfo:
+    """The organization's time zone: send times are picked in it and every page shows it.
+
+    The zone in Settings; without one, `fallback`, else the TIMEZONE setting
+    (RALLYPOINT_TIMEZONE), else America/Edmonton. A name that is no zone reads as
+    America/Edmonton. The dashboard, the reports and the send panel all ask here, so they
+    show one zone.
+    """
+    settings = session.get(OrgSettings, 1)
+    if fallback is None:
+        fallback = str(current_app.config.get("TIMEZONE") or DEFAULT_TIMEZONE)
+    name = (settings.timezone if settings and settings.timezone else "") or fallback
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo(DEFAULT_TIMEZONE)
 
 
 def timezone_choices() -> list[str]:

@@ -12,7 +12,6 @@ from app.services.sending.control import SweepReport, cancel, pause, resume, swe
 from app.services.sending.progress import Progress, progress
 from app.services.sending.scheduling import (
     check_sendable,
-    org_timezone,
     schedule,
     send_now,
     tick,
@@ -33,7 +32,6 @@ __all__ = [
     "check_sendable",
     "finish_if_done",
     "freeze_audience",
-    "org_timezone",
     "pause",
     "progress",
     "resume",

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
@@ -33,12 +33,12 @@ from app.models import (
     Link,
     LinkStats,
     Member,
-    OrgSettings,
     Subscription,
 )
 from app.models.base import utcnow
 from app.models.deliveries import PROBLEM_SQL
 from app.services import DbSession
+from app.services.organization.settings import org_timezone
 from app.services.stats.breakdown import BREAKDOWN_COUNTERS
 
 FUNNEL_COUNTERS: tuple[str, ...] = tuple(
@@ -87,15 +87,6 @@ def _rate(numerator: int, denominator: int) -> float | None:
 
 def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
-
-
-def org_timezone(session: DbSession) -> ZoneInfo:
-    """The organization's time zone for dates on the pages (UTC when unset or unknown)."""
-    name = session.scalar(sa.select(OrgSettings.timezone).where(OrgSettings.id == 1))
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
 
 
 # --- the funnel -------------------------------------------------------------------------------
