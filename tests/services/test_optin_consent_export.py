@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import jobs
+from app.infra.spreadsheets import FORMULA_TRIGGERS, neutralise
 from app.models import (
     ConsentBasis,
     Member,
@@ -302,7 +303,7 @@ def test_send_confirmation_needs_the_casl_identity(db_session, double, app):
     ],
 )
 def test_neutralise(value, expected):
-    assert export.neutralise(value) == expected
+    assert neutralise(value) == expected
 
 
 def read_csv(chunks) -> list[list[str]]:
@@ -325,7 +326,7 @@ def test_export_of_an_import_with_hostile_names_neutralises_formulas(db_session,
     assert mal["Workplace"] == "'@SUM(1+1)"
     for row in body:
         for cell in row:
-            assert not cell.startswith(export.FORMULA_TRIGGERS), cell
+            assert not cell.startswith(FORMULA_TRIGGERS), cell
     assert by_email["dee@example.org"]["Workplace"] == "Warehouse\nDock 4"
 
 

@@ -1,10 +1,7 @@
 """CSV export of a list or a segment: streamed, and safe to open in a spreadsheet.
 
-Any cell that starts with =, +, -, @, tab, carriage return or line feed gets a leading
-apostrophe, so Excel, LibreOffice and Google Sheets show it as text instead of running it as
-a formula (reference/celery-tracking-security.md §5.4: member names, custom fields and form
-input are all attacker-controlled). The apostrophe is the prefix OWASP recommends; a tab
-would itself be one of the dangerous characters (Symfony CVE-2021-41270).
+Every cell goes through app.infra.spreadsheets.neutralise (a leading apostrophe before
+anything a spreadsheet would run as a formula), the rule every CSV download shares.
 """
 
 from __future__ import annotations
@@ -16,12 +13,12 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.infra.spreadsheets import neutralise
 from app.infra.sql import is_postgresql
 from app.models import MailingList, Member, Segment, Subscription, SubscriptionStatus
 from app.services import DbSession
 from app.services.audience.segments import segment_condition
 
-FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r", "\n")
 BASE_COLUMNS = (
     "email",
     "first_name",
@@ -36,14 +33,6 @@ BASE_COLUMNS = (
 )
 MAX_ATTRIBUTE_COLUMNS = 200
 _FLUSH_CHARS = 64 * 1024
-
-
-def neutralise(value: Any) -> str:
-    """A cell's text, with a leading apostrophe if a spreadsheet would read it as a formula."""
-    text = "" if value is None else str(value)
-    if text.startswith(FORMULA_TRIGGERS):
-        return "'" + text
-    return text
 
 
 def _attribute_keys(session: DbSession, members: sa.Select[Any]) -> list[str]:

@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
+from app.infra.spreadsheets import neutralise
 from app.models import (
     BreakdownDimension,
     Campaign,
@@ -509,9 +510,6 @@ def campaign_problems(
 
 # --- the CSV export ---------------------------------------------------------------------------
 
-# Spreadsheets run a cell that starts with one of these as a formula (OWASP CSV injection;
-# line feed added in 2025). Prefixing "'" makes it text; a tab prefix would not (CVE-2021-41270).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n")
 OUTCOME_CSV_HEADER = (
     "email",
     "first_name",
@@ -531,19 +529,12 @@ OUTCOME_CSV_HEADER = (
 )
 
 
-def csv_safe(value: Any) -> str:
-    """A cell value a spreadsheet will show as text, never run as a formula."""
-    if value is None:
-        return ""
-    text = value.isoformat() if isinstance(value, datetime) else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
-
-
 def outcome_csv(session: DbSession, campaign_id: int) -> Iterator[str]:
     """Each member's outcome for a campaign as CSV text, streamed in chunks.
 
     One pass over the campaign's deliveries (with a server-side cursor), so memory stays flat
-    at 1M rows. Every cell goes through `csv_safe`: names and addresses are member-supplied.
+    at 1M rows. Every cell goes through app.infra.spreadsheets.neutralise: names and addresses are
+    member-supplied.
     """
     buffer = io.StringIO()
     writer = csv.writer(buffer)
@@ -572,7 +563,7 @@ def outcome_csv(session: DbSession, campaign_id: int) -> Iterator[str]:
         .execution_options(yield_per=2000)
     )
     for n, row in enumerate(session.execute(query), start=1):
-        writer.writerow([csv_safe(v) for v in row])
+        writer.writerow([neutralise(v) for v in row])
         if n % 2000 == 0:
             yield buffer.getvalue()
             buffer.seek(0)
