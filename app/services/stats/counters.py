@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -68,7 +68,12 @@ class StatsError(ValueError):
 
 
 def hour_of(moment: datetime) -> datetime:
-    return moment.replace(minute=0, second=0, microsecond=0)
+    """The UTC hour a moment falls in: the key of campaign_hourly and of the report's timeline.
+
+    Converted to UTC first, so a time given in a zone with a half-hour offset (St. John's)
+    still lands on a UTC hour boundary.
+    """
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def add_counters(

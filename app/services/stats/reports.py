@@ -41,6 +41,7 @@ from app.models.deliveries import PROBLEM_SQL
 from app.services import DbSession
 from app.services.organization.settings import org_timezone
 from app.services.stats.breakdown import BREAKDOWN_COUNTERS
+from app.services.stats.counters import hour_of
 
 FUNNEL_COUNTERS: tuple[str, ...] = tuple(
     c.name for c in CampaignStats.__table__.columns if c.name not in ("campaign_id", "updated_at")
@@ -84,10 +85,6 @@ class ReportError(LookupError):
 
 def _rate(numerator: int, denominator: int) -> float | None:
     return numerator / denominator if denominator else None
-
-
-def hour_of(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 # --- the funnel -------------------------------------------------------------------------------
