@@ -92,12 +92,23 @@ def _clean_attributes(attributes: dict[str, Any] | None) -> dict[str, str]:
     return cleaned
 
 
-def member_by_email(session: DbSession, email: str) -> Member | None:
+def email_key(raw: str) -> str:
+    """The form an address is stored and looked up in, whoever typed or reported it.
+
+    normalise_email's form (email-validator's normalisation, lower-cased: "JOSÉ@X.ORG" typed
+    with a combining accent and "josé@x.org" are one address). An address it refuses (a
+    webhook may report one) is only trimmed and lower-cased, so it can still be suppressed.
+    Every lookup of a member, a delivery or a suppression by address goes through here.
+    """
     try:
-        address = normalise_email(email)
+        return normalise_email(raw)
     except InvalidEmail:
-        return None
-    return session.scalar(sa.select(Member).where(Member.email == address))
+        return raw.strip().lower()
+
+
+def member_by_email(session: DbSession, email: str) -> Member | None:
+    """The member with this address (in any case or Unicode form), or None."""
+    return session.scalar(sa.select(Member).where(Member.email == email_key(email)))
 
 
 def create_member(

@@ -9,7 +9,6 @@ import sqlalchemy as sa
 from app.models import (
     Delivery,
     DeliveryStatus,
-    Member,
     Subscription,
     SubscriptionStatus,
     Suppression,
@@ -18,6 +17,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.services import DbSession
+from app.services.audience.members import email_key
 
 
 def _skip_queued_deliveries(session: DbSession, member_ids: sa.ColumnElement[bool]) -> int:
@@ -92,7 +92,7 @@ def suppress(
     Creates the suppression (or keeps the existing one, first reason wins) and skips every
     queued delivery to that address. Idempotent. Flushes, does not commit.
     """
-    address = email.strip().lower()
+    address = email_key(email)
     existing = session.scalar(sa.select(Suppression).where(Suppression.email == address))
     if existing is None:
         existing = Suppression(email=address, reason=reason.value, detail=detail)
@@ -104,7 +104,7 @@ def suppress(
 
 def unsuppress(session: DbSession, email: str) -> bool:
     """Lift a manual suppression. Bounces and spam reports stay: they protect deliverability."""
-    address = email.strip().lower()
+    address = email_key(email)
     row = session.scalar(sa.select(Suppression).where(Suppression.email == address))
     if row is None or row.reason != SuppressionReason.MANUAL.value:
         return False
@@ -114,9 +114,5 @@ def unsuppress(session: DbSession, email: str) -> bool:
 
 
 def is_suppressed(session: DbSession, email: str) -> bool:
-    address = email.strip().lower()
+    address = email_key(email)
     return session.scalar(sa.select(Suppression.id).where(Suppression.email == address)) is not None
-
-
-def member_by_email(session: DbSession, email: str) -> Member | None:
-    return session.scalar(sa.select(Member).where(Member.email == email.strip().lower()))

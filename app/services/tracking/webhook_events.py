@@ -30,7 +30,7 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.services import DbSession
-from app.services.audience import subscriptions
+from app.services.audience import members, subscriptions
 from app.services.stats import breakdown
 from app.services.stats.counters import (
     OUTCOME_COUNTER,
@@ -144,7 +144,7 @@ def _find_delivery(session: DbSession, event: Mapping[str, Any]) -> Delivery | N
             sa.select(Delivery)
             .where(
                 Delivery.provider_message_id == message_id.split(".", 1)[0],
-                Delivery.email == email.strip().lower(),
+                Delivery.email == members.email_key(email),
             )
             .with_for_update()
         )
@@ -301,7 +301,7 @@ def _apply(
                 record_event=False,
             )
         elif address:
-            member = subscriptions.member_by_email(session, address)
+            member = members.member_by_email(session, address)
             if member is not None:
                 subscriptions.unsubscribe(
                     session, member.id, list_ids=None, source=UnsubscribeSource.WEBHOOK
