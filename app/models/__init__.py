@@ -19,6 +19,7 @@ from app.models.imports import (
     MemberImport,
 )
 from app.models.members import (
+    LANGUAGE_NAMES,
     ConsentBasis,
     Language,
     MailingList,
@@ -37,6 +38,7 @@ from app.models.users import ApiToken, Role, User
 
 __all__ = [
     "IMPORT_TRANSITIONS",
+    "LANGUAGE_NAMES",
     "TRANSITIONS",
     "ApiToken",
     "Base",

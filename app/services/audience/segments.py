@@ -17,7 +17,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.models import ConsentBasis, MailingList, Member, Segment, Subscription, SubscriptionStatus
+from app.models import (
+    LANGUAGE_NAMES,
+    ConsentBasis,
+    MailingList,
+    Member,
+    Segment,
+    Subscription,
+    SubscriptionStatus,
+)
 from app.models.base import utcnow
 from app.services import DbSession
 from app.services.audience.consent import (
@@ -61,7 +69,7 @@ FIELDS: Mapping[str, FieldSpec] = {
         "Language",
         "language",
         {"equals": "is", "not_equals": "is not"},
-        {"en": "English", "fr": "French"},
+        LANGUAGE_NAMES,
     ),
     "created_at": FieldSpec(
         "Added on",

@@ -28,7 +28,7 @@ from app.emails import (
 )
 from app.emails.content import LANGUAGES, LAYOUTS
 from app.emails.samples import SAMPLE_RECIPIENTS
-from app.models import Campaign, Member
+from app.models import LANGUAGE_NAMES, Campaign, Member
 from app.services import DbSession
 from app.services.campaigns import authoring as campaign_service
 from app.services.campaigns.authoring import CampaignInput, CampaignInvalid
@@ -105,8 +105,7 @@ def sample_recipient(language: str) -> Recipient:
 
 
 def _sample_label(language: str) -> str:
-    words = {"en": "English", "fr": "French"}
-    return f"a sample {words.get(language, language)}-speaking member"
+    return f"a sample {LANGUAGE_NAMES.get(language, language)}-speaking member"
 
 
 def find_members(session: DbSession, query: str, *, limit: int = 10) -> list[Member]:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import selectinload
 
 from app.infra.spreadsheets import neutralise
 from app.models import (
+    LANGUAGE_NAMES,
     BreakdownDimension,
     Campaign,
     CampaignBreakdown,
@@ -67,7 +68,6 @@ REPORTED_STATUSES = (
 )
 HOURLY_WINDOW = timedelta(hours=72)
 MAX_DAYS = 90  # the timeline's daily part stops here; later activity joins the last day
-LANGUAGE_NAMES = {"en": "English", "fr": "French"}
 PROBLEM_KINDS = ("failed", "bounced", "dropped")
 
 # Gmail's and Yahoo's bulk-sender rules: keep the spam-complaint rate below 0.1% and never
