@@ -15,6 +15,7 @@ from flask_smorest import Blueprint, abort
 from marshmallow import Schema, fields, validate
 
 from app.api.auth import api_role, current_api_user
+from app.api.errors import status_of
 from app.extensions import db
 from app.models import (
     ConsentBasis,
@@ -385,7 +386,7 @@ class Lists(MethodView):
             created = lists.create_list(db.session, **data)
         except lists.ListError as exc:
             db.session.rollback()
-            _fail(409 if "already" in str(exc) else 422, str(exc))
+            _fail(status_of(exc), str(exc))
         db.session.commit()
         return _list_data(created, lists.ListCounts())
 
@@ -413,7 +414,7 @@ class OneList(MethodView):
             lists.update_list(db.session, mailing_list, **data)
         except lists.ListError as exc:
             db.session.rollback()
-            _fail(409 if "already" in str(exc) else 422, str(exc))
+            _fail(status_of(exc), str(exc))
         db.session.commit()
         counts = lists.list_counts(db.session, [list_id]).get(list_id, lists.ListCounts())
         return _list_data(mailing_list, counts)
@@ -426,7 +427,7 @@ class OneList(MethodView):
             lists.delete_list(db.session, _list(list_id))
         except lists.ListError as exc:
             db.session.rollback()
-            _fail(409, str(exc))
+            _fail(status_of(exc), str(exc))
         db.session.commit()
 
 
@@ -516,8 +517,7 @@ class Members(MethodView):
             member = members.create_member(db.session, **data)
         except members.MemberError as exc:
             db.session.rollback()
-            status = 409 if "already a member" in str(exc) else 422
-            _fail(status, str(exc), {exc.field or "email": [str(exc)]})
+            _fail(status_of(exc), str(exc), {exc.field or "email": [str(exc)]})
         for target in targets:
             optin.subscribe(db.session, member, target, source=SubscriptionSource.API)
         db.session.commit()

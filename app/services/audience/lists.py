@@ -12,15 +12,23 @@ import sqlalchemy as sa
 
 from app.models import MailingList, Member, Subscription, SubscriptionStatus, campaign_lists
 from app.models.base import utcnow
-from app.services import DbSession
+from app.services import Conflict, DbSession, Invalid
 from app.services.audience.consent import consent_expiring_clause
 
 OPT_INS = ("single", "double")
 PER_PAGE = 50
 
 
-class ListError(ValueError):
+class ListError(Invalid):
     """A list change that cannot be made; the message is for the organizer."""
+
+
+class ListNameTaken(Conflict, ListError):
+    """Another list already has that name."""
+
+
+class ListInUse(Conflict, ListError):
+    """Campaigns use the list, so it stays."""
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,7 @@ def create_list(
     """
     name, description = _clean(name, description, opt_in)
     if session.scalar(sa.select(MailingList.id).where(MailingList.name == name)) is not None:
-        raise ListError(f"There is already a list called {name}.")
+        raise ListNameTaken(f"There is already a list called {name}.")
     row = MailingList(
         name=name,
         slug=_unique_slug(session, name),
@@ -120,7 +128,7 @@ def update_list(
         )
     )
     if taken is not None:
-        raise ListError(f"There is already a list called {new_name}.")
+        raise ListNameTaken(f"There is already a list called {new_name}.")
     mailing_list.name = new_name
     mailing_list.description = new_description
     if is_public is not None:
@@ -143,7 +151,7 @@ def delete_list(session: DbSession, mailing_list: MailingList) -> None:
         .where(campaign_lists.c.list_id == mailing_list.id)
     )
     if used:
-        raise ListError("Campaigns use this list, so it can't be deleted.")
+        raise ListInUse("Campaigns use this list, so it can't be deleted.")
     session.delete(mailing_list)
     session.flush()
 

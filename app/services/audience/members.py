@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from app.infra.sql import is_postgresql
 from app.models import Language, MailingList, Member, Subscription, Suppression
-from app.services import DbSession
+from app.services import Conflict, DbSession, Invalid
 from app.services.audience.member_csv import InvalidEmail, normalise_email, normalise_postal_code
 
 # PostgreSQL advisory lock key shared by everything that inserts members: imports take it
@@ -29,12 +29,12 @@ _WORDS = {
 MAX_ATTRIBUTES = 100
 
 
-class MemberError(ValueError):
+class MemberError(Invalid):
     """A member change that cannot be made. `field` names the input at fault, if any."""
 
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
+
+class MemberExists(Conflict, MemberError):
+    """A member with that address exists already."""
 
 
 def lock_member_inserts(session: DbSession) -> None:
@@ -129,7 +129,7 @@ def create_member(
     values = _clean_fields(fields)
     lock_member_inserts(session)
     if session.scalar(sa.select(Member.id).where(Member.email == address)) is not None:
-        raise MemberError(f"{address} is already a member.", "email")
+        raise MemberExists(f"{address} is already a member.", "email")
     member = Member(email=address, attributes=_clean_attributes(attributes), **values)
     session.add(member)
     session.flush()

@@ -59,7 +59,7 @@ from app.models import (
     campaign_lists,
 )
 from app.models.base import utcnow
-from app.services import DbSession
+from app.services import Conflict, DbSession, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ _REF_PURPOSE = b"rallypoint.campaign-ref.v1"
 _REF_CHARS = 12
 
 
-class CampaignError(ValueError):
+class CampaignError(ServiceError):
     """A campaign operation that cannot be done; the message is safe to show."""
 
 
@@ -95,7 +95,7 @@ class CampaignInvalid(CampaignError):
         )
 
 
-class CampaignConflict(CampaignError):
+class CampaignConflict(Conflict, CampaignError):
     """The campaign's status does not allow this (deleting a sent campaign, editing one
     that is sending). The API answers 409."""
 

@@ -15,14 +15,22 @@ from flask import current_app
 
 from app.models import ApiToken, Role, User
 from app.models.base import utcnow
-from app.services import DbSession
+from app.services import Conflict, DbSession, Invalid, NotFound
 
 TOKEN_PREFIX = "rp_"  # noqa: S105 - a marker, not a secret
 MIN_PASSWORD_LENGTH = 10
 
 
-class UserError(ValueError):
+class UserError(Invalid):
     """Bad input for a user operation; the message is safe to show."""
+
+
+class UserExists(Conflict, UserError):
+    """A user with that address exists already."""
+
+
+class TokenNotFound(NotFound, UserError):
+    """No API token has that id."""
 
 
 def _hasher() -> PasswordHasher:
@@ -63,7 +71,7 @@ def create_user(
     if len(password) < MIN_PASSWORD_LENGTH:
         raise UserError(f"The password must have at least {MIN_PASSWORD_LENGTH} characters.")
     if session.scalar(sa.select(User.id).where(User.email == address)) is not None:
-        raise UserError(f"A user with the email {address} already exists.")
+        raise UserExists(f"A user with the email {address} already exists.")
     user = User(
         email=address, name=name.strip(), role=role_value, password_hash=hash_password(password)
     )
@@ -138,7 +146,7 @@ def user_for_token(session: DbSession, secret: str) -> User | None:
 def revoke_token(session: DbSession, token_id: int) -> ApiToken:
     token = session.get(ApiToken, token_id)
     if token is None:
-        raise UserError(f"No API token with id {token_id}.")
+        raise TokenNotFound(f"No API token with id {token_id}.")
     if token.revoked_at is None:
         token.revoked_at = utcnow()
     session.flush()
