@@ -10,7 +10,7 @@ from flask_smorest import Blueprint, abort
 
 from app.api.auth import api_role
 from app.api.errors import status_of
-from app.api.schemas import UserCreateSchema, UserSchema
+from app.api.schemas.users import UserCreateSchema, UserSchema
 from app.extensions import db
 from app.models import Role, User
 from app.services.organization import users

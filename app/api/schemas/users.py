@@ -1,20 +1,10 @@
-"""Marshmallow schemas shared by the API blueprints (they also generate the OpenAPI document)."""
+"""Schemas of the user endpoints (admins) and of /me."""
 
 from __future__ import annotations
 
 from marshmallow import Schema, fields, validate
 
 from app.models import Role
-
-
-class ErrorBodySchema(Schema):
-    code = fields.String(required=True)
-    message = fields.String(required=True)
-    details = fields.Raw()
-
-
-class ErrorSchema(Schema):
-    error = fields.Nested(ErrorBodySchema, required=True)
 
 
 class UserSchema(Schema):
