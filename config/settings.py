@@ -10,6 +10,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
+# The email layouts (DESIGN.md: top-level templates/emails/), found from the application's
+# root here and nowhere else; EMAIL_TEMPLATES_DIR moves them (an installed package).
+EMAIL_TEMPLATES_DIR = ROOT / "templates" / "emails"
 
 TRANSPORTS = ("outbox", "smtp", "sendgrid")
 # Retention periods are whole days up to ten years: a slip such as 90000 is refused, not obeyed.
@@ -104,6 +107,7 @@ class BaseConfig:
         # batches (addresses, IPs, user agents) are deleted after WEBHOOK_BATCH_DAYS.
         self.TRACKING_DETAIL_DAYS = _int(env, "TRACKING_DETAIL_DAYS", 90)
         self.WEBHOOK_BATCH_DAYS = _int(env, "WEBHOOK_BATCH_DAYS", 30)
+        self.EMAIL_TEMPLATES_DIR = env.get("EMAIL_TEMPLATES_DIR") or str(EMAIL_TEMPLATES_DIR)
         # Apple's Private Relay egress ranges (`flask tracking load-apple-ranges` writes it);
         # the small sample shipped in app/data is used until then.
         self.APPLE_RANGES_FILE = env.get("APPLE_RANGES_FILE") or str(

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import css_inline
+from flask import current_app, has_app_context
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from markupsafe import Markup, escape
 
@@ -38,8 +39,7 @@ from app.emails.sandbox import (
     scrub,
 )
 from app.emails.strings import format_event_date, format_event_hours, ui_strings
-
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "emails"
+from config.settings import EMAIL_TEMPLATES_DIR
 
 # Member values are names, codes and short attributes; the cap keeps one recipient's
 # substitutions far below SendGrid's 10,000 bytes per personalization.
@@ -278,11 +278,26 @@ def _defuse_text(text: str) -> str:
     return _LITERAL_KEY.sub("-" + WORD_JOINER, text)
 
 
-@functools.cache
+def templates_dir() -> Path:
+    """Where the email layouts are: the EMAIL_TEMPLATES_DIR setting of the running app.
+
+    Outside an app (a test of the renderer alone, a benchmark) the setting's default, the
+    one config.settings resolves from the application's root.
+    """
+    if has_app_context():
+        return Path(current_app.config["EMAIL_TEMPLATES_DIR"])
+    return EMAIL_TEMPLATES_DIR
+
+
 def layout_environment() -> Environment:
     """Return the trusted environment for templates/emails (never organizer text)."""
+    return _layout_environment(templates_dir())
+
+
+@functools.cache
+def _layout_environment(directory: Path) -> Environment:
     return Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR),
+        loader=FileSystemLoader(directory),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         trim_blocks=True,

@@ -21,11 +21,13 @@ import re
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
-BUNDLED_APPLE_RANGES = Path(__file__).resolve().parents[2] / "data" / "apple_mpp_egress.csv"
+# A sample shipped inside the app package (app/data), found as package data.
+BUNDLED_APPLE_RANGES = Path(str(resources.files("app") / "data" / "apple_mpp_egress.csv"))
 
 # A click this soon after the message left is a scanner (people need longer to read).
 CLICK_AFTER_SEND_SECONDS = 10.0
