@@ -4,9 +4,10 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from itertools import chain, islice
+from operator import itemgetter
 from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from .addresses import InvalidEmail, _fast_normalise, normalise_email
@@ -51,6 +52,8 @@ _HEAD_BYTES = 64 * 1024
 _MAX_LINE = 1024 * 1024
 _LINES_PER_BATCH = 512
 _SHOWN_EMAIL_LENGTH = 100
+# The standard fields after the email, in ParsedRow's order.
+_OPTIONAL_FIELDS = ("first_name", "last_name", "language", "postal_code", "local")
 # Lone surrogates are what surrogateescape makes of bytes that are not UTF-8.
 _SURROGATE = re.compile("[\udc80-\udcff]")
 _UNSHOWABLE = re.compile("[\x00\udc80-\udcff]")
@@ -364,32 +367,18 @@ class MemberCsv:
         return self._rows()
 
     def _rows(self) -> Iterator[ParsedRow | SkippedRow]:
+        """The file's records, each with the line it starts on, parsed by _row_parser.
+
+        A record that is not valid CSV is skipped and reading goes on after it; a line the
+        line source dropped for its length, and a record with too many fields, are skipped
+        here. A blank line yields nothing.
+        """
         reader = self._reader
-        columns = self.columns
-        headers = columns.headers
-        width = len(headers)
-        standard = columns.standard
-        # Absent standard fields read index `width`, a cell that is always
-        # empty (every row is padded to width + 1), so the loop has no branch
-        # per optional column.
-        email_at = standard["email"]
-        first_name_at = standard.get("first_name", width)
-        last_name_at = standard.get("last_name", width)
-        language_at = standard.get("language", width)
-        postal_code_at = standard.get("postal_code", width)
-        local_at = standard.get("local", width)
-        attributes = columns.attributes
-        imported = sorted([*standard.values(), *(index for _, index in attributes)])
+        parse = self._row_parser()
+        width = len(self.columns.headers)
+        email_at = self.columns.standard["email"]
         padding = [""] * (width + 1)
         overlong = self._source.overlong
-        # Few distinct spellings of a language occur in one file; remember them.
-        languages: dict[str, str | None] = {}
-        fast_normalise = _fast_normalise
-        # NamedTuple's generated __new__ is a Python function; building the
-        # tuple directly skips it and saves a tenth of the time per row.
-        new_row = tuple.__new__
-        join = "".join
-
         previous_end = reader.line_num
         while True:
             try:
@@ -397,12 +386,7 @@ class MemberCsv:
                     line = previous_end + 1
                     previous_end = reader.line_num
                     if overlong and overlong[0] <= previous_end:
-                        first_overlong = overlong[0]
-                        while overlong and overlong[0] <= previous_end:
-                            overlong.pop(0)
-                        yield SkippedRow(
-                            line, f"line {first_overlong} is longer than {_MAX_LINE} characters"
-                        )
+                        yield _overlong_row(line, previous_end, overlong)
                         continue
                     count = len(fields)
                     if count == width:
@@ -411,95 +395,150 @@ class MemberCsv:
                         continue  # a blank line
                     elif count < width:
                         fields.extend(padding[count:])
-                    else:
-                        if any(extra.strip() for extra in fields[width:]):
-                            yield SkippedRow(
-                                line,
-                                f"wrong number of fields (expected {width}, found {count})",
-                                _shown(fields[email_at].strip()),
-                            )
-                            continue
-                        del fields[width + 1 :]
-                        fields[width] = ""
-
-                    joined = join(fields)
-                    if not joined.isascii() and _SURROGATE.search(joined):
-                        yield SkippedRow(line, "not valid UTF-8", _shown(fields[email_at].strip()))
+                    elif (refused := self._extra_fields(fields, line, email_at)) is not None:
+                        yield refused
                         continue
-                    if "\x00" in joined:
-                        # PostgreSQL text cannot hold NUL, and no spreadsheet writes it.
-                        yield SkippedRow(
-                            line, "contains a NUL character", _shown(fields[email_at].strip())
-                        )
-                        continue
-                    if len(joined) > MAX_FIELD_LENGTH:
-                        too_long = next(
-                            (i for i in imported if len(fields[i].strip()) > MAX_FIELD_LENGTH),
-                            None,
-                        )
-                        if too_long is not None:
-                            yield SkippedRow(
-                                line,
-                                f"field '{headers[too_long]}' is longer than "
-                                f"{MAX_FIELD_LENGTH} characters",
-                                None if too_long == email_at else _shown(fields[email_at].strip()),
-                            )
-                            continue
-
-                    raw_email = fields[email_at].strip()
-                    if not raw_email:
-                        if joined.strip():
-                            yield SkippedRow(line, "missing email")
-                        continue  # else a row of empty cells: a blank line
-                    # The fast path directly, without normalise_email's extra call
-                    # and strip: nearly every row ends here.
-                    email = fast_normalise(raw_email)
-                    if email is None:
-                        try:
-                            email = normalise_email(raw_email)
-                        except InvalidEmail as exc:
-                            yield SkippedRow(
-                                line, f"invalid email address: {exc}", _shown(raw_email)
-                            )
-                            continue
-
-                    language: str | None = None
-                    raw_language = fields[language_at].strip()
-                    if raw_language:
-                        language = languages.get(raw_language, "")
-                        if language == "":
-                            language = normalise_language(raw_language)
-                            if len(languages) < 256:
-                                languages[raw_language] = language
-                        if language is None:
-                            yield SkippedRow(
-                                line,
-                                f"unknown language '{raw_language[:40]}' (use en or fr)",
-                                _shown(raw_email),
-                            )
-                            continue
-
-                    postal_code = fields[postal_code_at].strip()
-                    yield new_row(
-                        ParsedRow,
-                        (
-                            line,
-                            email,
-                            fields[first_name_at].strip() or None,
-                            fields[last_name_at].strip() or None,
-                            language,
-                            normalise_postal_code(postal_code) if postal_code else None,
-                            fields[local_at].strip() or None,
-                            {
-                                key: value
-                                for key, index in attributes
-                                if (value := fields[index].strip())
-                            },
-                        ),
-                    )
+                    if (row := parse(line, fields)) is not None:
+                        yield row
             except csv.Error as exc:
                 line = previous_end + 1
                 previous_end = reader.line_num
                 yield SkippedRow(line, f"malformed CSV: {exc}")
                 continue
             return
+
+    def _row_parser(self) -> Callable[[int, list[str]], ParsedRow | SkippedRow | None]:
+        """A function from one record (padded to width + 1) to its row, or None for a row of
+        empty cells. A closure over this file's columns: it runs a million times a file, so
+        it reads local names only and leaves every rare case (a refusal, an address for
+        email-validator, a new spelling of a language) to a function of its own."""
+        email_at = self.columns.standard["email"]
+        standard_fields = self._standard_fields()
+        attributes = self.columns.attributes
+        languages: dict[str, str | None] = {}  # the few spellings of a language in one file
+        fast_normalise = _fast_normalise
+        bad_text = self._bad_text
+        # NamedTuple's generated __new__ is a Python function; building the
+        # tuple directly skips it and saves a tenth of the time per row.
+        new_row = tuple.__new__
+        join = "".join
+
+        def parse(line: int, fields: list[str]) -> ParsedRow | SkippedRow | None:
+            joined = join(fields)
+            if (not joined.isascii() or "\x00" in joined or len(joined) > MAX_FIELD_LENGTH) and (
+                refused := bad_text(fields, joined, line, email_at)
+            ) is not None:
+                return refused
+            raw_email, first, last, raw_language, postal, local = standard_fields(fields)
+            if not (raw_email := raw_email.strip()):
+                # A row of empty cells is a blank line.
+                return SkippedRow(line, "missing email") if joined.strip() else None
+            # The fast path directly: nearly every row ends here.
+            email = fast_normalise(raw_email) or _slow_email(line, raw_email)
+            if type(email) is SkippedRow:
+                return email
+            language = None
+            if raw_language := raw_language.strip():
+                language = languages.get(raw_language, "")
+                if language == "":
+                    language = _learn_language(languages, raw_language)
+                if language is None:
+                    return _unknown_language(line, raw_language, raw_email)
+            postal = postal.strip()
+            return new_row(
+                ParsedRow,
+                (
+                    line,
+                    email,
+                    first.strip() or None,
+                    last.strip() or None,
+                    language,
+                    normalise_postal_code(postal) if postal else None,
+                    local.strip() or None,
+                    {key: value for key, i in attributes if (value := fields[i].strip())},
+                ),
+            )
+
+        return parse
+
+    def _standard_fields(self) -> Callable[[list[str]], tuple[str, ...]]:
+        """The row's email, first name, last name, language, postal code and local, in C.
+
+        Absent standard fields read index `width`, a cell that is always empty (every row
+        is padded to width + 1), so the row loop has no branch per optional column.
+        """
+        width = len(self.columns.headers)
+        standard = self.columns.standard
+        return itemgetter(
+            standard["email"],
+            *(standard.get(name, width) for name in _OPTIONAL_FIELDS),
+        )
+
+    def _extra_fields(self, fields: list[str], line: int, email_at: int) -> SkippedRow | None:
+        """A row with more fields than the header: refused, unless the extra ones are empty
+        (a trailing delimiter), which are dropped. Leaves `fields` padded to width + 1."""
+        width, count = len(self.columns.headers), len(fields)
+        if any(extra.strip() for extra in fields[width:]):
+            return SkippedRow(
+                line,
+                f"wrong number of fields (expected {width}, found {count})",
+                _shown(fields[email_at].strip()),
+            )
+        del fields[width + 1 :]
+        fields[width] = ""
+        return None
+
+    def _bad_text(
+        self, fields: list[str], joined: str, line: int, email_at: int
+    ) -> SkippedRow | None:
+        """Bytes that are not UTF-8, a NUL, or an imported field longer than
+        MAX_FIELD_LENGTH; None when the row is fine after all (accents, a long value in a
+        column that is not imported)."""
+        if not joined.isascii() and _SURROGATE.search(joined):
+            return SkippedRow(line, "not valid UTF-8", _shown(fields[email_at].strip()))
+        if "\x00" in joined:
+            # PostgreSQL text cannot hold NUL, and no spreadsheet writes it.
+            return SkippedRow(line, "contains a NUL character", _shown(fields[email_at].strip()))
+        if len(joined) > MAX_FIELD_LENGTH:
+            columns = self.columns
+            imported = sorted([*columns.standard.values(), *(i for _, i in columns.attributes)])
+            too_long = next(
+                (i for i in imported if len(fields[i].strip()) > MAX_FIELD_LENGTH), None
+            )
+            if too_long is not None:
+                return SkippedRow(
+                    line,
+                    f"field '{columns.headers[too_long]}' is longer than "
+                    f"{MAX_FIELD_LENGTH} characters",
+                    None if too_long == email_at else _shown(fields[email_at].strip()),
+                )
+        return None
+
+
+def _overlong_row(line: int, previous_end: int, overlong: list[int]) -> SkippedRow:
+    """The row of a physical line the line source dropped for its length (_MAX_LINE)."""
+    first_overlong = overlong[0]
+    while overlong and overlong[0] <= previous_end:
+        overlong.pop(0)
+    return SkippedRow(line, f"line {first_overlong} is longer than {_MAX_LINE} characters")
+
+
+def _slow_email(line: int, raw_email: str) -> str | SkippedRow:
+    """An address the fast path left to email-validator: its normalised form, or the skip."""
+    try:
+        return normalise_email(raw_email)
+    except InvalidEmail as exc:
+        return SkippedRow(line, f"invalid email address: {exc}", _shown(raw_email))
+
+
+def _learn_language(languages: dict[str, str | None], raw_language: str) -> str | None:
+    language = normalise_language(raw_language)
+    if len(languages) < 256:
+        languages[raw_language] = language
+    return language
+
+
+def _unknown_language(line: int, raw_language: str, raw_email: str) -> SkippedRow:
+    return SkippedRow(
+        line, f"unknown language '{raw_language[:40]}' (use en or fr)", _shown(raw_email)
+    )
