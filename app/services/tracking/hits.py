@@ -180,12 +180,39 @@ def record_hits(
     return recorded
 
 
+@dataclass
+class _Changes:
+    """What one chunk of hits changes, gathered before anything is written."""
+
+    counters: _Counters = field(default_factory=_Counters)
+    events: list[dict[str, Any]] = field(default_factory=list)  # new event rows, in order
+    firsts: dict[int, dict[str, Any]] = field(default_factory=dict)  # delivery id -> columns
+    flipped: list[dict[str, Any]] = field(default_factory=list)  # earlier clicks re-flagged
+
+
 def _record_chunk(
     session: DbSession, hits: Sequence[Hit], apple: machine_hits.NetworkSet | None
 ) -> int:
+    fresh = _fresh_hits(session, hits)
+    if not fresh:
+        return 0
+    deliveries, links = _targets(session, fresh)
+    valid = _valid_hits(fresh, deliveries, links)
+    if not valid:
+        return 0
+    changes = _Changes()
+    apple_set = apple if apple is not None else machine_hits.NetworkSet([])
+    _record_opens(changes, [h for h in valid if h.kind == OPEN], deliveries, apple_set)
+    _record_clicks(session, changes, [h for h in valid if h.kind == CLICK], deliveries, links)
+    _write_changes(session, changes, deliveries)
+    return len(valid)
+
+
+def _fresh_hits(session: DbSession, hits: Sequence[Hit]) -> list[Hit]:
+    """The hits not recorded yet (by hit id), under the flusher's advisory lock."""
     unique = {h.hit_id: h for h in hits}
     if not unique:
-        return 0
+        return []
     _lock(session)
     # Under the lock nobody else inserts these ids, so plain inserts (COPY) are safe; the
     # UNIQUE index on events.hit_id stays as the guard of last resort.
@@ -196,10 +223,11 @@ def _record_chunk(
             )
         )
     )
-    fresh = [h for h in unique.values() if h.hit_id not in seen]
-    if not fresh:
-        return 0
+    return [h for h in unique.values() if h.hit_id not in seen]
 
+
+def _targets(session: DbSession, fresh: list[Hit]) -> tuple[dict[int, Any], dict[int, Any]]:
+    """The deliveries the hits are for (with their first times) and the links clicked."""
     deliveries = {
         row.id: row
         for row in session.execute(
@@ -220,7 +248,11 @@ def _record_chunk(
         link_query = sa.select(Link.id, Link.campaign_id, Link.is_petition)
         for row in session.execute(link_query.where(one_of(session, Link.id, sorted(link_ids)))):
             links[row.id] = row
+    return deliveries, links
 
+
+def _valid_hits(fresh: list[Hit], deliveries: dict[int, Any], links: dict[int, Any]) -> list[Hit]:
+    """The hits whose delivery (and, for a click, link) still exists in their campaign."""
     valid: list[Hit] = []
     for hit in fresh:
         delivery = deliveries.get(hit.delivery_id)
@@ -233,25 +265,24 @@ def _record_chunk(
         valid.append(hit)
     if len(valid) != len(fresh):
         log.warning("skipped %d hits of deleted deliveries or links", len(fresh) - len(valid))
-    if not valid:
-        return 0
+    return valid
 
-    apple_set = apple if apple is not None else machine_hits.NetworkSet([])
-    counters = _Counters()
-    event_rows: list[dict[str, Any]] = []
-    delivery_updates: dict[int, dict[str, Any]] = {}
 
-    opens = [h for h in valid if h.kind == OPEN]
-    clicks = [h for h in valid if h.kind == CLICK]
-
-    # Opens: flags depend on the hit alone; first times only ever move earlier.
+def _record_opens(
+    changes: _Changes,
+    opens: list[Hit],
+    deliveries: dict[int, Any],
+    apple: machine_hits.NetworkSet,
+) -> None:
+    """Opens: flags depend on the hit alone; first times only ever move earlier."""
+    counters = changes.counters
     opens_by_delivery: dict[int, list[tuple[datetime, bool]]] = defaultdict(list)
     for hit in opens:
         delivery = deliveries[hit.delivery_id]
         at = _at(hit.at)
-        reasons = machine_hits.open_reasons(hit.ip, hit.user_agent, head=hit.head, apple=apple_set)
+        reasons = machine_hits.open_reasons(hit.ip, hit.user_agent, head=hit.head, apple=apple)
         machine = bool(reasons)
-        event_rows.append(_event_row(hit, delivery.member_id, at, machine, reasons))
+        changes.events.append(_event_row(hit, delivery.member_id, at, machine, reasons))
         opens_by_delivery[hit.delivery_id].append((at, machine))
         key = (delivery.campaign_id,)
         hour_key = (delivery.campaign_id, hour_of(at))
@@ -269,26 +300,25 @@ def _record_chunk(
         counters.first_moved(
             delivery.campaign_id, delivery.human_opened_at, human, "opens_human_unique"
         )
-        changes = delivery_updates.setdefault(delivery_id, {})
+        firsts = changes.firsts.setdefault(delivery_id, {})
         if first != delivery.opened_at:
-            changes["opened_at"] = first
+            firsts["opened_at"] = first
         if human != delivery.human_opened_at:
-            changes["human_opened_at"] = human
+            firsts["human_opened_at"] = human
 
-    flipped = _record_clicks(
-        session, clicks, deliveries, links, counters, event_rows, delivery_updates
-    )
 
-    _insert_events(session, event_rows)
-    if flipped:
-        session.execute(sa.update(Event), flipped)
-    _update_firsts(session, deliveries, delivery_updates)
+def _write_changes(session: DbSession, changes: _Changes, deliveries: dict[int, Any]) -> None:
+    """Events (COPY), re-flagged clicks, first times, the breakdown and every counter."""
+    _insert_events(session, changes.events)
+    if changes.flipped:
+        session.execute(sa.update(Event), changes.flipped)
+    _update_firsts(session, deliveries, changes.firsts)
     # The per-local/language rollup follows the same first-time changes (report breakdown).
     breakdown.record_engagement_changes(
         session,
         [
             (delivery_id, column, getattr(deliveries[delivery_id], column), value)
-            for delivery_id, changed in sorted(delivery_updates.items())
+            for delivery_id, changed in sorted(changes.firsts.items())
             for column, value in changed.items()
         ],
         deliveries={
@@ -296,11 +326,11 @@ def _record_chunk(
             for delivery_id, row in deliveries.items()
         },
     )
+    counters = changes.counters
     add_counters(session, CampaignStats, ("campaign_id",), counters.campaign)
     add_counters(session, CampaignHourly, ("campaign_id", "hour"), counters.hourly)
     add_counters(session, LinkStats, ("link_id",), counters.links, extra=counters.link_campaign)
     session.flush()
-    return len(valid)
 
 
 _DELIVERIES: sa.Table = Delivery.__table__  # type: ignore[assignment]
@@ -386,26 +416,48 @@ _CLICK_FIRSTS = (
 
 def _record_clicks(
     session: DbSession,
+    changes: _Changes,
     clicks: Sequence[Hit],
     deliveries: dict[int, Any],
     links: dict[int, Any],
-    counters: _Counters,
-    event_rows: list[dict[str, Any]],
-    delivery_updates: dict[int, dict[str, Any]],
-) -> list[dict[str, Any]]:
-    """Add the batch's clicks; returns the earlier click events to re-flag as machine."""
+) -> None:
+    """Add the batch's clicks, and re-flag as machine the earlier clicks a burst reveals."""
     if not clicks:
-        return []
+        return
     by_delivery: dict[int, list[Hit]] = defaultdict(list)
     for hit in clicks:
         by_delivery[hit.delivery_id].append(hit)
-    # Earlier clicks of the same deliveries (ix_events_delivery): bursts and per-link uniques
-    # need them. A delivery has a handful of clicks, so this stays small.
+    earlier = _earlier_clicks(session, sorted(by_delivery), links)
+    petition = {link_id for link_id, row in links.items() if row.is_petition}
+    for delivery_id, hits in by_delivery.items():
+        delivery = deliveries[delivery_id]
+        old = earlier.get(delivery_id, [])
+        combined = _classify_clicks(hits, old, delivery.sent_at)
+        before = _click_state(old, petition)
+        after = _click_state(combined, petition)
+        _reflag_earlier(changes, delivery.campaign_id, old, combined[: len(old)])
+        _count_new_clicks(changes, delivery, hits, combined[len(old) :], petition)
+        _count_link_uniques(changes, delivery.campaign_id, before, after)
+        firsts = changes.firsts.setdefault(delivery_id, {})
+        for column, counter in _CLICK_FIRSTS:
+            changes.counters.first_moved(
+                delivery.campaign_id, before[column], after[column], counter
+            )
+            if after[column] != getattr(delivery, column):
+                firsts[column] = after[column]
+
+
+def _earlier_clicks(
+    session: DbSession, delivery_ids: list[int], links: dict[int, Any]
+) -> dict[int, list[_Click]]:
+    """Earlier clicks of these deliveries (ix_events_delivery): bursts and per-link uniques
+    need them. A delivery has a handful of clicks, so this stays small. Adds their links to
+    `links`."""
     earlier: dict[int, list[_Click]] = defaultdict(list)
     columns = (Event.id, Event.delivery_id, Event.link_id, Event.occurred_at)
     rows = session.execute(
         sa.select(*columns, Event.is_machine, Event.detail).where(
-            one_of(session, Event.delivery_id, sorted(by_delivery)),
+            one_of(session, Event.delivery_id, delivery_ids),
             Event.kind == EventKind.CLICK.value,
         )
     )
@@ -422,85 +474,93 @@ def _record_clicks(
             )
         ):
             links[row.id] = row
-    petition = {link_id for link_id, row in links.items() if row.is_petition}
+    return earlier
 
-    flipped: list[dict[str, Any]] = []
-    for delivery_id, hits in by_delivery.items():
-        delivery = deliveries[delivery_id]
-        campaign_id = delivery.campaign_id
-        sent_at = delivery.sent_at.timestamp() if delivery.sent_at else None
-        new = [
-            _Click(
-                None,
-                h.link_id,
-                _at(h.at),
-                False,
-                machine_hits.click_reasons(h.user_agent, head=h.head, at=h.at, sent_at=sent_at),
-                {},
-            )
-            for h in hits
-        ]
-        new = [c._replace(machine=bool(c.reasons)) for c in new]
-        old = earlier.get(delivery_id, [])
-        combined = [*old, *new]
-        in_burst = set(
-            machine_hits.burst_members([(c.at.timestamp(), c.link_id) for c in combined])
+
+def _classify_clicks(hits: list[Hit], old: list[_Click], sent_at: datetime | None) -> list[_Click]:
+    """A delivery's earlier clicks then its new ones, flagged: automated by themselves
+    (machine_hits.click_reasons), or together as a burst of links."""
+    sent = sent_at.timestamp() if sent_at else None
+    new = [
+        _Click(
+            None,
+            h.link_id,
+            _at(h.at),
+            False,
+            machine_hits.click_reasons(h.user_agent, head=h.head, at=h.at, sent_at=sent),
+            {},
         )
-        for index in in_burst:
-            click = combined[index]
-            if machine_hits.REASON_BURST not in click.reasons:
-                combined[index] = click._replace(
-                    machine=True, reasons=[*click.reasons, machine_hits.REASON_BURST]
-                )
-        before = _click_state(old, petition)
-        after_old = combined[: len(old)]
-        after = _click_state(combined, petition)
-
-        # Earlier clicks that the new ones reveal as a burst: human -> machine.
-        for was, now in zip(old, after_old, strict=True):
-            if now.reasons != was.reasons:
-                detail = {**was.detail, "reasons": now.reasons}
-                flipped.append({"id": was.event_id, "is_machine": True, "detail": detail})
-                if not was.machine:
-                    hour_key = (campaign_id, hour_of(was.at))
-                    counters.hourly[hour_key]["clicks_human_total"] -= 1
-                    counters.links[(was.link_id,)]["clicks_human"] -= 1
-                    counters.campaign[(campaign_id,)]["machine_clicks"] += 1
-        for hit, click in zip(hits, combined[len(old) :], strict=True):
-            is_petition = click.link_id in petition
-            event_rows.append(
-                _event_row(hit, delivery.member_id, click.at, click.machine, click.reasons)
+        for h in hits
+    ]
+    new = [c._replace(machine=bool(c.reasons)) for c in new]
+    combined = [*old, *new]
+    in_burst = set(machine_hits.burst_members([(c.at.timestamp(), c.link_id) for c in combined]))
+    for index in in_burst:
+        click = combined[index]
+        if machine_hits.REASON_BURST not in click.reasons:
+            combined[index] = click._replace(
+                machine=True, reasons=[*click.reasons, machine_hits.REASON_BURST]
             )
-            hour_key = (campaign_id, hour_of(click.at))
-            link_key = (click.link_id,)
-            counters.link_campaign[link_key] = {"campaign_id": campaign_id}
-            counters.campaign[(campaign_id,)]["clicks_total"] += 1
-            counters.hourly[hour_key]["clicks_total"] += 1
-            counters.links[link_key]["clicks_total"] += 1
-            if is_petition:
-                counters.campaign[(campaign_id,)]["petition_clicks_total"] += 1
-                counters.hourly[hour_key]["petition_clicks_total"] += 1
-            if click.machine:
+    return combined
+
+
+def _reflag_earlier(
+    changes: _Changes, campaign_id: int, old: list[_Click], now_flagged: list[_Click]
+) -> None:
+    """Earlier clicks that the new ones reveal as a burst: human -> machine."""
+    counters = changes.counters
+    for was, now in zip(old, now_flagged, strict=True):
+        if now.reasons != was.reasons:
+            detail = {**was.detail, "reasons": now.reasons}
+            changes.flipped.append({"id": was.event_id, "is_machine": True, "detail": detail})
+            if not was.machine:
+                hour_key = (campaign_id, hour_of(was.at))
+                counters.hourly[hour_key]["clicks_human_total"] -= 1
+                counters.links[(was.link_id,)]["clicks_human"] -= 1
                 counters.campaign[(campaign_id,)]["machine_clicks"] += 1
-            else:
-                counters.hourly[hour_key]["clicks_human_total"] += 1
-                counters.links[link_key]["clicks_human"] += 1
 
-        for link_id in after["links"] | before["links"]:
-            link_key = (link_id,)
-            counters.link_campaign[link_key] = {"campaign_id": campaign_id}
-            counters.links[link_key]["clicks_unique"] += int(link_id in after["links"]) - int(
-                link_id in before["links"]
-            )
-            counters.links[link_key]["clicks_human_unique"] += int(
-                link_id in after["human_links"]
-            ) - int(link_id in before["human_links"])
-        changes = delivery_updates.setdefault(delivery_id, {})
-        for column, counter in _CLICK_FIRSTS:
-            counters.first_moved(campaign_id, before[column], after[column], counter)
-            if after[column] != getattr(delivery, column):
-                changes[column] = after[column]
-    return flipped
+
+def _count_new_clicks(
+    changes: _Changes, delivery: Any, hits: list[Hit], new: list[_Click], petition: set[int]
+) -> None:
+    """The new clicks' events and their totals: campaign, hour, link, petition, machine."""
+    counters = changes.counters
+    campaign_id = delivery.campaign_id
+    for hit, click in zip(hits, new, strict=True):
+        is_petition = click.link_id in petition
+        changes.events.append(
+            _event_row(hit, delivery.member_id, click.at, click.machine, click.reasons)
+        )
+        hour_key = (campaign_id, hour_of(click.at))
+        link_key = (click.link_id,)
+        counters.link_campaign[link_key] = {"campaign_id": campaign_id}
+        counters.campaign[(campaign_id,)]["clicks_total"] += 1
+        counters.hourly[hour_key]["clicks_total"] += 1
+        counters.links[link_key]["clicks_total"] += 1
+        if is_petition:
+            counters.campaign[(campaign_id,)]["petition_clicks_total"] += 1
+            counters.hourly[hour_key]["petition_clicks_total"] += 1
+        if click.machine:
+            counters.campaign[(campaign_id,)]["machine_clicks"] += 1
+        else:
+            counters.hourly[hour_key]["clicks_human_total"] += 1
+            counters.links[link_key]["clicks_human"] += 1
+
+
+def _count_link_uniques(
+    changes: _Changes, campaign_id: int, before: dict[str, Any], after: dict[str, Any]
+) -> None:
+    """Per-link unique clickers (and human ones), from a delivery's clicks before and after."""
+    links = changes.counters.links
+    for link_id in after["links"] | before["links"]:
+        link_key = (link_id,)
+        changes.counters.link_campaign[link_key] = {"campaign_id": campaign_id}
+        links[link_key]["clicks_unique"] += int(link_id in after["links"]) - int(
+            link_id in before["links"]
+        )
+        links[link_key]["clicks_human_unique"] += int(link_id in after["human_links"]) - int(
+            link_id in before["human_links"]
+        )
 
 
 def _event_row(
