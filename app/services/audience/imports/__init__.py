@@ -305,6 +305,15 @@ def run_import(
     report.encoding = member_csv.encoding
     if member_csv.encoding == WINDOWS_1252:
         report.note = WINDOWS_1252_NOTE
+    _finish_done(job, report)
+    session.flush()
+    if progress:
+        progress(ImportProgress("done", 1, 1, report.rows))
+    return report
+
+
+def _finish_done(job: MemberImport, report: ImportReport) -> None:
+    """Keep the report's figures on the import row and mark it done."""
     job.rows, job.added, job.updated, job.unchanged = (
         report.rows,
         report.added,
@@ -320,10 +329,6 @@ def run_import(
     job.error = None
     _transition(job, ImportStatus.DONE)
     job.finished_at = utcnow()
-    session.flush()
-    if progress:
-        progress(ImportProgress("done", 1, 1, report.rows))
-    return report
 
 
 def import_members(

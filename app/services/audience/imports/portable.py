@@ -159,7 +159,8 @@ class PortableImport(ImportRun):
             session.execute(sa.insert(ImportIssue), sorted(issues, key=lambda i: i["line"]))
 
     def _save_members(self, good: dict[str, ParsedRow]) -> list[dict[str, Any]]:
-        session, report, consent = self.session, self.report, self.consent
+        """Add or update the batch's members, then subscribe them; returns the issues."""
+        session, report = self.session, self.report
         existing = {
             m.email: m
             for m in session.scalars(sa.select(Member).where(Member.email.in_(list(good))))
@@ -168,47 +169,8 @@ class PortableImport(ImportRun):
         for email, row in good.items():
             member = existing.get(email)
             if member is None:
-                new_rows.append(
-                    {
-                        "email": email,
-                        "first_name": row.first_name or "",
-                        "last_name": row.last_name or "",
-                        "language": row.language or "en",
-                        "postal_code": row.postal_code or "",
-                        "local": row.local or "",
-                        "attributes": dict(row.attributes),
-                        "consent_basis": consent.basis,
-                        "consent_source": consent.source if consent.basis else "",
-                        "consent_at": consent.at if consent.basis else None,
-                        "consent_expires_at": consent.expires_at,
-                        "consent_detail": dict(consent.detail),
-                        "created_at": self.now,
-                        "updated_at": self.now,
-                    }
-                )
-                continue
-            changed = False
-            for name in ("first_name", "last_name", "language", "postal_code", "local"):
-                value = getattr(row, name)
-                if value is not None and value != getattr(member, name):
-                    setattr(member, name, value)
-                    changed = True
-            merged = {**member.attributes, **row.attributes}
-            if merged != member.attributes:
-                member.attributes = merged
-                changed = True
-            if consent.basis is not None and import_should_replace(
-                member.consent_basis, member.consent_expires_at, consent.basis, consent.expires_at
-            ):
-                member.consent_basis = consent.basis
-                member.consent_source = consent.source
-                member.consent_at = consent.at
-                member.consent_expires_at = consent.expires_at
-                member.consent_detail = dict(consent.detail)
-                if consent.basis == ConsentBasis.IMPLIED_MEMBERSHIP.value:
-                    member.membership_ended_at = None
-                changed = True
-            if changed:
+                new_rows.append(self._new_member(email, row))
+            elif self._update_member(member, row):
                 member.updated_at = self.now
                 report.updated += 1
             else:
@@ -217,6 +179,57 @@ class PortableImport(ImportRun):
             session.execute(sa.insert(Member), new_rows)
             report.added += len(new_rows)
         session.flush()
+        return self._subscribe(good)
+
+    def _new_member(self, email: str, row: ParsedRow) -> dict[str, Any]:
+        consent = self.consent
+        return {
+            "email": email,
+            "first_name": row.first_name or "",
+            "last_name": row.last_name or "",
+            "language": row.language or "en",
+            "postal_code": row.postal_code or "",
+            "local": row.local or "",
+            "attributes": dict(row.attributes),
+            "consent_basis": consent.basis,
+            "consent_source": consent.source if consent.basis else "",
+            "consent_at": consent.at if consent.basis else None,
+            "consent_expires_at": consent.expires_at,
+            "consent_detail": dict(consent.detail),
+            "created_at": self.now,
+            "updated_at": self.now,
+        }
+
+    def _update_member(self, member: Member, row: ParsedRow) -> bool:
+        """Apply the fields the file gives and stronger consent; True when anything changed."""
+        consent = self.consent
+        changed = False
+        for name in ("first_name", "last_name", "language", "postal_code", "local"):
+            value = getattr(row, name)
+            if value is not None and value != getattr(member, name):
+                setattr(member, name, value)
+                changed = True
+        merged = {**member.attributes, **row.attributes}
+        if merged != member.attributes:
+            member.attributes = merged
+            changed = True
+        if consent.basis is not None and import_should_replace(
+            member.consent_basis, member.consent_expires_at, consent.basis, consent.expires_at
+        ):
+            member.consent_basis = consent.basis
+            member.consent_source = consent.source
+            member.consent_at = consent.at
+            member.consent_expires_at = consent.expires_at
+            member.consent_detail = dict(consent.detail)
+            if consent.basis == ConsentBasis.IMPLIED_MEMBERSHIP.value:
+                member.membership_ended_at = None
+            changed = True
+        return changed
+
+    def _subscribe(self, good: dict[str, ParsedRow]) -> list[dict[str, Any]]:
+        """Subscribe the batch's members to the list, except suppressed addresses and people
+        who unsubscribed from it; an existing subscription stays as it is."""
+        session = self.session
         ids = dict(
             session.execute(sa.select(Member.email, Member.id).where(Member.email.in_(list(good))))
             .tuples()
@@ -264,5 +277,5 @@ class PortableImport(ImportRun):
                 )
         if new_subscriptions:
             session.execute(sa.insert(Subscription), new_subscriptions)
-            report.subscribed += len(new_subscriptions)
+            self.report.subscribed += len(new_subscriptions)
         return issues
