@@ -182,58 +182,28 @@ def _earliest(current: datetime | None, candidate: datetime) -> datetime:
     return candidate if current is None or candidate < current else current
 
 
-def recompute_stats(session: DbSession, campaign_id: int) -> StatsSnapshot:
-    """Rebuild every counter of a campaign from its raw events and its delivery ledger.
+@dataclass
+class _Recount:
+    """Counters rebuilt from raw events: totals as they come, uniques from first times."""
 
-    Reads only; for verification (tests, `flask tracking verify-stats`), not for reports.
-    """
-    petition = set(
-        session.scalars(sa.select(Link.id).where(Link.campaign_id == campaign_id, Link.is_petition))
+    petition: set[int]
+    campaign: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    links: dict[int, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
     )
-    campaign: dict[str, int] = defaultdict(int)
-    links: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    hourly: dict[datetime, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    firsts: dict[int, _Firsts] = defaultdict(_Firsts)
+    hourly: dict[datetime, dict[str, int]] = field(
+        default_factory=lambda: defaultdict(lambda: defaultdict(int))
+    )
+    firsts: dict[int, _Firsts] = field(default_factory=lambda: defaultdict(_Firsts))
 
-    query = (
-        sa.select(Event.kind, Event.delivery_id, Event.link_id, Event.occurred_at, Event.is_machine)
-        .where(Event.campaign_id == campaign_id, Event.delivery_id.is_not(None))
-        .order_by(Event.id)
-        .execution_options(yield_per=5000)
-    )
-    for kind, delivery_id, link_id, at, machine in session.execute(query):
-        state = firsts[delivery_id]
-        hour = hour_of(at)
+    def event(
+        self, kind: str, delivery_id: int, link_id: int | None, at: datetime, machine: bool
+    ) -> None:
+        state = self.firsts[delivery_id]
         if kind == EventKind.OPEN.value:
-            campaign["opens_total"] += 1
-            hourly[hour]["opens_total"] += 1
-            state.open = _earliest(state.open, at)
-            if machine:
-                campaign["machine_opens"] += 1
-            else:
-                hourly[hour]["opens_human_total"] += 1
-                state.human_open = _earliest(state.human_open, at)
+            self.open(state, at, machine)
         elif kind == EventKind.CLICK.value and link_id is not None:
-            is_petition = link_id in petition
-            campaign["clicks_total"] += 1
-            hourly[hour]["clicks_total"] += 1
-            links[link_id]["clicks_total"] += 1
-            seen = state.links.setdefault(link_id, [False, False])
-            seen[0] = True
-            state.click = _earliest(state.click, at)
-            if is_petition:
-                campaign["petition_clicks_total"] += 1
-                hourly[hour]["petition_clicks_total"] += 1
-                state.petition = _earliest(state.petition, at)
-            if machine:
-                campaign["machine_clicks"] += 1
-            else:
-                hourly[hour]["clicks_human_total"] += 1
-                links[link_id]["clicks_human"] += 1
-                seen[1] = True
-                state.human_click = _earliest(state.human_click, at)
-                if is_petition:
-                    state.human_petition = _earliest(state.human_petition, at)
+            self.click(state, link_id, at, machine)
         elif kind in OUTCOME_OF_EVENT:
             outcome = OUTCOME_OF_EVENT[kind]
             if state.outcome is None or OUTCOME_RANK[outcome] > OUTCOME_RANK[state.outcome]:
@@ -243,28 +213,87 @@ def recompute_stats(session: DbSession, campaign_id: int) -> StatsSnapshot:
         elif kind == EventKind.SPAMREPORT.value:
             state.spam = True
 
-    pairs = (
-        ("open", "opens_unique", "opens_unique"),
-        ("human_open", "opens_human_unique", "opens_human_unique"),
-        ("click", "clicks_unique", "clicks_unique"),
-        ("human_click", "clicks_human_unique", "clicks_human_unique"),
-        ("petition", "petition_clicks_unique", "petition_clicks_unique"),
-        ("human_petition", "petition_clicks_human_unique", "petition_clicks_human_unique"),
-    )
-    for state in firsts.values():
-        for attr, campaign_name, hourly_name in pairs:
-            moment = getattr(state, attr)
-            if moment is not None:
-                campaign[campaign_name] += 1
-                hourly[hour_of(moment)][hourly_name] += 1
-        for link_id, (clicked, human) in state.links.items():
-            links[link_id]["clicks_unique"] += int(clicked)
-            links[link_id]["clicks_human_unique"] += int(human)
-        if state.outcome:
-            campaign[OUTCOME_COUNTER[state.outcome]] += 1
-        campaign["unsubscribes"] += int(state.unsubscribed)
-        campaign["spam_reports"] += int(state.spam)
+    def open(self, state: _Firsts, at: datetime, machine: bool) -> None:
+        hour = hour_of(at)
+        self.campaign["opens_total"] += 1
+        self.hourly[hour]["opens_total"] += 1
+        state.open = _earliest(state.open, at)
+        if machine:
+            self.campaign["machine_opens"] += 1
+        else:
+            self.hourly[hour]["opens_human_total"] += 1
+            state.human_open = _earliest(state.human_open, at)
 
+    def click(self, state: _Firsts, link_id: int, at: datetime, machine: bool) -> None:
+        campaign, hourly, links, hour = self.campaign, self.hourly, self.links, hour_of(at)
+        is_petition = link_id in self.petition
+        campaign["clicks_total"] += 1
+        hourly[hour]["clicks_total"] += 1
+        links[link_id]["clicks_total"] += 1
+        seen = state.links.setdefault(link_id, [False, False])
+        seen[0] = True
+        state.click = _earliest(state.click, at)
+        if is_petition:
+            campaign["petition_clicks_total"] += 1
+            hourly[hour]["petition_clicks_total"] += 1
+            state.petition = _earliest(state.petition, at)
+        if machine:
+            campaign["machine_clicks"] += 1
+        else:
+            hourly[hour]["clicks_human_total"] += 1
+            links[link_id]["clicks_human"] += 1
+            seen[1] = True
+            state.human_click = _earliest(state.human_click, at)
+            if is_petition:
+                state.human_petition = _earliest(state.human_petition, at)
+
+    def uniques(self) -> None:
+        """Each delivery counts once per unique counter, in the hour of its first time."""
+        for state in self.firsts.values():
+            for attr, name in _UNIQUE_OF_FIRST:
+                moment = getattr(state, attr)
+                if moment is not None:
+                    self.campaign[name] += 1
+                    self.hourly[hour_of(moment)][name] += 1
+            for link_id, (clicked, human) in state.links.items():
+                self.links[link_id]["clicks_unique"] += int(clicked)
+                self.links[link_id]["clicks_human_unique"] += int(human)
+            if state.outcome:
+                self.campaign[OUTCOME_COUNTER[state.outcome]] += 1
+            self.campaign["unsubscribes"] += int(state.unsubscribed)
+            self.campaign["spam_reports"] += int(state.spam)
+
+
+# A delivery's first time -> the unique counter it makes (campaign and hourly alike).
+_UNIQUE_OF_FIRST = (
+    ("open", "opens_unique"),
+    ("human_open", "opens_human_unique"),
+    ("click", "clicks_unique"),
+    ("human_click", "clicks_human_unique"),
+    ("petition", "petition_clicks_unique"),
+    ("human_petition", "petition_clicks_human_unique"),
+)
+
+
+def recompute_stats(session: DbSession, campaign_id: int) -> StatsSnapshot:
+    """Rebuild every counter of a campaign from its raw events and its delivery ledger.
+
+    Reads only; for verification (tests, `flask tracking verify-stats`), not for reports.
+    """
+    petition = set(
+        session.scalars(sa.select(Link.id).where(Link.campaign_id == campaign_id, Link.is_petition))
+    )
+    recount = _Recount(petition)
+    query = (
+        sa.select(Event.kind, Event.delivery_id, Event.link_id, Event.occurred_at, Event.is_machine)
+        .where(Event.campaign_id == campaign_id, Event.delivery_id.is_not(None))
+        .order_by(Event.id)
+        .execution_options(yield_per=5000)
+    )
+    for kind, delivery_id, link_id, at, machine in session.execute(query):
+        recount.event(kind, delivery_id, link_id, at, machine)
+    recount.uniques()
+    campaign, links, hourly = recount.campaign, recount.links, recount.hourly
     ledger = session.execute(
         sa.select(
             sa.func.count(),
@@ -273,7 +302,6 @@ def recompute_stats(session: DbSession, campaign_id: int) -> StatsSnapshot:
         ).where(Delivery.campaign_id == campaign_id)
     ).one()
     campaign["targeted"], campaign["sent"], campaign["failed"] = (int(v) for v in ledger)
-
     return StatsSnapshot(
         {name: int(campaign.get(name, 0)) for name in CAMPAIGN_COUNTERS},
         _nonzero({k: {n: int(v.get(n, 0)) for n in LINK_COUNTERS} for k, v in links.items()}),
