@@ -6,14 +6,20 @@ import json
 from pathlib import Path
 
 import click
+import redis
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from app import demo
 from app.extensions import db
+from app.infra import redis_client
 from app.models import User
 from app.services.audience import imports, lists
 from app.services.organization import users
+from app.services.stats import breakdown, retention
+from app.services.stats import counters as stats
+from app.services.tracking import machine_hits
 
 users_cli = AppGroup("users", help="Manage the people who log in.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
@@ -75,7 +81,6 @@ def revoke_token_command(token_id: int) -> None:
 @click.option("--password", default="rallypoint-demo")
 def load_demo_command(email: str, password: str) -> None:
     """Create the demo admin (and demo content) unless it exists; print the login."""
-    from app import demo
 
     created = demo.load(db.session, admin_email=email, admin_password=password)
     db.session.commit()
@@ -158,9 +163,6 @@ def _echo_report_json(import_id: int, list_name: str, report: imports.ImportRepo
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def load_apple_ranges_command(path: Path) -> None:
     """Load Apple's egress-ip-ranges.csv (Private Relay / Mail Privacy Protection)."""
-    from flask import current_app
-
-    from app.services.tracking import machine_hits
 
     with path.open(encoding="utf-8", newline="") as handle:
         parsed = machine_hits.parse_ranges(handle)
@@ -180,7 +182,6 @@ def load_apple_ranges_command(path: Path) -> None:
 @click.argument("campaign_id", type=int)
 def verify_stats_command(campaign_id: int) -> None:
     """Recompute a campaign's counters from raw events and compare with the stored ones."""
-    from app.services.stats import counters as stats
 
     stored = stats.stored_stats(db.session, campaign_id)
     computed = stats.recompute_stats(db.session, campaign_id)
@@ -205,7 +206,6 @@ stats_cli = AppGroup("stats", help="The report's rollups.")
 @click.argument("campaign_id", type=int)
 def verify_breakdown_command(campaign_id: int) -> None:
     """Compare a campaign's per-local/language rollup with a recomputation from raw events."""
-    from app.services.stats import breakdown
 
     stored = breakdown.stored_breakdown(db.session, campaign_id)
     computed = breakdown.recompute_breakdown(db.session, campaign_id)
@@ -224,7 +224,6 @@ def verify_breakdown_command(campaign_id: int) -> None:
 @click.argument("campaign_id", type=int)
 def rebuild_breakdown_command(campaign_id: int) -> None:
     """Rebuild a campaign's per-local/language rollup from raw events (backfill or repair)."""
-    from app.services.stats import breakdown
 
     rows = breakdown.rebuild_breakdown(db.session, campaign_id)
     db.session.commit()
@@ -234,11 +233,6 @@ def rebuild_breakdown_command(campaign_id: int) -> None:
 @retention_cli.command("run")
 def run_retention_command() -> None:
     """Apply TRACKING_DETAIL_DAYS and WEBHOOK_BATCH_DAYS now and print what was removed."""
-    import redis
-    from flask import current_app
-
-    from app.infra import redis_client
-    from app.services.stats import retention
 
     config = current_app.config
     try:

@@ -43,6 +43,7 @@ from app.api.schemas.audience import (
 from app.extensions import db
 from app.models import (
     ConsentBasis,
+    ImportIssue,
     MailingList,
     Member,
     MemberImport,
@@ -589,7 +590,6 @@ class ImportIssues(MethodView):
     def get(self, args: dict[str, Any], import_id: int) -> list[Any]:
         """The rows skipped or kept off the list, with line numbers and reasons."""
         db.session.get(MemberImport, import_id) or _fail(404, "No such import.")
-        from app.models import ImportIssue
 
         return list(
             db.session.scalars(

@@ -11,6 +11,7 @@ from app.models import Role
 from app.services.organization import settings as org_settings
 from app.services.stats import reports
 from app.web import report_view
+from app.web.campaigns import campaign_list
 from app.web.roles import role_required
 
 bp = Blueprint("main", __name__)
@@ -39,8 +40,6 @@ def dashboard() -> ResponseReturnValue:
 @bp.route("/campaigns")
 @role_required(Role.ORGANIZER)
 def campaigns() -> ResponseReturnValue:
-    from app.web.campaigns import campaign_list
-
     return campaign_list()
 
 

@@ -23,6 +23,7 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from itsdangerous import BadSignature, SignatureExpired
 
 from app.extensions import csrf, db, limiter
 from app.models import MailingList, SubscriptionSource
@@ -161,8 +162,6 @@ def confirm(token: str) -> ResponseReturnValue:
 
 
 def _peek(token: str) -> tuple[str, int | None]:
-    from itsdangerous import BadSignature, SignatureExpired
-
     try:
         _member_id, list_id, _email = optin.read_confirmation_token(
             current_app.config["SECRET_KEY"], token

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -210,7 +210,6 @@ def parse_date(text: str) -> datetime | None:
     Raises:
         MemberError: not a date.
     """
-    from datetime import UTC
 
     text = (text or "").strip()
     if not text:

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from app import jobs
+from app.emails import EmailContent, Identity, Recipient, build_skeleton
 from app.models import (
     ConsentBasis,
     MailingList,
@@ -35,6 +36,7 @@ from app.models.base import utcnow
 from app.services import DbSession
 from app.services.audience.consent import record_consent
 from app.services.audience.subscriptions import is_suppressed
+from app.services.transports import OutgoingBatch, OutgoingRecipient
 
 log = logging.getLogger(__name__)
 
@@ -302,8 +304,6 @@ def send_confirmation(
         ConfirmationNotSent: no organization identity or sender address is set up.
         app.services.transports.TransportError: the transport refused or failed.
     """
-    from app.emails import Identity, Recipient, build_skeleton
-    from app.services.transports import OutgoingBatch, OutgoingRecipient
 
     subscription = session.get(Subscription, (member_id, list_id))
     if (
@@ -371,8 +371,6 @@ def _plain(text: str) -> str:
 
 
 def _confirmation_content(language: str, list_name: str, url: str) -> Any:
-    from app.emails import EmailContent
-
     if language == "fr":
         return EmailContent(
             layout="action_alert",

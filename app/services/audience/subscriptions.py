@@ -14,6 +14,7 @@ from app.models import (
     Suppression,
     SuppressionReason,
     UnsubscribeSource,
+    campaign_lists,
 )
 from app.models.base import utcnow
 from app.services import DbSession
@@ -71,8 +72,6 @@ def unsubscribe(
     if ids is None:
         _skip_queued_deliveries(session, Delivery.member_id == member_id)
     else:
-        from app.models import campaign_lists
-
         campaigns_of_lists = sa.select(campaign_lists.c.campaign_id).where(
             campaign_lists.c.list_id.in_(ids)
         )

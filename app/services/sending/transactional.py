@@ -10,7 +10,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from flask import current_app
+
 from app.services import DbSession
+from app.services.audience import optin
 from app.services.campaigns import previews
 from app.services.transports import Transport
 
@@ -37,9 +40,6 @@ def _campaign_test(session: DbSession, transport: Transport, payload: Mapping[st
 def _optin_confirmation(
     session: DbSession, transport: Transport, payload: Mapping[str, Any]
 ) -> int:
-    from flask import current_app
-
-    from app.services.audience import optin
 
     try:
         return optin.send_confirmation(

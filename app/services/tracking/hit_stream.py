@@ -20,7 +20,7 @@ from typing import Any
 
 import redis
 
-from app.services.tracking.hits import Hit, decode_hits
+from app.services.tracking.hits import Hit, decode_hits, encode_hits
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,6 @@ def acknowledge(client: redis.Redis, entry_ids: list[str]) -> None:
 
 def dead_letter(client: redis.Redis, entry_id: str, hits: list[Hit], error: str) -> None:
     """Park an entry that cannot be recorded (and acknowledge it) so it blocks no other hit."""
-    from app.services.tracking.hits import encode_hits
 
     pipe = client.pipeline(transaction=True)
     pipe.xadd(DEAD_KEY, {"h": encode_hits(hits), "entry": entry_id, "error": error[:500]})

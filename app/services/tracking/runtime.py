@@ -15,7 +15,9 @@ import sqlalchemy as sa
 from flask import Flask, current_app
 from sqlalchemy.orm import Session
 
+from app.extensions import db
 from app.infra.tokens import TokenSigner, signer_from_config
+from app.models import Link
 from app.services.tracking import hits as tracking
 from app.services.tracking import machine_hits
 from app.services.tracking.hit_buffer import HitBuffer
@@ -59,9 +61,6 @@ class LinkCache:
 
 
 def _load_link(link_id: int) -> CachedLink | None:
-    from app.extensions import db
-    from app.models import Link
-
     if not 0 < link_id < 2**31:
         return None
     row = db.session.execute(
@@ -93,7 +92,6 @@ class TrackingRuntime:
 
     def record_direct(self, hits: Sequence[tracking.Hit]) -> None:
         """Write hits to the database from the buffer thread (Redis is unreachable)."""
-        from app.extensions import db
 
         with self.app.app_context():
             engine = db.engine

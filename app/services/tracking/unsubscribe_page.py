@@ -9,6 +9,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from app.emails.content import Recipient
 from app.models import (
     Campaign,
     Delivery,
@@ -20,6 +21,7 @@ from app.models import (
     campaign_lists,
 )
 from app.services import DbSession
+from app.services.campaigns import authoring as campaigns
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +162,6 @@ def _subject_for(
     session: DbSession, delivery: Delivery, member: Member | None, language: str
 ) -> str:
     """The subject as this member saw it: merge fields filled in, never template syntax."""
-    from app.emails.content import Recipient
-    from app.services.campaigns import authoring as campaigns
 
     campaign = session.get(Campaign, delivery.campaign_id)
     if campaign is None:

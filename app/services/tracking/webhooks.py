@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import redis
@@ -25,6 +26,7 @@ from sendgrid.helpers.eventwebhook import EventWebhook
 
 from app import jobs
 from app.models import WebhookBatch
+from app.models.base import utcnow
 from app.services import DbSession
 
 log = logging.getLogger(__name__)
@@ -146,9 +148,6 @@ def store_batch(session: DbSession, raw: bytes, post: VerifiedPost) -> WebhookBa
 
 def unprocessed_batches(session: DbSession, older_than_seconds: int = 60) -> list[int]:
     """Stored batches still unprocessed after a while (their message was lost): the sweep."""
-    from datetime import timedelta
-
-    from app.models.base import utcnow
 
     cutoff = utcnow() - timedelta(seconds=older_than_seconds)
     return list(
