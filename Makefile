@@ -1,12 +1,13 @@
 # Rallypoint: the two commands of the README.
 #   make run   — set up and start web, worker and beat with demo data
 #   make test  — set up, then ruff, mypy and the whole pytest suite on real PostgreSQL and Redis
+#   make test-offline — a few tests where nothing answers on 5432/6379 (throwaway servers; CI)
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: run test chaos install lint bench-import bench-send bench-tracking bench-report clean
+.PHONY: run test test-offline docs-screenshots chaos install lint bench-import bench-send bench-tracking bench-report bench-webhooks clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -19,6 +20,16 @@ run: install
 
 test: install
 	@bash scripts/test.sh
+
+# A network namespace with only loopback (needs root): test.sh must start its own PostgreSQL
+# and Redis, as on a bare machine or in a container. .ci/run runs it after `make test`.
+test-offline: install
+	@bash scripts/test-offline.sh
+
+# The README's screenshots (docs/images/), taken by the browser tests that visit those pages.
+docs-screenshots: install
+	@RALLYPOINT_DOCS_SCREENSHOTS=1 SKIP_LINT=1 bash scripts/test.sh -q -p no:randomly \
+	  tests/e2e/test_campaign_authoring.py tests/e2e/test_sending_browser.py tests/e2e/test_stats_pages.py
 
 # The exactly-once tests (SIGKILLed worker, Redis restart, SendGrid 429/500) five runs in a row:
 # one pass proves little about races, five in a row is what issue 5 asks for.
@@ -42,6 +53,9 @@ bench-report: install
 
 bench-import: install
 	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.import
+
+bench-webhooks: install
+	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.webhooks
 
 bench-tracking: install
 	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.tracking

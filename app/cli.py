@@ -20,6 +20,7 @@ from app.services.organization import users
 from app.services.stats import breakdown, retention
 from app.services.stats import counters as stats
 from app.services.tracking import machine_hits
+from app.setup_cli import lists_cli, org_cli
 
 users_cli = AppGroup("users", help="Manage the people who log in.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
@@ -267,6 +268,8 @@ def run_retention_command() -> None:
 
 
 def register_cli(app: Flask) -> None:
+    app.cli.add_command(lists_cli)
+    app.cli.add_command(org_cli)
     app.cli.add_command(members_cli)
     app.cli.add_command(users_cli)
     app.cli.add_command(tokens_cli)

@@ -2,7 +2,7 @@
 
 `app/` never imports `workers/`: a service calls `enqueue(TASK_NAME, ids...)`, the message waits
 on the SQLAlchemy session and leaves in an `after_commit` listener, so a worker never looks for
-a row that is not there yet, and a rolled-back change sends nothing (CONVENTIONS.md).
+a row that is not there yet, and a rolled-back change sends nothing (docs/architecture.md).
 """
 
 from __future__ import annotations

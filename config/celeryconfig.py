@@ -1,4 +1,4 @@
-"""Celery settings: at-least-once delivery made harmless by the ledger (see DESIGN.md)."""
+"""Celery settings: at-least-once delivery made harmless by the ledger (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,9 @@ from kombu import Queue
 QUEUE_BULK = "bulk"
 QUEUE_TRANSACTIONAL = "transactional"
 QUEUE_DEFAULT = "default"
+QUEUE_WEBHOOKS = "webhooks"
+# Every queue a worker should consume (the Procfile and deploy/ list the same).
+ALL_QUEUES = (QUEUE_TRANSACTIONAL, QUEUE_BULK, QUEUE_DEFAULT, QUEUE_WEBHOOKS)
 
 # Every batch task finishes in seconds; an hour leaves a wide margin before Redis redelivers
 # a task that is still running (kombu's visibility timeout counts from delivery, not start).
@@ -56,14 +59,17 @@ def celery_settings(
         "worker_soft_shutdown_timeout": 10,
         "worker_hijack_root_logger": False,
         "task_default_queue": QUEUE_DEFAULT,
-        "task_queues": (
-            Queue(QUEUE_DEFAULT),
-            Queue(QUEUE_BULK),
-            Queue(QUEUE_TRANSACTIONAL),
-        ),
+        "task_queues": tuple(Queue(name) for name in ALL_QUEUES),
+        # Batches wait on `bulk`. A campaign's dispatch (its freeze) goes to `default` beside
+        # the beat's short ticks, so a second campaign does not wait behind the first one's
+        # batches. SendGrid's event batches have a queue of their own: a 90,000-member alert
+        # brings 180,000 events, and the tick, the sweep and the tracking flush must not
+        # queue behind them (kombu's Redis transport takes from each queue in turn).
         "task_routes": {
+            "campaigns.dispatch": {"queue": QUEUE_DEFAULT},
             "campaigns.*": {"queue": QUEUE_BULK},
             "transactional.*": {"queue": QUEUE_TRANSACTIONAL},
+            "webhooks.process_batch": {"queue": QUEUE_WEBHOOKS},
         },
         # Periodic work. Each run decides from PostgreSQL rows what is due (and the sending
         # ones hold a Redis lock), so a second beat or an overlapping run changes nothing.

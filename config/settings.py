@@ -72,6 +72,9 @@ class BaseConfig:
     DEBUG = False
     TESTING = False
     DEV_TOOLS = False  # the development inbox page (/dev/outbox)
+    # List-Unsubscribe headers on an http PUBLIC_BASE_URL, so one-click unsubscribe can be
+    # tried on http://localhost. RFC 8058 asks for https: never in production.
+    ONE_CLICK_OVER_HTTP = False
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env: Mapping[str, str] = os.environ if environ is None else environ
@@ -145,15 +148,20 @@ class BaseConfig:
         self.SENDGRID_CONNECT_TIMEOUT = _float(env, "SENDGRID_CONNECT_TIMEOUT", 3.0)
         self.SENDGRID_READ_TIMEOUT = _float(env, "SENDGRID_READ_TIMEOUT", 30.0)
         # Sending (app/services/sending): batch size (SendGrid takes at most 1,000 recipients
-        # a request), how often beat ticks and sweeps, when a batch row left 'sending' by a
-        # crash is declared 'unknown' (longer than any batch can take: claim, rate-limit wait,
-        # connect and read timeouts), when a campaign without progress has its batches queued
-        # again (lost broker messages), and how many failed batches in a row pause a campaign.
+        # a request), how often beat ticks and sweeps, how long a claimed batch's lease lives
+        # without a refresh (a worker that died is noticed after that plus a sweep), when a
+        # claimed batch is declared 'unknown' whatever its lease says (longer than any batch
+        # can take), when a campaign without progress has its batches queued again (a lost
+        # broker message), how long after its claim a batch in doubt with no SendGrid event
+        # may be judged never to have arrived, and how many failed batches in a row pause a
+        # campaign.
         self.SEND_BATCH_SIZE = min(max(_int(env, "SEND_BATCH_SIZE", 1000), 1), 1000)
         self.SCHEDULER_TICK_SECONDS = _float(env, "SCHEDULER_TICK_SECONDS", 5.0)
-        self.SEND_SWEEP_SECONDS = _float(env, "SEND_SWEEP_SECONDS", 15.0)
+        self.SEND_SWEEP_SECONDS = _float(env, "SEND_SWEEP_SECONDS", 5.0)
+        self.SEND_LEASE_SECONDS = _float(env, "SEND_LEASE_SECONDS", 6.0)
         self.SEND_STUCK_SECONDS = _float(env, "SEND_STUCK_SECONDS", 300.0)
-        self.SEND_STALL_SECONDS = _float(env, "SEND_STALL_SECONDS", 60.0)
+        self.SEND_STALL_SECONDS = _float(env, "SEND_STALL_SECONDS", 30.0)
+        self.SEND_UNKNOWN_WINDOW_SECONDS = _float(env, "SEND_UNKNOWN_WINDOW_SECONDS", 600.0)
         self.SEND_MAX_FAILED_BATCHES = max(_int(env, "SEND_MAX_FAILED_BATCHES", 3), 1)
 
     def _read_places(self, env: Mapping[str, str]) -> None:
@@ -268,6 +276,7 @@ class DevelopmentConfig(BaseConfig):
     ENV_NAME = "development"
     DEBUG = False  # the reloader/debugger are not used under honcho; DEV_TOOLS turns on the inbox
     DEV_TOOLS = True
+    ONE_CLICK_OVER_HTTP = True
 
 
 class TestingConfig(BaseConfig):
@@ -277,6 +286,7 @@ class TestingConfig(BaseConfig):
     __test__ = False  # not a pytest test class despite the name
     TESTING = True
     DEV_TOOLS = True
+    ONE_CLICK_OVER_HTTP = True
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         super().__init__(environ)
@@ -288,6 +298,7 @@ class ProductionConfig(BaseConfig):
 
     ENV_NAME = "production"
     DEV_TOOLS = False
+    ONE_CLICK_OVER_HTTP = False  # RFC 8058: https only, whatever PUBLIC_BASE_URL says
 
     def default_secret(self) -> str | None:
         return None

@@ -81,19 +81,31 @@ start_throwaway_postgres() {
   mkdir -p "$dir"
   if [ "$(id -u)" = "0" ]; then
     # initdb refuses to run as root: hand the directory to the postgres (or nobody) account.
+    # DIR's parent is the caller's `mktemp -d` folder, 0700 and root's: the account needs
+    # search permission on it to reach DIR (0711 lets it through without listing it).
     local account=postgres
     id postgres >/dev/null 2>&1 || account=nobody
     chown -R "$account" "$dir"
+    chmod o+x "$(dirname "$dir")"
     runas=(runuser -u "$account" --)
+    if ! "${runas[@]}" test -w "$dir"; then
+      echo "The $account account cannot reach $dir: a folder above it is closed to others." >&2
+      return 1
+    fi
   fi
-  "${runas[@]}" "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
-  "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
-    -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" start >/dev/null
+  # From inside DIR: the caller's working directory may be closed to the account.
+  (
+    set -e
+    cd "$dir"
+    "${runas[@]}" "$bindir/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+    "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off" start >/dev/null
+  )
 }
 
 stop_throwaway_postgres() {
   local dir=$1 bindir runas=()
   bindir=$(pg_bindir) || return 0
   [ "$(id -u)" = "0" ] && runas=(runuser -u "$(stat -c %U "$dir/data")" --)
-  "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+  (cd "$dir" && "${runas[@]}" "$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1) || true
 }

@@ -82,7 +82,7 @@ def test_environ(database_url: str, redis_server: RedisServer, tmp_path_factory)
         "MAIL_TRANSPORT": "outbox",
         "OUTBOX_DIR": str(tmp_path_factory.mktemp("outbox")),
         "LOG_LEVEL": "WARNING",
-        # The official signed Event Webhook test vector's key (shared/sendgrid).
+        # The official signed Event Webhook test vector's key (tests/fixtures/sendgrid).
         "SENDGRID_WEBHOOK_PUBLIC_KEY": SENDGRID_TEST_PUBLIC_KEY,
     }
 

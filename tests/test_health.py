@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+import warnings
+
 import pytest
 import redis
+from celery import Celery
 from celery.contrib.testing.worker import start_worker
+from celery.exceptions import CPendingDeprecationWarning
 
 from tests.support.servers import RedisServer, free_port
 
@@ -72,5 +77,38 @@ def test_a_redis_that_evicts_keys_is_named(other_app):
         client.config_set("maxmemory-policy", "noeviction")
         assert app.test_client().get("/healthz").get_json()["parts"]["redis"]["ok"] is True
         client.close()
+    finally:
+        server.cleanup()
+
+
+def _wait_for_a_worker(broker: str, timeout: float = 30.0) -> None:
+    probe = Celery(broker=broker)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if probe.control.ping(timeout=0.5):
+                return
+        raise AssertionError("the worker did not come back")
+    finally:
+        probe.close()
+
+
+def test_a_redis_restart_does_not_fail_the_next_check(other_app):
+    """Each web process's pooled connections die with the restart; the check must not 503."""
+    server = RedisServer().start()
+    app = other_app(REDIS_URL=server.url)
+    celery = app.extensions["celery"]
+    try:
+        with start_worker(celery, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            client = app.test_client()
+            assert client.get("/healthz").status_code == 200
+            # The worker's consumer warns, from its own thread, that a later Celery may cancel
+            # running tasks on a connection loss; config/celeryconfig.py keeps them on purpose.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", CPendingDeprecationWarning)
+                server.restart(down_seconds=0.2)
+                _wait_for_a_worker(server.url)  # the worker's own reconnection, from outside
+            response = client.get("/healthz")  # the web process's first check since
+            assert response.status_code == 200, response.get_json()
     finally:
         server.cleanup()

@@ -119,6 +119,24 @@ def resume(campaign_id: int) -> dict[str, Any]:
     )
 
 
+@blp.route("/<int:campaign_id>/resend-unknown", methods=["POST"])
+@api_role(Role.ORGANIZER)
+@blp.response(200, ProgressSchema)
+@blp.alt_response(409, description="The campaign is not sending, paused or sent")
+def resend_unknown(campaign_id: int) -> dict[str, Any]:
+    """Send now to the members a crash left unknown; some may get a second copy."""
+    return _run(
+        campaign_id,
+        lambda c: sending.resend_unknown(
+            db.session,
+            c.id,
+            current_api_user(),
+            client=redis_client.get_redis(),
+            stall_seconds=float(current_app.config["SEND_STALL_SECONDS"]),
+        ),
+    )
+
+
 @blp.route("/<int:campaign_id>/cancel", methods=["POST"])
 @api_role(Role.ORGANIZER)
 @blp.response(200, ProgressSchema)

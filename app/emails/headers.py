@@ -10,7 +10,9 @@ _DOMAIN = re.compile(rf"{_LABEL}(?:\.{_LABEL})+")
 _URL_UNSAFE = re.compile(r"[\s<>,\x00-\x1f\x7f]")
 
 
-def list_unsubscribe_headers(unsubscribe_url: str, *, mailto: str | None = None) -> dict[str, str]:
+def list_unsubscribe_headers(
+    unsubscribe_url: str, *, mailto: str | None = None, allow_http: bool = False
+) -> dict[str, str]:
     """Return the List-Unsubscribe and List-Unsubscribe-Post headers for one recipient.
 
     Gmail and Yahoo require both for bulk senders; mail clients then POST
@@ -19,6 +21,8 @@ def list_unsubscribe_headers(unsubscribe_url: str, *, mailto: str | None = None)
     Args:
         unsubscribe_url: The recipient's own https unsubscribe address.
         mailto: An optional address for clients that only do mailto unsubscribes.
+        allow_http: Accept an http URL too (development and tests only, so one-click
+            unsubscribe can be tried on http://localhost; mail providers ignore it).
 
     Returns:
         The two headers.
@@ -27,7 +31,8 @@ def list_unsubscribe_headers(unsubscribe_url: str, *, mailto: str | None = None)
         ValueError: If the URL is not https (RFC 8058 requires it) or could break the header.
     """
     parts = urlsplit(unsubscribe_url)
-    if parts.scheme != "https" or not parts.hostname or _URL_UNSAFE.search(unsubscribe_url):
+    schemes = ("https", "http") if allow_http else ("https",)
+    if parts.scheme not in schemes or not parts.hostname or _URL_UNSAFE.search(unsubscribe_url):
         raise ValueError("List-Unsubscribe needs an https URL without spaces, commas or brackets.")
     value = f"<{unsubscribe_url}>"
     if mailto is not None:

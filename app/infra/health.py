@@ -19,6 +19,9 @@ class PartHealth:
     name: str
     ok: bool
     detail: str
+    # The check itself failed (a connection error), which a stale pooled connection after a
+    # Redis restart also causes: worth one more try. "No worker answered" is an answer.
+    transient: bool = False
 
 
 def check_database(session: DbSession) -> PartHealth:
@@ -36,7 +39,7 @@ def check_redis(client: Redis) -> PartHealth:
         client.ping()
     except Exception as exc:
         log.warning("health: redis check failed: %s", exc)
-        return PartHealth("redis", False, f"unreachable: {type(exc).__name__}")
+        return PartHealth("redis", False, f"unreachable: {type(exc).__name__}", transient=True)
     policy = eviction_policy(client)
     if policy is not None:
         return PartHealth(
@@ -70,7 +73,7 @@ def check_worker(celery: Celery, timeout: float = 1.0) -> PartHealth:
         replies = celery.control.ping(timeout=timeout)
     except Exception as exc:
         log.warning("health: worker ping failed: %s", exc)
-        return PartHealth("worker", False, f"cannot ping: {type(exc).__name__}")
+        return PartHealth("worker", False, f"cannot ping: {type(exc).__name__}", transient=True)
     if not replies:
         return PartHealth("worker", False, "no worker answered the ping")
     names = sorted(name for reply in replies for name in reply)
@@ -78,9 +81,17 @@ def check_worker(celery: Celery, timeout: float = 1.0) -> PartHealth:
 
 
 def check_all(session: DbSession, client: Redis, celery: Celery) -> list[PartHealth]:
-    parts = [check_database(session), check_redis(client)]
-    if parts[1].ok:
-        parts.append(check_worker(celery))
+    """Each part's health. A Redis check or worker ping that fails on a connection error is
+    tried once more before counting as down: after a Redis restart the first use of each
+    pooled connection fails (and drops it), and a load balancer must not take a healthy web
+    process out for that."""
+    redis_part = check_redis(client)
+    if redis_part.transient:
+        redis_part = check_redis(client)
+    parts = [check_database(session), redis_part]
+    if redis_part.ok:
+        worker = check_worker(celery)
+        parts.append(check_worker(celery) if worker.transient else worker)
     else:
         parts.append(PartHealth("worker", False, "not checked: Redis, the broker, is down"))
     return parts

@@ -38,3 +38,28 @@ def one_of(
     if is_postgresql(session):
         return column == sa.any_(sa.bindparam(name, list(values), type_=ARRAY(type_)))
     return column.in_(list(values))
+
+
+# A write of at least this many rows, and a tenth of the table (autovacuum's own rule for
+# analyzing), refreshes the table's planner statistics at once.
+ANALYZE_MIN_ROWS = 1000
+
+
+def refresh_statistics(session: DbSession, table: str, changed: int) -> bool:
+    """ANALYZE `table` (PostgreSQL) after a bulk write that changed much of it.
+
+    Autovacuum analyzes a table a while after a big write; a query planned before that
+    runs on no statistics, and picks plans that are 5-10 times slower (a first send right
+    after an import, or a campaign's first batches right after its freeze). ANALYZE inside
+    the writing transaction samples its own new rows, and its statistics commit with them.
+    Returns whether it ran.
+    """
+    if changed < ANALYZE_MIN_ROWS or not is_postgresql(session):
+        return False
+    known = session.scalar(
+        sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table}
+    )
+    if known is not None and known > 0 and changed < 0.1 * float(known):
+        return False
+    session.execute(sa.text(f"ANALYZE {sa.table(table).name}"))
+    return True

@@ -10,7 +10,16 @@ from app.models.campaigns import (
     Link,
     campaign_lists,
 )
-from app.models.deliveries import Delivery, DeliveryStatus, Event, EventKind, WebhookBatch
+from app.models.deliveries import (
+    OPEN_BATCH_STATUSES,
+    BatchStatus,
+    Delivery,
+    DeliveryStatus,
+    Event,
+    EventKind,
+    SendBatch,
+    WebhookBatch,
+)
 from app.models.imports import (
     IMPORT_TRANSITIONS,
     ImportIssue,
@@ -39,9 +48,11 @@ from app.models.users import ApiToken, Role, User
 __all__ = [
     "IMPORT_TRANSITIONS",
     "LANGUAGE_NAMES",
+    "OPEN_BATCH_STATUSES",
     "TRANSITIONS",
     "ApiToken",
     "Base",
+    "BatchStatus",
     "BreakdownDimension",
     "Campaign",
     "CampaignBreakdown",
@@ -66,6 +77,7 @@ __all__ = [
     "OrgSettings",
     "Role",
     "Segment",
+    "SendBatch",
     "Sender",
     "Subscription",
     "SubscriptionSource",

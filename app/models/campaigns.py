@@ -38,7 +38,8 @@ TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
         }
     ),
     CampaignStatus.PAUSED: frozenset({CampaignStatus.SENDING, CampaignStatus.CANCELLED}),
-    CampaignStatus.SENT: frozenset(),
+    # Only to send again to the members a crash left unknown, when the organizer asks.
+    CampaignStatus.SENT: frozenset({CampaignStatus.SENDING}),
     CampaignStatus.CANCELLED: frozenset(),
     CampaignStatus.FAILED: frozenset(),
 }
@@ -75,6 +76,8 @@ class Campaign(Base):
     )
     send_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
+    # Set in the freeze's own transaction: before it, "no rows left to send" means nothing.
+    frozen_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     status_reason: Mapped[str] = mapped_column(sa.Text, default="")
     created_by_id: Mapped[int | None] = mapped_column(

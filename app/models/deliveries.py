@@ -13,12 +13,27 @@ from app.models.base import Base, BigId, JSONType, utcnow
 
 
 class DeliveryStatus(StrEnum):
-    QUEUED = "queued"  # frozen into the audience, waiting for its batch
-    SENDING = "sending"  # claimed by a batch; the transport call may be under way
+    QUEUED = "queued"  # frozen into the audience; in flight while its batch is 'sending'
+    SENDING = "sending"  # no longer written (the batch row says it); kept for old rows
     SENT = "sent"  # the transport accepted it
     FAILED = "failed"  # the transport refused it for good
-    UNKNOWN = "unknown"  # a crash left it unknown whether it left; reconciled by webhooks
+    UNKNOWN = "unknown"  # a crash left it unknown whether it left; settled by the batch
     SKIPPED = "skipped"  # unsubscribed, suppressed or cancelled before it left
+
+
+class BatchStatus(StrEnum):
+    """Where one batch (one SendGrid request) of a campaign stands; see SendBatch."""
+
+    QUEUED = "queued"  # rows to send, no request under way
+    SENDING = "sending"  # claimed: a worker holds its lease and may be talking to SendGrid
+    SENT = "sent"  # the request was accepted (refused addresses, if any, are 'failed' rows)
+    UNKNOWN = "unknown"  # the request may or may not have reached SendGrid
+    FAILED = "failed"  # SendGrid refused the request for good
+    SKIPPED = "skipped"  # nothing left to send (cancelled, or everyone unsubscribed)
+
+
+# A batch still owes work: nothing of its campaign is finished while one is in this state.
+OPEN_BATCH_STATUSES = (BatchStatus.QUEUED.value, BatchStatus.SENDING.value)
 
 
 # A delivery the report lists as a problem: refused by the transport, bounced or dropped.
@@ -78,6 +93,58 @@ class Delivery(Base):
     petition_clicked_at: Mapped[datetime | None]
     human_petition_clicked_at: Mapped[datetime | None]
     unsubscribed_at: Mapped[datetime | None]
+
+
+class SendBatch(Base):
+    """One batch of a campaign's ledger: up to SEND_BATCH_SIZE rows, one language, one request.
+
+    The batch, not each row, is the unit of the send's state: a worker claims it
+    (queued -> sending, committed before SendGrid is called), and its outcome settles every
+    row the request carried in one statement. While a batch is 'sending', its rows stay
+    'queued' and `claimed_upto` says which of them the request holds (the queued rows with
+    an id up to it). A crash leaves the batch 'sending' without a lease: the sweep makes it
+    'unknown', and SendGrid's Event Webhook settles it — an event for any row of it means
+    SendGrid took the whole request (`confirmed_at`); none, once events for batches claimed
+    later have arrived and a window has passed, means it never arrived and it is sent again.
+    """
+
+    __tablename__ = "send_batches"
+    __table_args__ = (
+        sa.CheckConstraint(
+            "status IN ('queued', 'sending', 'sent', 'unknown', 'failed', 'skipped')",
+            name="status",
+        ),
+        # The sweep visits only batches in flight or in doubt: a handful, whatever the size.
+        sa.Index(
+            "ix_send_batches_open",
+            "status",
+            postgresql_where=sa.text("status IN ('sending', 'unknown')"),
+            sqlite_where=sa.text("status IN ('sending', 'unknown')"),
+        ),
+        # The webhook watermark: the latest claim whose request SendGrid confirmed.
+        sa.Index(
+            "ix_send_batches_confirmed",
+            "claimed_at",
+            postgresql_where=sa.text("confirmed_at IS NOT NULL"),
+            sqlite_where=sa.text("confirmed_at IS NOT NULL"),
+        ),
+    )
+
+    campaign_id: Mapped[int] = mapped_column(
+        sa.ForeignKey("campaigns.id", ondelete="CASCADE"), primary_key=True
+    )
+    batch_no: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    language: Mapped[str] = mapped_column(sa.String(2), default="en")
+    size: Mapped[int] = mapped_column(default=0)  # rows when the audience was frozen
+    status: Mapped[str] = mapped_column(sa.String(10), default=BatchStatus.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(default=0)  # requests made (retries included)
+    resends: Mapped[int] = mapped_column(default=0)  # times sent again after 'unknown'
+    claimed_at: Mapped[datetime | None]
+    claimed_upto: Mapped[int | None] = mapped_column(BigId)
+    lease: Mapped[str | None] = mapped_column(sa.String(32))  # the claiming run's token
+    finished_at: Mapped[datetime | None]
+    confirmed_at: Mapped[datetime | None]  # first SendGrid event for one of its rows
+    error: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class EventKind(StrEnum):

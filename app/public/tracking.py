@@ -1,6 +1,6 @@
 """The open pixel and the click redirect: verify the token, buffer the hit, answer at once.
 
-Hot path (DESIGN.md performance targets): no database query for an open, only a cached link
+Hot path (docs/benchmarks.md): no database query for an open, only a cached link
 lookup for a click, and no network call at all in the request; the hit buffer's thread ships
 hits to Redis (or the database).
 """

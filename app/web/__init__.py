@@ -14,6 +14,7 @@ from app.web import (
     auth,
     campaigns,
     dev,
+    favicon,
     health,
     main,
     sending,
@@ -47,6 +48,7 @@ def init_web(app: Flask) -> None:
     app.register_blueprint(sending.bp)
     app.register_blueprint(dev.bp)
     app.register_blueprint(stats.bp)
+    app.register_blueprint(favicon.bp)
 
     @app.context_processor
     def _nav() -> dict[str, object]:

@@ -27,6 +27,7 @@ from app.emails.content import LANGUAGES, LAYOUTS
 from app.emails.sandbox import MEMBER_FIELDS
 from app.extensions import db, limiter
 from app.models import LANGUAGE_NAMES, Campaign, Member, Role, Segment, Sender
+from app.services import sending
 from app.services.campaigns import authoring as service
 from app.services.campaigns import previews
 from app.services.campaigns.authoring import (
@@ -341,7 +342,8 @@ def _blank_input() -> CampaignInput:
 def campaign_list() -> ResponseReturnValue:
     """The campaigns page (served at /campaigns as `main.campaigns`)."""
     rows = service.list_campaigns(db.session)
-    response = Response(render_template("campaigns/list.html", campaigns=rows))
+    unknown = sending.unknown_counts(db.session, [c.id for c in rows])
+    response = Response(render_template("campaigns/list.html", campaigns=rows, unknown=unknown))
     response.headers["Content-Security-Policy"] = EDITOR_CSP
     return response
 

@@ -100,6 +100,18 @@ def outbox() -> ResponseReturnValue:
     )
 
 
+def one_click_url(mail: EmailMessage) -> str | None:
+    """The message's RFC 8058 one-click unsubscribe address, when it is one of ours."""
+    if str(mail.get("List-Unsubscribe-Post", "")) != "List-Unsubscribe=One-Click":
+        return None
+    ours = current_app.config["PUBLIC_BASE_URL"].rstrip("/") + "/u/"
+    for part in str(mail.get("List-Unsubscribe", "")).split(","):
+        url = part.strip().removeprefix("<").removesuffix(">")
+        if url.startswith(ours):
+            return url
+    return None
+
+
 @bp.route("/outbox/<name>")
 @role_required(Role.ORGANIZER)
 def message(name: str) -> ResponseReturnValue:
@@ -113,6 +125,7 @@ def message(name: str) -> ResponseReturnValue:
         headers=[(key, str(value)) for key, value in mail.items()],
         text=text_part.get_content() if text_part is not None else "",
         has_html=html_part is not None,
+        one_click_url=one_click_url(mail),
     )
 
 

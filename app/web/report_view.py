@@ -11,7 +11,7 @@ from markupsafe import Markup
 
 from app.models import BreakdownDimension
 from app.models.base import utcnow
-from app.services import DbSession
+from app.services import DbSession, sending
 from app.services.organization import settings as org_settings
 from app.services.stats import reports
 from app.services.stats.reports import (
@@ -158,6 +158,7 @@ class CampaignReportView:
     tz: ZoneInfo
     poll_seconds: int
     generated_at: datetime
+    unknown: int = 0  # members who may have missed it (a crash; see the send panel)
 
     @property
     def use_sent(self) -> bool:
@@ -200,6 +201,7 @@ def campaign_report(session: DbSession, campaign_id: int) -> CampaignReportView:
         tz=tz,
         poll_seconds=poll_seconds(header, now),
         generated_at=now,
+        unknown=sending.unknown_counts(session, [campaign_id]).get(campaign_id, 0),
     )
 
 

@@ -176,6 +176,15 @@ def _action(campaign_id: int, verb: str) -> ResponseReturnValue:
         elif verb == "cancel":
             sending.cancel(db.session, campaign.id, current_user)
             message = "Cancelled. Nobody else will receive this campaign."
+        elif verb == "resend_unknown":
+            count = sending.resend_unknown(
+                db.session,
+                campaign.id,
+                current_user,
+                client=client,
+                stall_seconds=float(current_app.config["SEND_STALL_SECONDS"]),
+            )
+            message = f"Sending again to {count:,} members who may not have received it."
         else:
             sending.unschedule(db.session, campaign, actor=current_user)
             message = "Unscheduled: the campaign is a draft again."
@@ -215,6 +224,12 @@ def resume(campaign_id: int) -> ResponseReturnValue:
 @role_required(Role.ORGANIZER)
 def cancel(campaign_id: int) -> ResponseReturnValue:
     return _action(campaign_id, "cancel")
+
+
+@bp.route("/<int:campaign_id>/send/resend-unknown", methods=["POST"])
+@role_required(Role.ORGANIZER)
+def resend_unknown(campaign_id: int) -> ResponseReturnValue:
+    return _action(campaign_id, "resend_unknown")
 
 
 @bp.route("/<int:campaign_id>/send/unschedule", methods=["POST"])

@@ -8,7 +8,13 @@ import pytest
 
 from app.models import Campaign, Role
 from app.services.organization import users
-from tests.support.sending import add_members, make_campaign, make_list, setup_org
+from tests.support.sending import (
+    add_members,
+    finished_with_unknown,
+    make_campaign,
+    make_list,
+    setup_org,
+)
 
 
 @pytest.fixture
@@ -136,3 +142,22 @@ def test_the_endpoints_are_in_the_openapi_document(client):
     paths = client.get("/api/v1/openapi.json").get_json()["paths"]
     for action in ("schedule", "send-now", "pause", "resume", "cancel", "progress"):
         assert f"/api/v1/campaigns/{{campaign_id}}/{action}" in paths
+
+
+def test_unknown_members_are_in_progress_errors_and_can_be_sent_to(
+    client, db_session, token_for, campaign
+):
+    headers = token_for(Role.ORGANIZER)
+    finished_with_unknown(db_session, campaign)
+
+    progress = client.get(_url(campaign.id, "progress"), headers=headers).get_json()
+    assert (progress["unknown"], progress["unknown_state"]) == (2, "undecided")
+    assert [e["kind"] for e in progress["errors"]] == ["unknown"]
+    assert "may not have received it" in progress["errors"][0]["message"]
+
+    response = client.post(_url(campaign.id, "resend-unknown"), headers=headers)
+    assert response.status_code == 200, response.get_json()
+    body = response.get_json()
+    assert (body["status"], body["unknown"], body["queued"]) == ("sending", 0, 2)
+    again = client.post(_url(campaign.id, "resend-unknown"), headers=headers)
+    assert again.status_code == 409

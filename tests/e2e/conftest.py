@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from tests.support.live import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "var" / "screenshots"
+# `make docs-screenshots` (RALLYPOINT_DOCS_SCREENSHOTS=1) refreshes the README's images here.
+DOCS_IMAGES = ROOT / "docs" / "images"
 CHROMIUM_ARGS = [
     "--headless=new",
     "--no-sandbox",
@@ -81,3 +84,30 @@ def screenshot(page: Page, name: str) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+def docs_screenshot(page: Page, name: str, *, height: int = 900) -> Path | None:
+    """With RALLYPOINT_DOCS_SCREENSHOTS=1, keep this page as docs/images/<name>.png.
+
+    The page is opened again in a context of its own (same cookies) 1280 px wide and drawn
+    at three quarters of its size, so the README's images stay small; the test's own page is
+    left as it was. Without the variable this does nothing.
+    """
+    if os.environ.get("RALLYPOINT_DOCS_SCREENSHOTS") != "1":
+        return None
+    browser = page.context.browser
+    assert browser is not None
+    context = browser.new_context(
+        viewport={"width": 1280, "height": height},
+        device_scale_factor=0.75,
+        storage_state=page.context.storage_state(),
+    )
+    try:
+        copy = context.new_page()
+        copy.goto(page.url, wait_until="load")
+        DOCS_IMAGES.mkdir(parents=True, exist_ok=True)
+        path = DOCS_IMAGES / f"{name}.png"
+        copy.screenshot(path=str(path))
+        return path
+    finally:
+        context.close()

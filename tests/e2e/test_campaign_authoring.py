@@ -15,7 +15,7 @@ from app.emails.samples import SAMPLES
 from app.extensions import db
 from app.models import Member
 from app.services.organization import users
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import docs_screenshot, screenshot
 from tests.support.campaigns import setup_org
 
 pytestmark = pytest.mark.e2e
@@ -168,6 +168,8 @@ def test_organizer_writes_previews_and_tests_each_kind(
     heading = page.frame_locator("iframe.email-frame").locator("h1")
     expect(heading).to_have_text(SAMPLES[layout, "fr"].fields["headline"])
     screenshot(page, f"preview-fr-phone-{layout}")
+    if layout == "action_alert":
+        docs_screenshot(page, "preview-as-a-member", height=1000)
     _preview_as(page, base, campaign_id, "amelie.obrien@example.org", "Amélie O'Brien")
     expect(page.get_by_text("The English version")).to_be_visible()
     expect(heading).to_have_text(SAMPLES[layout, "en"].fields["headline"])

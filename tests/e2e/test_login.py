@@ -58,3 +58,18 @@ def test_phone_layout_has_a_menu(browser, live_server, organizer):
     assert width <= 390, "the page must not scroll sideways on a phone"
     screenshot(page, "dashboard-phone")
     context.close()
+
+
+def test_a_page_load_asks_for_nothing_that_is_missing(page, live_server):
+    # A browser fetches the page's icon (or, without a link, /favicon.ico): it used to be a 404.
+    failures: list[str] = []
+    page.on("response", lambda r: failures.append(r.url) if r.status >= 400 else None)
+    page.goto(f"{live_server.url}/login")
+    page.wait_for_load_state("networkidle")
+    statuses = page.evaluate(
+        """async () => Promise.all(
+            [...document.querySelectorAll('link[rel="icon"]'), {href: '/favicon.ico'}]
+              .map(async (link) => (await fetch(link.href)).status))"""
+    )
+    assert statuses == [200, 200, 200]
+    assert failures == []

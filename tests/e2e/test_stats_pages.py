@@ -11,7 +11,7 @@ from app.models import CampaignStats
 from app.models.base import utcnow
 from app.services.organization import users
 from tests import factories
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import docs_screenshot, screenshot
 from tests.support import stats_scenario
 
 pytestmark = pytest.mark.e2e
@@ -77,6 +77,8 @@ def test_report_and_dashboard_read_well(browser, live_server, report, width, hei
     assert page.get_by_text("Petition", exact=True).first.is_visible()
     _no_sideways_scroll(page, width)
     screenshot(page, f"stats-report-{name}")
+    if name == "desktop":
+        docs_screenshot(page, "campaign-report", height=1000)
     # The numbers behind the hourly chart, for screen readers and copying.
     page.get_by_text("Show the numbers").first.click()
     assert page.get_by_role("table", name="Opens and clicks, first 72 hours, per hour").is_visible()

@@ -2,7 +2,7 @@
 
 `FakeSendGrid` answers `POST /v3/mail/send` the way SendGrid does (202 + `X-Message-Id`,
 or SendGrid's error shape), validates each request against SendGrid's own JSON Schema
-(`shared/sendgrid/mail-send.request.schema.json`) plus the documented limits that JSON
+(`tests/fixtures/sendgrid/mail-send.request.schema.json`) plus the documented limits that JSON
 Schema cannot express, records every accepted personalization, and can be told to fail
 (429, 500, 400, hang) on demand or at random. Run it in-process::
 
@@ -27,7 +27,6 @@ import functools
 import itertools
 import json
 import math
-import os
 import random
 import re
 import secrets
@@ -48,14 +47,20 @@ from typing import Any, Final, Literal, get_args
 
 from jsonschema import Draft202012Validator
 
+from tests.fakes.sendgrid_events import EventWebhookSender
+
 Mode = Literal["ok", "429", "500", "400", "hang"]
 MODES: Final[frozenset[str]] = frozenset(get_args(Mode))
 
 MAIL_SEND_PATH: Final = "/v3/mail/send"
-SCHEMA_RELPATH: Final = Path("sendgrid", "mail-send.request.schema.json")
+# SendGrid's published schema and example events, copied into the repository (their origin
+# is in tests/fixtures/sendgrid/README.md): tests read them from here and nowhere else.
+FIXTURES_DIR: Final = Path(__file__).resolve().parent.parent / "fixtures" / "sendgrid"
+SCHEMA_PATH: Final = FIXTURES_DIR / "mail-send.request.schema.json"
+WEBHOOK_EXAMPLES_PATH: Final = FIXTURES_DIR / "event-webhook.examples.json"
 
 # The limits below are SendGrid's documented ones (see the `$comment`s of the schema and
-# shared/reference/sendgrid-deliverability-casl.md, section 1.1). Where the docs are vague,
+# the Mail Send API's documentation, "Limitations"). Where the docs are vague,
 # the stricter reading is taken: a fake laxer than SendGrid would hide bugs.
 MAX_RECIPIENTS: Final = 1000
 MAX_CUSTOM_ARGS_BYTES: Final = 10_000
@@ -105,32 +110,6 @@ def _error_body(*errors: ErrorItem) -> bytes:
 
 
 # --------------------------------------------------------------------------- schema
-
-
-def find_schema_path(start: Path | None = None) -> Path:
-    """Locate SendGrid's mail-send JSON Schema.
-
-    `RALLYPOINT_SHARED_DIR` wins when set; otherwise the parents of `start` (this file by
-    default) are searched for `shared/sendgrid/mail-send.request.schema.json`, so the
-    lookup works from the main checkout, from a git worktree beside it, or from a copy.
-
-    Raises:
-        FileNotFoundError: with the places looked at, when there is no schema.
-    """
-    shared = os.environ.get("RALLYPOINT_SHARED_DIR")
-    if shared:
-        path = Path(shared) / SCHEMA_RELPATH
-        if not path.is_file():
-            raise FileNotFoundError(f"RALLYPOINT_SHARED_DIR={shared!r}, but {path} is not a file")
-        return path
-    here = (start or Path(__file__)).resolve()
-    for folder in here.parents:
-        path = folder / "shared" / SCHEMA_RELPATH
-        if path.is_file():
-            return path
-    raise FileNotFoundError(
-        f"no shared/{SCHEMA_RELPATH} in any parent of {here}; set RALLYPOINT_SHARED_DIR"
-    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -639,7 +618,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _send(self, reply: _Reply) -> None:
         if reply.hang_seconds is not None:
-            self.server.fake._stopping.wait(reply.hang_seconds)
+            fake = self.server.fake
+            with fake._lock:
+                fake._hanging += 1
+            try:
+                fake._stopping.wait(reply.hang_seconds)
+            finally:
+                with fake._lock:
+                    fake._hanging -= 1
             self.close_connection = True
             return
         self.send_response(reply.status)
@@ -669,8 +655,10 @@ class FakeSendGrid:
             above 0, then one in every 1/share. The cheap limits are checked on every request.
         keep_bodies: keep request bodies and full records. False keeps only each record's
             email, custom_args and message id, so a 1M-recipient benchmark stays small.
-        schema_path: defaults to `find_schema_path()`.
+        schema_path: defaults to the copy in tests/fixtures/sendgrid.
         api_key: when given, only `Bearer <api_key>` is let in; by default any bearer token.
+        events: when given, every accepted personalization is reported through SendGrid's
+            Event Webhook (`processed`, then `delivered`), signed, to the app under test.
     """
 
     def __init__(
@@ -681,14 +669,16 @@ class FakeSendGrid:
         keep_bodies: bool = True,
         schema_path: Path | None = None,
         api_key: str | None = None,
+        events: EventWebhookSender | None = None,
     ) -> None:
         if not 0.0 <= validate_sample <= 1.0:
             raise ValueError(f"validate_sample must be within 0..1, not {validate_sample}")
         self._validate_sample = validate_sample
         self._keep_bodies = keep_bodies
-        self._validator = load_validator(schema_path or find_schema_path())
+        self._validator = load_validator(schema_path or SCHEMA_PATH)
         self._port = port
         self._api_key = api_key
+        self.events = events
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -699,6 +689,7 @@ class FakeSendGrid:
     def _clear(self) -> None:
         """Forget what was received and every failure setting; caller holds the lock."""
         self._requests = 0
+        self._hanging = 0
         self._accepted_requests = 0
         self._rejected = 0
         self._validated = 0
@@ -878,6 +869,12 @@ class FakeSendGrid:
     # -- queries
 
     @property
+    def hanging(self) -> int:
+        """Requests held unanswered right now ("hang" mode)."""
+        with self._lock:
+            return self._hanging
+
+    @property
     def requests(self) -> int:
         """How many mail-send requests arrived, answered or not."""
         with self._lock:
@@ -917,6 +914,8 @@ class FakeSendGrid:
                 "p429": self._p429,
                 "p500": self._p500,
                 "internal_errors": len(self.internal_errors),
+                "events_posted": self.events.posted_events if self.events else 0,
+                "events_pending": self.events.pending() if self.events else 0,
             }
 
     def reset(self) -> None:
@@ -993,6 +992,8 @@ class FakeSendGrid:
                 self._record_ids += [message_id] * len(records)
             if self.keep_bodies:
                 self._bodies.append(AcceptedRequest(message_id, body))
+        if self.events is not None:
+            self.events.accepted(message_id, [(r.email, r.custom_args) for r in records])
         return _Reply(202, headers=[("X-Message-Id", message_id)])
 
     def _refuse(self, *errors: ErrorItem, validated: bool = False) -> _Reply:
@@ -1024,6 +1025,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--validate-sample", type=float, default=1.0, metavar="SHARE")
     parser.add_argument("--no-bodies", action="store_true", help="keep only email+custom_args")
     parser.add_argument("--api-key", help="the only key let in (default: any bearer token)")
+    parser.add_argument(
+        "--webhook-url",
+        help="report accepted messages to this Event Webhook URL (the public key is printed "
+        "on the second line)",
+    )
+    parser.add_argument("--webhook-batch", type=int, default=1000, help="events per POST")
     args = parser.parse_args(argv)
 
     stop_requested = threading.Event()
@@ -1033,17 +1040,27 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    events = (
+        EventWebhookSender(args.webhook_url, batch_size=args.webhook_batch).start()
+        if args.webhook_url
+        else None
+    )
     fake = FakeSendGrid(
         args.port,
         validate_sample=args.validate_sample,
         keep_bodies=not args.no_bodies,
         api_key=args.api_key,
+        events=events,
     )
     with fake:
         print(fake.url, flush=True)
+        if events is not None:
+            print(events.public_key, flush=True)
         # A timed wait, so the signal handler gets to run in this (the main) thread.
         while not stop_requested.wait(0.2):
             pass
+    if events is not None:
+        events.stop()
     return 0
 
 

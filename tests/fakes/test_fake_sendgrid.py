@@ -5,7 +5,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -26,7 +25,7 @@ from python_http_client.exceptions import (
     TooManyRequestsError,
 )
 
-from tests.fakes.sendgrid import SCHEMA_RELPATH, FakeSendGrid, find_schema_path
+from tests.fakes.sendgrid import FIXTURES_DIR, SCHEMA_PATH, FakeSendGrid
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": "Bearer SG.test", "Content-Type": "application/json"}
@@ -547,24 +546,16 @@ def test_runs_as_its_own_process_until_sigterm() -> None:
 # --------------------------------------------------------------------------- schema lookup
 
 
-def test_schema_is_found_from_the_environment_or_by_walking_up(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    real = find_schema_path()
-    assert real.is_file()
-
-    monkeypatch.setenv("RALLYPOINT_SHARED_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="RALLYPOINT_SHARED_DIR"):
-        find_schema_path()
-    (tmp_path / SCHEMA_RELPATH).parent.mkdir(parents=True)
-    shutil.copy(real, tmp_path / SCHEMA_RELPATH)
-    assert find_schema_path() == tmp_path / SCHEMA_RELPATH
-
-    monkeypatch.delenv("RALLYPOINT_SHARED_DIR")
-    checkout = tmp_path / "work" / "wt-branch" / "tests" / "fakes" / "sendgrid.py"
-    (tmp_path / "work" / "shared").mkdir(parents=True)
-    shutil.copytree(tmp_path / "sendgrid", tmp_path / "work" / "shared" / "sendgrid")
-    assert find_schema_path(checkout) == tmp_path / "work" / "shared" / SCHEMA_RELPATH
+def test_the_schema_and_examples_are_read_from_the_repository() -> None:
+    # A fresh clone has nothing beside it: the fixtures live in the repository, and their
+    # README says where each file came from.
+    repository = Path(__file__).resolve().parents[2]
+    assert SCHEMA_PATH.is_file()
+    assert FIXTURES_DIR.is_relative_to(repository)
+    readme = (FIXTURES_DIR / "README.md").read_text(encoding="utf-8")
+    for path in FIXTURES_DIR.iterdir():
+        if path.name != "README.md":
+            assert f"`{path.name}`" in readme, f"{path.name} is not described in README.md"
 
 
 def test_an_address_may_come_again_in_a_later_request(

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import redis
 import sqlalchemy as sa
 
+from app import jobs
 from app.infra.tokens import TokenSigner
 from app.models import (
     Campaign,
@@ -15,11 +17,13 @@ from app.models import (
     CampaignStatus,
     Delivery,
     Member,
+    SendBatch,
     Subscription,
     Suppression,
 )
+from app.models.base import utcnow
 from app.services import sending
-from app.services.sending import coordination
+from app.services.sending import coordination, ledger
 from app.services.sending.batches import MAX_ATTEMPTS
 from app.services.transports.sendgrid import SendGridTransport
 from tests.fakes.sendgrid import FakeSendGrid
@@ -302,17 +306,36 @@ def test_a_connection_refused_is_retried_and_nothing_is_lost(db_session, redis_u
     assert set(_statuses(db_session, campaign.id).values()) == {"queued"}
 
 
-def test_the_send_rate_limit_splits_a_batch(db_session, fake, context):
+def test_with_a_send_rate_each_batch_is_one_burst_and_the_next_waits(db_session, fake, context):
     campaign, _, batches = _sending_campaign(db_session, members=30, languages=("en",), rate=60)
-    # 60 a minute: a bucket of 10 tokens, one more each second.
+    # 60 a minute: a bucket of 10 tokens, one more each second; batches of 10, one request.
+    assert len(batches) == 3
     first = sending.send_batch(db_session, campaign.id, batches[0], context=context)
-    assert first.sent == 10
-    assert first.requeue_in == 0.0
+    assert (first.sent, first.requeue_in) == (10, None)
     second = sending.send_batch(
-        db_session, campaign.id, batches[0], context=context, sleep=lambda s: None
+        db_session, campaign.id, batches[1], context=context, sleep=lambda s: None
     )
     assert second.claimed <= 2  # nothing or what refilled meanwhile, never a burst
+    assert second.claimed or second.requeue_in  # waits for its tokens
     assert sum(fake.count_by_email().values()) == 10 + second.sent
+
+
+def test_a_send_rate_lowered_mid_campaign_splits_a_batch_into_requests(db_session, fake, context):
+    campaign, emails, batches = _sending_campaign(db_session, members=30, languages=("en",))
+    assert len(batches) == 1
+    setup_org(db_session, rate_per_minute=60)  # the organizer slows the send down
+    db_session.commit()
+
+    first = sending.send_batch(db_session, campaign.id, batches[0], context=context)
+
+    assert (first.sent, first.requeue_in) == (10, 0.0)  # the rest follows at once
+    statuses = _statuses(db_session, campaign.id)
+    assert sorted(statuses[e] for e in emails[:10]) == ["sent"] * 10
+    assert {statuses[e] for e in emails[10:]} == {"queued"}
+    batch = db_session.get(SendBatch, (campaign.id, batches[0]))
+    assert batch.status == "queued"
+    assert sending.progress(db_session, campaign).sending == 0
+    assert set(fake.count_by_email()) == set(emails[:10])
 
 
 def test_finishing_happens_once_when_the_last_batches_end(db_session, fake, context):
@@ -338,22 +361,24 @@ def test_progress_counts_the_ledger(db_session, fake, context):
     assert during.to_json()["status"] == "sending"
 
 
-def test_the_sweep_declares_stuck_rows_unknown_and_requeues_stalled_campaigns(
+def test_the_sweep_declares_abandoned_batches_unknown_and_requeues_stalled_campaigns(
     db_session, redis_url
 ):
-    from datetime import timedelta
-
-    from app import jobs
-    from app.models.base import utcnow
-
     campaign, _, _batches = _sending_campaign(
         db_session, members=4, batch_size=2, languages=("en",)
     )
     now = utcnow()
+    # Batch 0 was claimed ten minutes ago by a worker that died (no lease in Redis).
     db_session.execute(
-        sa.update(Delivery)
-        .where(Delivery.campaign_id == campaign.id, Delivery.batch_no == 0)
-        .values(status="sending", updated_at=now - timedelta(minutes=10))
+        sa.update(SendBatch)
+        .where(SendBatch.campaign_id == campaign.id, SendBatch.batch_no == 0)
+        .values(
+            status="sending",
+            claimed_at=now - timedelta(minutes=10),
+            claimed_upto=sa.select(sa.func.max(Delivery.id))
+            .where(Delivery.campaign_id == campaign.id, Delivery.batch_no == 0)
+            .scalar_subquery(),
+        )
     )
     db_session.execute(
         sa.update(Campaign)
@@ -366,6 +391,7 @@ def test_the_sweep_declares_stuck_rows_unknown_and_requeues_stalled_campaigns(
     report = sending.sweep(db_session, now, client=client, stuck_seconds=300, stall_seconds=60)
 
     assert report.unknown == 2
+    assert db_session.get(SendBatch, (campaign.id, 0)).status == "unknown"
     assert report.requeued == {campaign.id: [1]}
     assert [j.args for j in jobs.pending_jobs(db_session) if j.name == jobs.SEND_BATCH] == [
         (campaign.id, 1)
@@ -375,3 +401,49 @@ def test_the_sweep_declares_stuck_rows_unknown_and_requeues_stalled_campaigns(
     again = sending.sweep(db_session, now, client=client, stuck_seconds=300, stall_seconds=60)
     assert again.requeued == {}
     assert again.unknown == 0
+
+
+def test_a_batch_whose_lease_is_alive_is_left_alone_until_stuck(db_session, redis_url):
+    campaign, _, _ = _sending_campaign(db_session, members=2, languages=("en",))
+    now = utcnow()
+    db_session.execute(
+        sa.update(SendBatch)
+        .where(SendBatch.campaign_id == campaign.id)
+        .values(status="sending", claimed_at=now - timedelta(seconds=100), claimed_upto=10**9)
+    )
+    db_session.commit()
+    client = redis.Redis.from_url(redis_url)
+    with coordination.Lease(client, campaign.id, 0, "t0ken", ttl=5):
+        report = sending.sweep(db_session, now, client=client, stuck_seconds=300, stall_seconds=60)
+        assert report.unknown == 0
+        db_session.commit()
+        late = now + timedelta(seconds=250)
+        report = sending.sweep(db_session, late, client=client, stuck_seconds=300, stall_seconds=60)
+        assert report.unknown == 2  # longer than any request can take: whatever the lease says
+
+
+def test_the_claim_checks_subscriptions_by_member_whatever_the_statistics(db_session):
+    """With no statistics (a first send right after an import), the planner once walked
+    ix_subscriptions_list_status and filtered every subscriber of the list per recipient."""
+    campaign, _, batches = _sending_campaign(db_session, members=20_000, languages=("en",))
+    statements: list[tuple[str, object]] = []
+    connection = db_session.connection()
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "FROM deliveries JOIN members" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(connection, "before_cursor_execute", capture)
+    try:
+        ledger.claim(db_session, ledger.BatchKey(campaign.id, batches[0]), 1000, utcnow(), "t")
+    finally:
+        sa.event.remove(connection, "before_cursor_execute", capture)
+    statement, parameters = statements[0]
+    cursor = connection.connection.driver_connection.cursor()
+    cursor.execute("EXPLAIN " + statement, parameters)
+    plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "pk_subscriptions" in plan, plan
+    assert "ix_subscriptions_list_status" not in plan, plan
+    # The freeze analyzed what it wrote: a batch is found by (campaign, batch, status), not
+    # by scanning every queued row of the campaign for its batch number.
+    assert "ix_deliveries_campaign_batch" in plan, plan

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from app import jobs
-from app.models import CampaignStatus, Delivery, Segment
+from app.models import CampaignStatus, Delivery, Segment, SendBatch
 from app.services import sending
 from app.services.sending import coordination
 from app.services.sending.rate_limit import TokenBucket, bucket_capacity
@@ -152,6 +152,7 @@ def test_resume_requeues_only_batches_with_queued_rows(db_session, campaign, cli
     sending.freeze_audience(db_session, campaign.id, batch_size=1)
     db_session.commit()
     db_session.query(Delivery).filter(Delivery.batch_no == 0).update({"status": "sent"})
+    db_session.query(SendBatch).filter(SendBatch.batch_no == 0).update({"status": "sent"})
     sending.pause(db_session, campaign.id, None)
     db_session.commit()
     sending.resume(db_session, campaign.id, None, client=client)

@@ -12,6 +12,7 @@ from app.models import (
     CampaignStatus,
     Delivery,
     Member,
+    SendBatch,
     Subscription,
     SuppressionReason,
     UnsubscribeSource,
@@ -166,6 +167,11 @@ def test_a_second_dispatch_inserts_nothing_and_requeues_only_what_is_queued(db_s
     db_session.execute(
         sa.update(Delivery)
         .where(Delivery.campaign_id == campaign.id, Delivery.batch_no == 0)
+        .values(status="sent")
+    )
+    db_session.execute(
+        sa.update(SendBatch)
+        .where(SendBatch.campaign_id == campaign.id, SendBatch.batch_no == 0)
         .values(status="sent")
     )
     second = sending.freeze_audience(db_session, campaign.id, now=NOW, batch_size=2)

@@ -20,7 +20,7 @@ from app.models import Campaign, Delivery, Event, Link, MailingList, Member
 from app.services.tracking import hit_stream
 from app.services.tracking.runtime import runtime
 from tests import factories
-from tests.fakes.sendgrid import find_schema_path
+from tests.fakes.sendgrid import WEBHOOK_EXAMPLES_PATH
 
 MIGRATIONS = str(Path(__file__).resolve().parents[2] / "migrations")
 PETITION_URL = "https://action.example.org/petition/free-amar"
@@ -117,8 +117,7 @@ def event_count(app: Flask, kind: str | None = None, campaign_id: int | None = N
 
 
 def webhook_examples() -> dict:
-    path = find_schema_path().parent / "event-webhook.examples.json"
-    return json.loads(path.read_text(encoding="utf-8"))
+    return json.loads(WEBHOOK_EXAMPLES_PATH.read_text(encoding="utf-8"))
 
 
 class WebhookSigner:

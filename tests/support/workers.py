@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-QUEUES = "bulk,transactional,default"
+QUEUES = "bulk,transactional,default,webhooks"
 
 
 def worker_environ(base: Mapping[str, str], **overrides: str) -> dict[str, str]:
@@ -31,7 +31,13 @@ class CeleryProcess:
     """`celery worker` or `celery beat` in its own process group (so SIGKILL takes it all)."""
 
     def __init__(
-        self, kind: str, env: Mapping[str, str], log_dir: Path, *args: str, concurrency: int = 2
+        self,
+        kind: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *args: str,
+        concurrency: int = 2,
+        queues: str = QUEUES,
     ) -> None:
         self.kind = kind
         self.name = f"{kind}-{uuid.uuid4().hex[:6]}"
@@ -41,7 +47,7 @@ class CeleryProcess:
         if kind == "worker":
             command += [
                 "-Q",
-                QUEUES,
+                queues,
                 "-c",
                 str(concurrency),
                 "--prefetch-multiplier",
@@ -126,5 +132,13 @@ class CeleryProcess:
 def purge_queues(redis_url: str) -> None:
     """Empty the Celery queues of this session's private Redis (left-overs of other tests)."""
     client = redis.Redis.from_url(redis_url)
-    keys = ["bulk", "transactional", "default", "unacked", "unacked_index", "unacked_mutex"]
+    keys = [
+        "bulk",
+        "transactional",
+        "default",
+        "webhooks",
+        "unacked",
+        "unacked_index",
+        "unacked_mutex",
+    ]
     client.delete(*keys)

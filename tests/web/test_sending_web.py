@@ -8,11 +8,17 @@ import pytest
 import sqlalchemy as sa
 
 from app import jobs
-from app.models import Campaign, Role, campaign_lists
+from app.models import Campaign, Delivery, Role, campaign_lists
 from tests.support.forms import csrf_token
-from tests.support.sending import add_members, make_campaign, make_list, setup_org
+from tests.support.sending import (
+    add_members,
+    finished_with_unknown,
+    make_campaign,
+    make_list,
+    setup_org,
+)
 
-ACTIONS = ["schedule", "now", "pause", "resume", "cancel", "unschedule"]
+ACTIONS = ["schedule", "now", "pause", "resume", "cancel", "unschedule", "resend-unknown"]
 
 
 @pytest.fixture
@@ -197,3 +203,37 @@ def test_a_sent_campaign_s_send_page_points_to_its_report(client, login_as, db_s
     campaign.status = "sent"
     db_session.commit()
     assert report in client.get(_page(campaign.id)).get_data(as_text=True)
+
+
+def test_members_who_may_have_missed_it_are_shown_and_can_be_sent_to(
+    client, login_as, db_session, campaign, monkeypatch
+):
+    """Without SendGrid's webhook nothing settles them: the organizer is told, and decides."""
+    login_as(Role.ORGANIZER)
+    unknown = finished_with_unknown(db_session, campaign)
+    assert unknown == 2
+
+    page = client.get(_page(campaign.id)).get_data(as_text=True)
+    assert "2 members may not have received it" in page
+    assert "Send to them now" in page
+    listing = client.get("/campaigns").get_data(as_text=True)
+    assert "2 may have missed it" in listing
+    report = client.get(f"/stats/campaigns/{campaign.id}").get_data(as_text=True)
+    assert "2 may have missed it" in report
+
+    sent = []
+    monkeypatch.setattr(jobs, "send_now", sent.append)
+    response = _post(client, campaign.id, "resend-unknown")
+    assert response.status_code == 302
+    db_session.expire_all()
+    assert db_session.get(Campaign, campaign.id).status == "sending"
+    statuses = db_session.scalars(
+        sa.select(Delivery.status).where(Delivery.campaign_id == campaign.id)
+    ).all()
+    assert sorted(statuses).count("queued") == 2
+    assert "unknown" not in statuses
+    assert [j.args for j in sent if j.name == jobs.SEND_BATCH] == [(campaign.id, 0)]
+    # Nobody left in doubt: a second press says so and changes nothing.
+    again = _post(client, campaign.id, "resend-unknown")
+    assert again.status_code == 302
+    assert "nobody is waiting" in client.get(_page(campaign.id)).get_data(as_text=True)

@@ -267,7 +267,11 @@ def test_a_real_worker_flushes_hits_and_processes_webhook_batches(app, client, c
     celery = app.extensions["celery"]
     celery.control.purge()  # messages other tests left behind (their rows are gone)
     with start_worker(
-        celery, pool="solo", perform_ping_check=False, shutdown_timeout=10, queues=["default"]
+        celery,
+        pool="solo",
+        perform_ping_check=False,
+        shutdown_timeout=10,
+        queues=["default", "webhooks"],
     ):
         deadline = time.monotonic() + 30
         while event_count(app, "open") < 2 and time.monotonic() < deadline:

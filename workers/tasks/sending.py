@@ -26,12 +26,13 @@ def tick() -> int:
             return 0
         started = sending.tick(db.session, utcnow())
         db.session.commit()
+        coordination.mark_tick(redis_client.get_redis())
     return len(started)
 
 
 @shared_task(name=jobs.SWEEP_SENDING)
 def sweep() -> int:
-    """Settle rows left 'sending' by crashes and re-queue stalled campaigns (beat)."""
+    """Settle abandoned batches, judge batches in doubt, finish and re-queue campaigns (beat)."""
     config = current_app.config
     client = redis_client.get_redis()
     period = float(config["SEND_SWEEP_SECONDS"])
@@ -44,21 +45,24 @@ def sweep() -> int:
             client=client,
             stuck_seconds=float(config["SEND_STUCK_SECONDS"]),
             stall_seconds=float(config["SEND_STALL_SECONDS"]),
+            settlement=sending.Settlement.from_config(config),
         )
         db.session.commit()
-    return report.unknown + sum(len(b) for b in report.requeued.values())
+    return report.unknown + len(report.resent) + sum(len(b) for b in report.requeued.values())
 
 
 @shared_task(name=jobs.DISPATCH_CAMPAIGN)
 def dispatch(campaign_id: int) -> int:
     """Freeze a sending campaign's audience and queue its batches."""
+    config = current_app.config
     result = sending.freeze_audience(
-        db.session, campaign_id, batch_size=int(current_app.config["SEND_BATCH_SIZE"])
+        db.session,
+        campaign_id,
+        batch_size=int(config["SEND_BATCH_SIZE"]),
+        settlement=sending.Settlement.from_config(config),
     )
     db.session.commit()
-    coordination.touch(
-        redis_client.get_redis(), campaign_id, float(current_app.config["SEND_STALL_SECONDS"])
-    )
+    coordination.touch(redis_client.get_redis(), campaign_id, float(config["SEND_STALL_SECONDS"]))
     return len(result.batches)
 
 

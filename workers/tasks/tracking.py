@@ -60,6 +60,8 @@ def flush_tracking(
             lock.release()
         except LockError:
             log.warning("tracking flush lock expired before the run ended")
+    if recorded:  # beat runs this every second: an idle run says nothing
+        log.info("tracking.flush recorded %d hits", recorded)
     return recorded
 
 

@@ -23,6 +23,12 @@ class ScheduleSchema(Schema):
 class ErrorCountSchema(Schema):
     message = fields.String()
     count = fields.Integer()
+    kind = fields.String(
+        metadata={
+            "description": "failed: SendGrid refused these for good (its message); unknown: "
+            "a worker stopped while sending them and they may not have received it."
+        }
+    )
 
 
 class ProgressSchema(Schema):
@@ -41,7 +47,18 @@ class ProgressSchema(Schema):
     unknown_count = fields.Integer(
         attribute="unknown",
         data_key="unknown",
-        metadata={"description": "Unconfirmed after a crash; never sent again."},
+        metadata={
+            "description": "May not have received it: a worker stopped while sending them. "
+            "Never sent twice blindly; see unknown_state."
+        },
+    )
+    unknown_state = fields.String(
+        metadata={
+            "description": "settling: SendGrid's events will show whether they left (those "
+            "that never did are sent again automatically); undecided: nothing can tell, "
+            "POST …/resend-unknown to send to them now (some may get a second copy); empty "
+            "when none are unknown."
+        }
     )
     percent = fields.Float()
     rate_per_minute = fields.Float()

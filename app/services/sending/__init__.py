@@ -1,4 +1,4 @@
-"""Sending: schedule, dispatch and deliver every campaign exactly once (DESIGN.md flows 3-6).
+"""Sending: schedule, dispatch and deliver every campaign exactly once (docs/architecture.md).
 
 The delivery ledger (`deliveries`, UNIQUE campaign x member, a status per row) is the
 truth; Celery only moves it. `tick` starts due campaigns, `freeze_audience` writes the
@@ -8,8 +8,16 @@ lost broker messages, and `pause`/`resume`/`cancel` steer a running campaign.
 
 from app.services.sending.audience import FreezeResult, audience_count, freeze_audience
 from app.services.sending.batches import BatchOutcome, SendContext, send_batch
-from app.services.sending.control import SweepReport, cancel, pause, resume, sweep
-from app.services.sending.progress import Progress, progress
+from app.services.sending.control import (
+    SweepReport,
+    cancel,
+    pause,
+    resend_unknown,
+    resume,
+    sweep,
+)
+from app.services.sending.ledger import Settlement
+from app.services.sending.progress import Progress, progress, unknown_counts
 from app.services.sending.scheduling import (
     check_sendable,
     schedule,
@@ -25,6 +33,7 @@ __all__ = [
     "Progress",
     "SendContext",
     "SendingError",
+    "Settlement",
     "SweepReport",
     "TransitionError",
     "audience_count",
@@ -34,11 +43,13 @@ __all__ = [
     "freeze_audience",
     "pause",
     "progress",
+    "resend_unknown",
     "resume",
     "schedule",
     "send_batch",
     "send_now",
     "sweep",
     "tick",
+    "unknown_counts",
     "unschedule",
 ]

@@ -17,6 +17,7 @@ from app.models import (
     Delivery,
     DeliveryStatus,
     Member,
+    OrgSettings,
     Subscription,
     SubscriptionStatus,
     Suppression,
@@ -24,7 +25,9 @@ from app.models import (
 )
 from app.models.base import utcnow
 from app.services import DbSession
-from app.services.sending import peers
+from app.services.sending import ledger, peers
+from app.services.sending.ledger import Settlement
+from app.services.sending.rate_limit import bucket_capacity
 from app.services.sending.status import finish_if_done
 from app.services.stats import breakdown
 
@@ -100,38 +103,28 @@ class FreezeResult:
     finished: bool = False
 
 
-def queued_batches(session: DbSession, campaign_id: int) -> list[int]:
-    """The batch numbers that still have queued rows (index ix_deliveries_campaign_batch)."""
-    return list(
-        session.scalars(
-            sa.select(Delivery.batch_no)
-            .where(
-                Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.QUEUED.value
-            )
-            .distinct()
-            .order_by(Delivery.batch_no)
-        )
-    )
-
-
 def freeze_audience(
     session: DbSession,
     campaign_id: int,
     *,
     now: datetime | None = None,
     batch_size: int = 1000,
+    settlement: Settlement | None = None,
 ) -> FreezeResult:
-    """Freeze a sending campaign's audience into delivery rows and queue its batches.
+    """Freeze a sending campaign's audience into the ledger and queue its batches.
 
     One `INSERT … SELECT … ON CONFLICT DO NOTHING` writes a queued delivery per eligible
     member, with the member's language mapped to an existing variant (else the campaign's
-    default language) and a batch number. The campaign row is locked first, so a second
-    dispatch (a redelivered task, a resume) waits, finds the audience frozen, inserts
-    nothing and only queues the batches that still have queued rows. Flushes, does not
-    commit; enqueues one SEND_BATCH per batch (ids only) to leave after the commit.
+    default language) and a batch number; one more writes a queued `send_batches` row per
+    batch number; `frozen_at` is set in the same transaction, so nothing can finish the
+    campaign before the freeze has committed. The campaign row is locked first, so a
+    second dispatch (a redelivered task, a resume) waits, finds the audience frozen,
+    inserts nothing and only queues the batches still queued. Flushes, does not commit;
+    enqueues one SEND_BATCH per batch (ids only) to leave after the commit.
 
-    A campaign that is not sending (paused or cancelled before dispatch ran) is left alone.
-    A campaign with nobody to send to is finished at once.
+    With a send-rate limit, a batch is no bigger than the limit's burst, so each batch
+    still leaves as one request. A campaign that is not sending (paused or cancelled
+    before dispatch ran) is left alone; one with nobody to send to is finished at once.
     """
     now = now or utcnow()
     campaign = session.scalar(
@@ -140,23 +133,30 @@ def freeze_audience(
     if campaign is None or campaign.status != CampaignStatus.SENDING.value:
         return FreezeResult(0, [])
 
-    frozen = session.scalar(
-        sa.select(sa.literal(1)).where(Delivery.campaign_id == campaign_id).limit(1)
-    )
     inserted = 0
-    if frozen is None:
+    if campaign.frozen_at is None:
+        settings = session.get(OrgSettings, 1)
+        rate = settings.send_rate_per_minute if settings else 0
+        if rate:
+            batch_size = min(batch_size, bucket_capacity(rate))
         inserted = _insert_audience(session, campaign, now, batch_size)
+        # The first batches are planned on these: without them the claim may scan every
+        # queued row of the campaign per batch (sql.refresh_statistics).
+        sql.refresh_statistics(session, "deliveries", inserted)
+        ledger.create_batches(session, campaign_id)
+        campaign.frozen_at = now
         peers.bump_campaign_stats(session, campaign_id, targeted=inserted)
         # Targeted per local and language for the report: once per campaign, same transaction.
         breakdown.record_audience_frozen(session, campaign_id)
         log.info("campaign %s: froze %s deliveries", campaign_id, inserted)
 
-    batches = queued_batches(session, campaign_id)
+    batches = ledger.batch_numbers(session, campaign_id)
     for batch_no in batches:
         jobs.enqueue(session, jobs.SEND_BATCH, campaign_id, batch_no)
     finished = False
     if not batches:
-        finished = finish_if_done(session, campaign_id, now=now)
+        session.flush()
+        finished = finish_if_done(session, campaign_id, now=now, settlement=settlement)
     session.flush()
     return FreezeResult(inserted, batches, finished)
 

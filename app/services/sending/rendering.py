@@ -45,7 +45,14 @@ class ClaimedRow:
 class BatchBuilder:
     """Turns claimed rows into an OutgoingBatch; everything per campaign is computed once."""
 
-    def __init__(self, campaign: Campaign, *, signer: TokenSigner, base_url: str) -> None:
+    def __init__(
+        self,
+        campaign: Campaign,
+        *,
+        signer: TokenSigner,
+        base_url: str,
+        one_click_over_http: bool = False,
+    ) -> None:
         self.campaign_id = campaign.id
         self.signer = signer
         self.from_email = campaign.from_email
@@ -53,11 +60,12 @@ class BatchBuilder:
         self.reply_to = campaign.reply_to
         base = base_url.rstrip("/")
         self.unsubscribe_prefix = f"{base}/u/"
-        # RFC 8058 wants an https link; without one (development on http://localhost) the
-        # header is left out rather than sent broken. Tokens are URL-safe, so checking the
-        # base once stands for every recipient.
+        # RFC 8058 wants an https link; without one the header is left out rather than sent
+        # broken, except in development and tests (one_click_over_http), where http://localhost
+        # lets one-click unsubscribe be tried. Tokens are URL-safe, so checking the base once
+        # stands for every recipient.
         try:
-            list_unsubscribe_headers(f"{base}/u/token")
+            list_unsubscribe_headers(f"{base}/u/token", allow_http=one_click_over_http)
             self.one_click = True
         except ValueError:
             self.one_click = False

@@ -1,9 +1,4 @@
-"""Campaign status changes for sending, always through the TRANSITIONS table.
-
-The workers' own moves (`finish_if_done`, `pause_itself`) live here too, beside the
-conditional UPDATE they use, so the audience freeze, the batches and control all import
-them from below without importing one another.
-"""
+"""Campaign status changes for sending, always through the TRANSITIONS table."""
 
 from __future__ import annotations
 
@@ -19,7 +14,8 @@ from app.models import TRANSITIONS, Campaign, CampaignStatus, Delivery, Delivery
 from app.models.base import utcnow
 from app.services import DbSession
 from app.services.campaigns.authoring import TransitionRefused
-from app.services.sending import peers
+from app.services.sending import ledger, peers
+from app.services.sending.ledger import Settlement
 
 log = logging.getLogger(__name__)
 
@@ -128,31 +124,63 @@ def conditional_status(
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def _unfinished() -> sa.ColumnElement[bool]:
-    return sa.exists().where(
-        Delivery.campaign_id == Campaign.id,
-        Delivery.status.in_([DeliveryStatus.QUEUED.value, DeliveryStatus.SENDING.value]),
-    )
+def finish_if_done(
+    session: DbSession,
+    campaign_id: int,
+    *,
+    now: datetime | None = None,
+    settlement: Settlement | None = None,
+) -> bool:
+    """Move a sending campaign to sent once its audience is frozen and every row is settled.
 
+    Every path that can end a campaign (its last batch, the sweep, the freeze of an empty
+    audience, a resume with nothing left) comes through here, and it decides under the
+    campaign's row lock on committed data:
 
-def finish_if_done(session: DbSession, campaign_id: int, *, now: datetime | None = None) -> bool:
-    """Move a sending campaign to sent when no delivery is queued or sending any more.
+    1. ``SELECT … FROM campaigns WHERE id = :id FOR UPDATE``: waits for a freeze in progress
+       (the freeze holds this lock until it commits), and serialises the last batches.
+    2. Not sending, or not frozen (`frozen_at` is set in the freeze's own transaction):
+       nothing to decide. "No rows left" before the freeze has committed means nothing.
+    3. A new statement, so under READ COMMITTED a new snapshot that sees what the freeze
+       and the batches committed: no batch queued or in flight, no row queued, and no
+       batch in doubt that SendGrid's events may still settle (with the webhook on).
+       A conditional UPDATE folded into one statement would evaluate its NOT EXISTS on the
+       snapshot taken before it waited for the lock, and finish a campaign whose freeze
+       committed in the meantime.
 
-    One conditional UPDATE (`… WHERE status = 'sending' AND NOT EXISTS (…)`): when the
-    last batches of a campaign end together, exactly one of them makes the change. The
-    NOT EXISTS probes ix_deliveries_campaign_status. Call it after committing the batch's
-    own outcome, or a concurrent batch's check could miss it. Flushes, does not commit.
+    Flushes, does not commit (the lock is held until the caller commits).
 
     Returns:
         True if this call finished the campaign.
     """
     now = now or utcnow()
+    settlement = settlement or Settlement()
+    state = session.execute(
+        sa.select(Campaign.status, Campaign.frozen_at)
+        .where(Campaign.id == campaign_id)
+        .with_for_update()
+    ).first()
+    if state is None or state.status != CampaignStatus.SENDING.value or state.frozen_at is None:
+        return False
+    queued_rows = sa.exists().where(
+        Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.QUEUED.value
+    )
+    busy = session.scalar(
+        sa.select(
+            sa.or_(
+                ledger.open_batches(campaign_id),
+                queued_rows,
+                ledger.awaiting_judgement(campaign_id, now, settlement),
+            )
+        )
+    )
+    if busy:
+        return False
     done = conditional_status(
         session,
         campaign_id,
         CampaignStatus.SENDING,
         CampaignStatus.SENT,
-        ~_unfinished(),
         finished_at=now,
         updated_at=now,
     )

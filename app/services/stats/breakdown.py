@@ -134,7 +134,7 @@ def _delivery_keys(session: DbSession, ids: Iterable[int]) -> dict[int, tuple[Ke
             sa.select(Delivery.id, Delivery.campaign_id, Delivery.local, Delivery.language).where(
                 one_of(session, Delivery.id, chunk)
             )
-        )
+        ).all()  # one fetch: psycopg's fetchone() per row costs ~40 us each
         for delivery_id, campaign_id, local, language in rows:
             found[delivery_id] = _keys(campaign_id, local, language)
     return found

@@ -1,7 +1,7 @@
 """The web process's tracking buffer: a request appends a hit and returns; a thread ships them.
 
 Every TRACKING_FLUSH_MS (20 ms) a daemon thread drains the buffer into one pipelined XADD per
-few hundred hits (DESIGN.md: ~0.8 of a bare route's throughput, against ~0.5 for one XADD per
+few hundred hits (about 0.8 of a bare route's throughput, against ~0.5 for one XADD per
 request). When Redis cannot be reached the thread writes the hits straight to the database,
 so a hit is never lost and a request never waits for Redis.
 

@@ -40,6 +40,7 @@ from typing import Any, BinaryIO
 import sqlalchemy as sa
 
 from app import jobs
+from app.infra import sql
 from app.infra.sql import is_postgresql
 from app.models import (
     IMPORT_TRANSITIONS,
@@ -305,6 +306,9 @@ def run_import(
     report.encoding = member_csv.encoding
     if member_csv.encoding == WINDOWS_1252:
         report.note = WINDOWS_1252_NOTE
+    # The first send after a big import is planned on these (sql.refresh_statistics).
+    sql.refresh_statistics(session, "members", report.added)
+    sql.refresh_statistics(session, "subscriptions", report.added + report.subscribed)
     _finish_done(job, report)
     session.flush()
     if progress:

@@ -4,6 +4,8 @@ partial indexes on members.consent_expires_at and subscriptions.unsubscribed_at
 Revision ID: 0003_audience
 Revises: 0007_stats
 Create Date: 2026-11-23 13:09:47.891580
+(Chained after 0007_stats at 14:31 that day; the file name carries that time, so that a listing
+of migrations/versions reads in the order they run.)
 
 """
 from alembic import op

@@ -1,0 +1,664 @@
+"""The batch ledger: claim a batch, settle its request, recover and judge batches in doubt.
+
+A campaign's audience is frozen into `deliveries` (one row per member) grouped into
+`send_batches` (one row per SendGrid request). While sending, the batch carries the state:
+
+    queued --claim--> sending --accepted--> sent      (rows: queued -> sent, one UPDATE)
+                         |------refused---> failed    (rows -> failed)
+                         |----429/5xx-----> queued    (rows untouched; the task retries)
+                         '--crash/timeout-> unknown   (rows -> unknown)
+    unknown --an event for any of its rows--> sent   (SendGrid took the whole request)
+    unknown --no event, stream moved past, window--> queued  (sent again, once)
+
+A claim commits before the transport is called, so a second run of the same batch (a
+redelivered task) finds nothing to claim; the rows of a claimed batch stay 'queued', and
+the queued rows with an id up to `claimed_upto` are the request's. Their one write after
+the freeze is the outcome. Only exceptions (skipped at claim, refused, unknown) touch rows
+otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from flask import current_app
+
+from app.infra.sql import insert, is_postgresql, one_of
+from app.models import (
+    BatchStatus,
+    Campaign,
+    CampaignStatus,
+    Delivery,
+    DeliveryStatus,
+    Member,
+    SendBatch,
+    Subscription,
+    SubscriptionStatus,
+    Suppression,
+    campaign_lists,
+)
+from app.services import DbSession
+from app.services.sending.rendering import ClaimedRow
+
+log = logging.getLogger(__name__)
+
+DELIVERIES = cast(sa.Table, Delivery.__table__)
+MEMBERS = cast(sa.Table, Member.__table__)
+BATCHES = cast(sa.Table, SendBatch.__table__)
+
+SKIPPED_AT_CLAIM = "Unsubscribed or suppressed before it was sent."
+STUCK = (
+    "The worker sending this batch stopped before it recorded the outcome; it is unknown "
+    "whether it reached SendGrid."
+)
+NOT_ARRIVED = (
+    "SendGrid reported nothing for this batch while it reported on batches sent after it: "
+    "the request never arrived, so it was sent again."
+)
+RESENT_BY = "Sent again by {who}: it was unknown whether these members received it."
+
+# What a claimed row brings for rendering, in ClaimedRow's field order.
+_CLAIMED_COLUMNS = (
+    DELIVERIES.c.id,
+    DELIVERIES.c.email,
+    DELIVERIES.c.language,
+    MEMBERS.c.first_name,
+    MEMBERS.c.last_name,
+    MEMBERS.c.local,
+    MEMBERS.c.language,
+    MEMBERS.c.postal_code,
+    MEMBERS.c.attributes,
+)
+
+
+@dataclass(frozen=True)
+class Settlement:
+    """How batches in doubt are settled, from configuration.
+
+    Attributes:
+        webhook: SendGrid's signed Event Webhook is configured, so its `processed` events
+            can settle batches in doubt. Without it, the organizer is told and decides.
+        window: seconds after a claim before a batch nothing was heard of may be judged
+            never to have arrived (SEND_UNKNOWN_WINDOW_SECONDS).
+        margin: a batch claimed at least this much later, with events, proves the event
+            stream moved past (the transport's read timeout: a request of ours that
+            SendGrid took was in its hands by then).
+        lease: seconds a batch's lease lives without a refresh; a claim older than this
+            with no lease was abandoned by a worker that died.
+    """
+
+    webhook: bool = False
+    window: float = 600.0
+    margin: float = 30.0
+    lease: float = 6.0
+
+    @property
+    def give_up(self) -> float:
+        """After this, a batch still in doubt no longer holds its campaign open."""
+        return 2 * self.window + self.margin
+
+    @classmethod
+    def from_app(cls) -> Settlement:
+        """The running application's settlement (its configuration)."""
+        return cls.from_config(current_app.config)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Settlement:
+        webhook = bool(config.get("SENDGRID_WEBHOOK_PUBLIC_KEY")) and (
+            config.get("MAIL_TRANSPORT") == "sendgrid"
+        )
+        return cls(
+            webhook=webhook,
+            window=float(config.get("SEND_UNKNOWN_WINDOW_SECONDS", 600.0)),
+            margin=float(config.get("SENDGRID_READ_TIMEOUT", 30.0)),
+            lease=float(config.get("SEND_LEASE_SECONDS", 6.0)),
+        )
+
+
+@dataclass(frozen=True)
+class BatchKey:
+    campaign_id: int
+    batch_no: int
+
+
+@dataclass
+class Claim:
+    """A batch claimed for one request: its rows, and how many were skipped at claim."""
+
+    key: BatchKey
+    language: str
+    rows: list[ClaimedRow]
+    skipped: int
+    claimed_at: datetime
+
+
+def _batch(key: BatchKey) -> sa.ColumnElement[bool]:
+    return sa.and_(BATCHES.c.campaign_id == key.campaign_id, BATCHES.c.batch_no == key.batch_no)
+
+
+def _rows(key: BatchKey) -> sa.ColumnElement[bool]:
+    return sa.and_(
+        DELIVERIES.c.campaign_id == key.campaign_id, DELIVERIES.c.batch_no == key.batch_no
+    )
+
+
+def _in_request(key: BatchKey) -> sa.ColumnElement[bool]:
+    """The rows the batch's current request holds: queued, with an id up to claimed_upto."""
+    upto = sa.select(BATCHES.c.claimed_upto).where(_batch(key)).scalar_subquery()
+    return sa.and_(
+        _rows(key), DELIVERIES.c.status == DeliveryStatus.QUEUED.value, DELIVERIES.c.id <= upto
+    )
+
+
+def create_batches(session: DbSession, campaign_id: int) -> int:
+    """One queued batch row per batch number of a just-frozen audience; returns how many.
+
+    One `INSERT … SELECT … GROUP BY batch_no` over the rows the freeze wrote (a read of
+    ix_deliveries_campaign_batch); ON CONFLICT DO NOTHING keeps a second freeze harmless.
+    """
+    d = DELIVERIES
+    rows = (
+        sa.select(
+            d.c.campaign_id,
+            d.c.batch_no,
+            sa.func.min(d.c.language),
+            sa.func.count(),
+            sa.literal(BatchStatus.QUEUED.value),
+            sa.literal(0),
+            sa.literal(0),
+        )
+        .where(d.c.campaign_id == campaign_id)
+        .group_by(d.c.campaign_id, d.c.batch_no)
+    )
+    statement = insert(session, BATCHES).from_select(
+        ["campaign_id", "batch_no", "language", "size", "status", "attempts", "resends"], rows
+    )
+    result = session.execute(
+        statement.on_conflict_do_nothing(index_elements=["campaign_id", "batch_no"]),
+        execution_options={"preserve_rowcount": True},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def batch_numbers(session: DbSession, campaign_id: int, *statuses: BatchStatus) -> list[int]:
+    """The campaign's batch numbers in the given statuses (queued by default), in order."""
+    wanted = [s.value for s in statuses] or [BatchStatus.QUEUED.value]
+    return list(
+        session.scalars(
+            sa.select(BATCHES.c.batch_no)
+            .where(BATCHES.c.campaign_id == campaign_id, BATCHES.c.status.in_(wanted))
+            .order_by(BATCHES.c.batch_no)
+        )
+    )
+
+
+def reopen_stranded(session: DbSession, campaign_id: int, now: datetime) -> list[int]:
+    """Batches closed while queued rows remain (never expected) go back to queued.
+
+    A safety net for the sweep: a row left queued under a closed batch would otherwise keep
+    its campaign from finishing forever.
+    """
+    d, b = DELIVERIES, BATCHES
+    has_queued = sa.exists().where(
+        d.c.campaign_id == b.c.campaign_id,
+        d.c.batch_no == b.c.batch_no,
+        d.c.status == DeliveryStatus.QUEUED.value,
+    )
+    reopened = list(
+        session.scalars(
+            sa.update(b)
+            .where(
+                b.c.campaign_id == campaign_id,
+                b.c.status.in_(
+                    [BatchStatus.SENT.value, BatchStatus.FAILED.value, BatchStatus.SKIPPED.value]
+                ),
+                has_queued,
+            )
+            .values(status=BatchStatus.QUEUED.value, lease=None, finished_at=None)
+            .returning(b.c.batch_no)
+        )
+    )
+    if reopened:
+        log.warning("campaign %s: batches %s had queued rows; queued again", campaign_id, reopened)
+    return reopened
+
+
+def count_queued(session: DbSession, key: BatchKey) -> int:
+    """Queued rows of a batch (ix_deliveries_campaign_batch)."""
+    d = DELIVERIES
+    return int(
+        session.scalar(
+            sa.select(sa.func.count())
+            .select_from(d)
+            .where(_rows(key), d.c.status == DeliveryStatus.QUEUED.value)
+        )
+        or 0
+    )
+
+
+def claim(session: DbSession, key: BatchKey, limit: int, now: datetime, lease: str) -> Claim | None:
+    """Claim a queued batch for one request of up to `limit` rows; None if not claimable.
+
+    Three statements in one transaction, which the caller commits before the transport is
+    called:
+
+    1. ``SELECT … FROM send_batches WHERE (campaign, batch) AND status = 'queued' AND the
+       campaign is sending FOR UPDATE SKIP LOCKED`` — a concurrent run of the same batch
+       passes by instead of waiting, and a paused or cancelled campaign claims nothing.
+    2. The rows: ``SELECT d.id, ok, d.email, …, m.first_name, … FROM deliveries d JOIN
+       members m … WHERE (campaign, batch) AND d.status = 'queued' ORDER BY d.id LIMIT n``
+       (ix_deliveries_campaign_batch, then pk_members), where `ok` re-checks at claim time
+       that the member is still subscribed to one of the campaign's lists and not
+       suppressed: an unsubscribe that arrived after the freeze still stops its row. Rows
+       that fail the check become 'skipped' (the exception that writes).
+    3. ``UPDATE send_batches SET status = 'sending', claimed_at, claimed_upto = <last id>,
+       lease, attempts + 1`` — the claim itself: one row written, whatever the batch size.
+    """
+    b = BATCHES
+    still_sending = sa.exists().where(
+        Campaign.id == key.campaign_id, Campaign.status == CampaignStatus.SENDING.value
+    )
+    locked = (
+        sa.select(b.c.language)
+        .where(_batch(key), b.c.status == BatchStatus.QUEUED.value, still_sending)
+        .with_for_update(skip_locked=True)
+    )
+    language = session.scalar(locked)
+    if language is None:
+        return None
+
+    rows, bad = _read_rows(session, key, limit)
+    if bad:
+        _set_rows(session, bad, DeliveryStatus.SKIPPED, now=now, error=SKIPPED_AT_CLAIM)
+    if not rows:
+        close(session, key, now)
+        return Claim(key, language, [], len(bad), now)
+    upto = max(max(row.delivery_id for row in rows), max(bad, default=0))
+    claimed = session.execute(
+        sa.update(b)
+        .where(_batch(key), b.c.status == BatchStatus.QUEUED.value)
+        .values(
+            status=BatchStatus.SENDING.value,
+            claimed_at=now,
+            claimed_upto=upto,
+            lease=lease,
+            attempts=b.c.attempts + 1,
+            error=None,
+        )
+    )
+    if not claimed.rowcount:  # type: ignore[attr-defined]
+        return None  # SQLite, which has no FOR UPDATE: another run got there first
+    return Claim(key, language, rows, len(bad), now)
+
+
+def _read_rows(session: DbSession, key: BatchKey, limit: int) -> tuple[list[ClaimedRow], list[int]]:
+    """The batch's queued rows, in id order, split into still-eligible and not."""
+    d, m = DELIVERIES, MEMBERS
+    if is_postgresql(session):
+        # The rows of a running campaign and these indexes are hot in memory; at the default
+        # random_page_cost (4, for spinning disks) the planner prices 1,000 index probes
+        # above a scan of every subscription, and hashes them all, per batch.
+        session.execute(sa.text("SET LOCAL random_page_cost = 1.1"))
+    list_ids = list(
+        session.scalars(
+            sa.select(campaign_lists.c.list_id).where(
+                campaign_lists.c.campaign_id == key.campaign_id
+            )
+        )
+    )
+    # One probe of pk_subscriptions (member_id, list_id) per recipient, planned so
+    # whatever the statistics say: `list_id + 0` cannot use ix_subscriptions_list_status,
+    # and OFFSET 0 keeps the planner from turning the EXISTS into one hash of every
+    # subscribed row per batch. Without statistics (a first send right after a bulk load,
+    # before autovacuum's ANALYZE) it picked either, reading every subscriber of the list
+    # for each batch or each recipient.
+    subscribed = (
+        sa.select(sa.literal(1))
+        .where(
+            Subscription.member_id == d.c.member_id,
+            one_of(session, Subscription.list_id + 0, list_ids, name="list_ids", type_=sa.Integer),
+            Subscription.status == SubscriptionStatus.SUBSCRIBED.value,
+        )
+        .offset(0)
+    )
+    ok = sa.and_(~sa.exists().where(Suppression.email == d.c.email), sa.exists(subscribed))
+    statement = (
+        sa.select(ok.label("ok"), *_CLAIMED_COLUMNS)
+        .select_from(d.join(m, m.c.id == d.c.member_id))
+        .where(_rows(key), d.c.status == DeliveryStatus.QUEUED.value)
+        .order_by(d.c.id)
+        .limit(limit)
+    )
+    rows: list[ClaimedRow] = []
+    bad: list[int] = []
+    for is_ok, *values in session.execute(statement).all():
+        if is_ok:
+            rows.append(_claimed_row(values))
+        else:
+            bad.append(int(values[0]))
+    return rows, bad
+
+
+def _claimed_row(values: Sequence[Any]) -> ClaimedRow:
+    delivery_id, email, language, first, last, local, member_language, postal, attrs = values
+    return ClaimedRow(
+        delivery_id, email, language, first, last, local, member_language, postal, attrs or {}
+    )
+
+
+def _set_rows(
+    session: DbSession,
+    ids: Collection[int],
+    status: DeliveryStatus,
+    *,
+    now: datetime,
+    unless: Iterable[DeliveryStatus] = (DeliveryStatus.SENT, DeliveryStatus.FAILED),
+    **values: Any,
+) -> int:
+    """One UPDATE for a group of rows by primary key, except rows already in `unless`."""
+    if not ids:
+        return 0
+    d = DELIVERIES
+    result = session.execute(
+        sa.update(d)
+        .where(one_of(session, d.c.id, ids), d.c.status.not_in([s.value for s in unless]))
+        .values(status=status.value, updated_at=now, **values)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def record_sent(
+    session: DbSession,
+    ids: Collection[int],
+    *,
+    now: datetime,
+    provider_message_id: str | None = None,
+) -> int:
+    """Rows SendGrid accepted become 'sent'; returns how many changed (for the counters).
+
+    The hot path's one write per recipient: ``UPDATE deliveries SET status = 'sent', …
+    WHERE id = ANY(:ids) AND status NOT IN ('sent', 'failed')`` (pk_deliveries). A row in
+    the request is sent whatever a racing unsubscribe or cancel wrote meanwhile ('skipped'
+    after the claim read it); one a `processed` event already settled is not counted twice.
+    """
+    return _set_rows(
+        session,
+        ids,
+        DeliveryStatus.SENT,
+        now=now,
+        sent_at=now,
+        provider_message_id=provider_message_id,
+        error=None,
+    )
+
+
+def record_failed(session: DbSession, failures: Mapping[int, str], *, now: datetime) -> int:
+    """Rows refused for good, each with its message; returns how many changed."""
+    by_message: dict[str, list[int]] = {}
+    for delivery_id, message in failures.items():
+        by_message.setdefault(message[:1000], []).append(delivery_id)
+    return sum(
+        _set_rows(session, ids, DeliveryStatus.FAILED, now=now, error=message)
+        for message, ids in by_message.items()
+    )
+
+
+def record_unknown(session: DbSession, ids: Collection[int], message: str, *, now: datetime) -> int:
+    """Rows that may or may not have left (SMTP's message in flight); returns how many."""
+    return _set_rows(session, ids, DeliveryStatus.UNKNOWN, now=now, error=message[:1000])
+
+
+def close(session: DbSession, key: BatchKey, now: datetime, error: str | None = None) -> str:
+    """End the batch's request: queued again if rows remain, else sent, failed or skipped.
+
+    Each EXISTS is one probe of ix_deliveries_campaign_batch (campaign, batch, status).
+    Returns the batch's new status.
+    """
+    d = DELIVERIES
+
+    def has(status: DeliveryStatus) -> sa.Exists:
+        return sa.exists().where(_rows(key), d.c.status == status.value)
+
+    status = sa.case(
+        (has(DeliveryStatus.QUEUED), BatchStatus.QUEUED.value),
+        (has(DeliveryStatus.SENT), BatchStatus.SENT.value),
+        (has(DeliveryStatus.UNKNOWN), BatchStatus.UNKNOWN.value),
+        (has(DeliveryStatus.FAILED), BatchStatus.FAILED.value),
+        else_=BatchStatus.SKIPPED.value,
+    )
+    values: dict[str, Any] = {"status": status, "lease": None, "finished_at": now}
+    if error is not None:
+        values["error"] = error[:2000]
+    new = session.scalar(
+        sa.update(BATCHES).where(_batch(key)).values(**values).returning(BATCHES.c.status)
+    )
+    return str(new or "")
+
+
+def release(
+    session: DbSession, key: BatchKey, ids: Collection[int], error: str, now: datetime
+) -> None:
+    """Nothing of these rows left (429, 5xx, an account refusal): the batch is queued again.
+
+    The rows stay queued, except any a sweep made 'unknown' meanwhile (it saw no lease: a
+    Redis restart) — they are known not to have left after all.
+    """
+    if ids:
+        session.execute(
+            sa.update(DELIVERIES)
+            .where(
+                one_of(session, DELIVERIES.c.id, ids),
+                DELIVERIES.c.status == DeliveryStatus.UNKNOWN.value,
+            )
+            .values(status=DeliveryStatus.QUEUED.value, error=None, updated_at=now)
+        )
+    session.execute(
+        sa.update(BATCHES)
+        .where(_batch(key))
+        .values(status=BatchStatus.QUEUED.value, lease=None, error=error[:2000])
+    )
+
+
+def mark_unknown(
+    session: DbSession,
+    key: BatchKey,
+    message: str,
+    now: datetime,
+    *,
+    claimed_at: datetime | None = None,
+) -> tuple[int, int]:
+    """The request may or may not have reached SendGrid: its rows and the batch are unknown.
+
+    Only while the batch is still 'sending' (and, given `claimed_at`, still that claim: a
+    sweep must not touch a later one). The batch keeps its claim time, which the settlement
+    compares with the event stream. If SendGrid's events for it already arrived, it is
+    settled as sent at once instead.
+
+    Returns:
+        (rows now unknown, rows now sent).
+    """
+    where = [_batch(key), BATCHES.c.status == BatchStatus.SENDING.value]
+    if claimed_at is not None:
+        where.append(BATCHES.c.claimed_at == claimed_at)
+    changed = session.execute(
+        sa.update(BATCHES)
+        .where(*where)
+        .values(status=BatchStatus.UNKNOWN.value, lease=None, error=message[:2000])
+        .returning(BATCHES.c.claimed_at, BATCHES.c.confirmed_at)
+    ).first()
+    if changed is None:
+        return 0, 0  # it ended meanwhile
+    rows = session.execute(
+        sa.update(DELIVERIES)
+        .where(_in_request(key))
+        .values(status=DeliveryStatus.UNKNOWN.value, error=message[:1000], updated_at=now)
+    )
+    claimed, confirmed = changed
+    if confirmed is not None and claimed is not None and confirmed >= claimed:
+        return 0, settle_unknown(session, key, now)
+    return int(rows.rowcount or 0), 0  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class InFlight:
+    key: BatchKey
+    claimed_at: datetime
+    lease: str | None
+
+
+def in_flight(session: DbSession) -> list[InFlight]:
+    """Every batch a worker has claimed and not ended (ix_send_batches_open: a handful)."""
+    b = BATCHES
+    return [
+        InFlight(BatchKey(campaign_id, batch_no), claimed_at, lease)
+        for campaign_id, batch_no, claimed_at, lease in session.execute(
+            sa.select(b.c.campaign_id, b.c.batch_no, b.c.claimed_at, b.c.lease).where(
+                b.c.status == BatchStatus.SENDING.value
+            )
+        )
+    ]
+
+
+def abandon(session: DbSession, flight: InFlight, now: datetime) -> tuple[int, int]:
+    """A claimed batch whose worker died: unknown (see `mark_unknown`), if still that claim."""
+    return mark_unknown(session, flight.key, STUCK, now, claimed_at=flight.claimed_at)
+
+
+def watermark(session: DbSession) -> datetime | None:
+    """The latest claim whose request SendGrid's events confirmed (ix_send_batches_confirmed)."""
+    return cast(
+        datetime | None,
+        session.scalar(
+            sa.select(sa.func.max(BATCHES.c.claimed_at)).where(BATCHES.c.confirmed_at.is_not(None))
+        ),
+    )
+
+
+def judge_unknown(session: DbSession, now: datetime, settlement: Settlement) -> list[BatchKey]:
+    """Send again, once, the batches in doubt that SendGrid is known never to have received.
+
+    A batch is judged when no event for any of its rows has arrived (`confirmed_at` is
+    empty), a batch claimed at least `margin` after it has been confirmed (the event stream
+    moved past it), and `window` has passed since its claim. Its unknown rows go back to
+    queued and the batch is queued again, with `resends` counting it, for campaigns still
+    sending or paused. Returns the batches queued again (the caller enqueues them).
+    """
+    if not settlement.webhook:
+        return []
+    mark = watermark(session)
+    if mark is None:
+        return []
+    b = BATCHES
+    due = session.execute(
+        sa.select(b.c.campaign_id, b.c.batch_no)
+        .join(Campaign, Campaign.id == b.c.campaign_id)
+        .where(
+            b.c.status == BatchStatus.UNKNOWN.value,
+            b.c.confirmed_at.is_(None),
+            b.c.resends == 0,
+            b.c.claimed_at <= now - timedelta(seconds=settlement.window),
+            b.c.claimed_at < mark - timedelta(seconds=settlement.margin),
+            Campaign.status.in_([CampaignStatus.SENDING.value, CampaignStatus.PAUSED.value]),
+        )
+        .order_by(b.c.campaign_id, b.c.batch_no)
+        .with_for_update(of=b, skip_locked=True)
+    ).all()
+    keys = [BatchKey(c, n) for c, n in due]
+    for key in keys:
+        requeue_unknown(session, key, NOT_ARRIVED, now)
+        log.warning(
+            "campaign %s batch %s: no SendGrid event while later batches had theirs; sent again",
+            key.campaign_id,
+            key.batch_no,
+        )
+    return keys
+
+
+def requeue_unknown(session: DbSession, key: BatchKey, reason: str, now: datetime) -> int:
+    """A batch in doubt's unknown rows are queued to be sent again; returns how many."""
+    result = session.execute(
+        sa.update(DELIVERIES)
+        .where(_rows(key), DELIVERIES.c.status == DeliveryStatus.UNKNOWN.value)
+        .values(status=DeliveryStatus.QUEUED.value, error=None, updated_at=now)
+    )
+    session.execute(
+        sa.update(BATCHES)
+        .where(_batch(key))
+        .values(
+            status=BatchStatus.QUEUED.value,
+            resends=BATCHES.c.resends + 1,
+            lease=None,
+            finished_at=None,
+            error=reason[:2000],
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def awaiting_judgement(
+    campaign_id: int, now: datetime, settlement: Settlement
+) -> sa.ColumnElement[bool]:
+    """A batch of the campaign in doubt that SendGrid's events may still settle."""
+    b = BATCHES
+    if not settlement.webhook:
+        return sa.false()
+    return sa.exists().where(
+        b.c.campaign_id == campaign_id,
+        b.c.status == BatchStatus.UNKNOWN.value,
+        b.c.resends == 0,
+        b.c.claimed_at > now - timedelta(seconds=settlement.give_up),
+    )
+
+
+def open_batches(campaign_id: int) -> sa.ColumnElement[bool]:
+    """A batch of the campaign still queued or in flight."""
+    return sa.exists().where(
+        BATCHES.c.campaign_id == campaign_id,
+        BATCHES.c.status.in_([BatchStatus.QUEUED.value, BatchStatus.SENDING.value]),
+    )
+
+
+def confirm(session: DbSession, delivery_ids: Collection[int], now: datetime) -> list[BatchKey]:
+    """SendGrid reported on these deliveries: their batches' requests reached it.
+
+    Marks each batch confirmed (which moves the watermark) and returns the batches among
+    them that are in doubt: SendGrid takes or refuses a request whole, so one event speaks
+    for every row of it (the caller settles them with `settle_unknown`).
+    """
+    if not delivery_ids:
+        return []
+    d, b = DELIVERIES, BATCHES
+    keys = sa.select(d.c.campaign_id, d.c.batch_no).where(one_of(session, d.c.id, delivery_ids))
+    touched = session.execute(
+        sa.update(b)
+        .where(sa.tuple_(b.c.campaign_id, b.c.batch_no).in_(keys))
+        .values(confirmed_at=sa.func.coalesce(b.c.confirmed_at, now))
+        .returning(b.c.campaign_id, b.c.batch_no, b.c.status)
+    ).all()
+    return [BatchKey(c, n) for c, n, status in touched if status == BatchStatus.UNKNOWN.value]
+
+
+def settle_unknown(session: DbSession, key: BatchKey, now: datetime) -> int:
+    """A batch in doubt reached SendGrid: its unknown rows are sent. Returns how many changed.
+
+    The rows keep the claim's time as their send time (SendGrid took them then, within
+    the read timeout); the batch closes (queued again if rows remain).
+    """
+    claimed_at = sa.select(BATCHES.c.claimed_at).where(_batch(key)).scalar_subquery()
+    result = session.execute(
+        sa.update(DELIVERIES)
+        .where(_rows(key), DELIVERIES.c.status == DeliveryStatus.UNKNOWN.value)
+        .values(
+            status=DeliveryStatus.SENT.value,
+            sent_at=sa.func.coalesce(DELIVERIES.c.sent_at, claimed_at),
+            error=None,
+            updated_at=now,
+        )
+    )
+    close(session, key, now, error="")
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
