@@ -3,6 +3,11 @@
 The union, its people and addresses are made up; the campaigns are written in the spirit
 of the seed documents (a statement of support, a day of action with a petition), in our
 own words. Every step is idempotent: a second load changes nothing it already made.
+audience.py adds the lists and about 200 members.
+
+A room of its own, beside the services rather than in them: it calls the audience,
+campaigns and organization services like any other caller, and only `flask demo load`
+(app/cli.py) calls it.
 """
 
 from __future__ import annotations

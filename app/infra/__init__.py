@@ -1,1 +1,14 @@
-"""Placeholder."""
+"""Infrastructure the services stand on: Redis, SQL helpers, signed tokens, health, spreadsheets.
+
+redis_client.py keeps one connection pool per process; sql.py the dialect helpers of the bulk
+paths (is_postgresql, INSERT ... ON CONFLICT for either dialect, ``= ANY(array)``, ANALYZE
+after a bulk write); tokens.py the compact signed delivery tokens of tracking and unsubscribe
+links; health.py the checks behind /healthz; spreadsheets.py the CSV formula neutraliser
+every download uses.
+
+May call: app.models, and nothing in app.services (the session type is imported for type
+checking only), so every room can use it.
+
+Invariants: nothing here knows a domain rule; a token verifies only with the server's secret
+(or a fallback secret while one is rotated out).
+"""

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from celery import Celery
 from redis import Redis
 
-from app.services import DbSession
+if TYPE_CHECKING:  # the session type only: infra sits below the services
+    from app.services import DbSession
 
 log = logging.getLogger(__name__)
 

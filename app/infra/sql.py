@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
 
-from app.services import DbSession
+if TYPE_CHECKING:  # the session type only: infra sits below the services
+    from app.services import DbSession
 
 
 def is_postgresql(session: DbSession) -> bool:

@@ -1,4 +1,10 @@
-"""Domain logic: the only code that changes models. Views, API and tasks call it."""
+"""Domain logic: the only code that changes models. Views, API and tasks call it.
+
+One package a domain, each opening with what it owns, which rooms it may call and the
+invariants it keeps: audience, campaigns, organization, sending, stats, tracking, and the
+transports they share (docs/architecture.md, "Map of the rooms"; tests/test_architecture.py
+keeps the arrows). Here only what every room uses: the session type and the service errors.
+"""
 
 from __future__ import annotations
 
