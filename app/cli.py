@@ -131,15 +131,19 @@ def _echo_report_text(import_id: int, list_name: str, report: imports.ImportRepo
         f"  {report.subscribed} newly subscribed, {report.already_on_list} already on the list, "
         f"{report.not_subscribed} not subscribed"
     )
+    if report.warnings:
+        click.echo(f"  {report.warnings} values left out (their members were imported)")
     shown = 0
     for issue in imports.issues_of(db.session, import_id, limit=50):
         if shown == 0:
-            click.echo("Rows to look at (line: reason):")
+            click.echo("Rows to look at (line, what happened: reason):")
+        outcome = imports.ISSUE_OUTCOMES.get(issue.kind, issue.kind)
         click.echo(
-            f"  line {issue.line}: {issue.reason}" + (f" ({issue.email})" if issue.email else "")
+            f"  line {issue.line}, {outcome}: {issue.reason}"
+            + (f" ({issue.email})" if issue.email else "")
         )
         shown += 1
-    more = report.skipped + report.not_subscribed - shown
+    more = report.skipped + report.not_subscribed + report.warnings - shown
     if more > 0:
         click.echo(f"  … and {more} more (use --json for all of them)")
 

@@ -12,6 +12,7 @@ from app.models import Member
 from app.services.audience import imports, lists
 from tests.support.member_files import (
     HOSTILE_CSV,
+    HOSTILE_WARNINGS,
     NO_EMAIL_COLUMN,
     WINDOWS_1252_CSV,
     WINDOWS_1252_MEMBERS,
@@ -28,14 +29,30 @@ def test_cli_import_prints_the_report_and_json(app, db_session, tmp_path):
 
     text = runner.invoke(args=["members", "import", str(path), "--list", "all members"])
     assert text.exit_code == 0, text.output
-    assert "4 added, 0 updated, 0 unchanged, 9 skipped" in text.output
-    assert "line 6: duplicate of line 5 (bob@example.org)" in text.output
+    assert "8 added, 0 updated, 0 unchanged, 5 skipped" in text.output
+    assert "4 values left out (their members were imported)" in text.output
+    assert "line 6, skipped: duplicate of line 5 (bob@example.org)" in text.output
+    assert (
+        "line 17, imported, value left out: unknown language 'es' (use en or fr): imported "
+        "without it (new members get English) (sam@example.org)"
+    ) in text.output
 
     out = runner.invoke(args=["members", "import", str(path), "--list", "All members", "--json"])
     assert out.exit_code == 0, out.output
     report = json.loads(out.output)
-    assert (report["added"], report["unchanged"], report["skipped"]) == (0, 4, 9)
-    assert [issue["line"] for issue in report["issues"]] == [6, 7, 8, 9, 10, 11, 12, 16, 17]
+    assert (report["added"], report["unchanged"], report["skipped"]) == (0, 8, 5)
+    assert report["warnings"] == 4
+    assert [(issue["line"], issue["kind"]) for issue in report["issues"]] == [
+        (6, "skipped"),
+        (7, "skipped"),
+        (8, "warning"),
+        (9, "warning"),
+        (10, "warning"),
+        (11, "skipped"),
+        (12, "skipped"),
+        (16, "skipped"),
+        (17, "warning"),
+    ]
 
 
 def test_cli_imports_an_excel_windows_1252_file_and_says_how_it_read_it(app, db_session, tmp_path):
@@ -84,6 +101,28 @@ def test_cli_imports_a_windows_1252_file_on_sqlite_the_same_way(other_app, tmp_p
             for m in db.session.scalars(sa.select(Member))
         }
         assert saved == WINDOWS_1252_MEMBERS
+        db.session.remove()
+
+
+def test_cli_import_on_sqlite_imports_members_with_bad_optional_values(other_app, tmp_path):
+    """The portable path (`make run`'s SQLite) leaves bad values out like the COPY path."""
+    app = other_app(DATABASE_URL=f"sqlite:///{tmp_path / 'dev.db'}")
+    path = tmp_path / "members.csv"
+    path.write_bytes(HOSTILE_CSV)
+    with app.app_context():
+        upgrade(directory=MIGRATIONS)
+        lists.create_list(db.session, name="All members")
+        db.session.commit()
+        out = app.test_cli_runner().invoke(
+            args=["members", "import", str(path), "--list", "All members", "--json"]
+        )
+        assert out.exit_code == 0, out.output
+        report = json.loads(out.output)
+        assert (report["strategy"], report["added"], report["skipped"]) == ("batched", 8, 5)
+        warned = [(i["line"], i["reason"]) for i in report["issues"] if i["kind"] == "warning"]
+        assert warned == HOSTILE_WARNINGS
+        sam = db.session.scalar(sa.select(Member).where(Member.email == "sam@example.org"))
+        assert (sam.first_name, sam.language) == ("Sam", "en")
         db.session.remove()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, NoReturn
 
 import sqlalchemy as sa
-from flask import Response, current_app, stream_with_context, url_for
+from flask import Response, current_app, url_for
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
@@ -153,7 +153,8 @@ def _member_data(member: Member, *, detail: bool = False) -> dict[str, Any]:
 
 
 def _csv(chunks: Any, filename: str) -> Response:
-    response = Response(stream_with_context(chunks), mimetype="text/csv")
+    # No stream_with_context: the chunks are read on the generator's own connection.
+    response = Response(chunks, mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

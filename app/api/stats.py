@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from flask import Response, stream_with_context
+from flask import Response
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 
@@ -138,7 +138,7 @@ class CampaignOutcomes(MethodView):
         prefixed with an apostrophe)."""
         _header(campaign_id)
         return Response(
-            stream_with_context(reports.outcome_csv(db.session, campaign_id)),
+            reports.outcome_csv(db.session, campaign_id),
             mimetype="text/csv",
             headers={
                 "Content-Disposition": f'attachment; filename="campaign-{campaign_id}-outcomes.csv"'

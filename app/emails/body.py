@@ -77,7 +77,10 @@ def _accept_any_link(url: str) -> bool:
 
 
 def _markdown() -> MarkdownIt:
-    md = MarkdownIt("commonmark", {"html": False, "typographer": False})
+    # breaks: a single line break inside a paragraph is kept (<br>), as organizers mean it
+    # in a sign-off ("In solidarity,\nThe Action Team") or an address; the editor's textarea
+    # wraps long lines itself, so nobody hard-wraps prose there.
+    md = MarkdownIt("commonmark", {"html": False, "typographer": False, "breaks": True})
     md.enable(["table", "strikethrough"])
     # Accept every destination while parsing so a javascript: link is seen and reported
     # (markdown-it would otherwise turn it silently into text); _filter_links drops it.
@@ -422,11 +425,8 @@ def _inline_text(children: Sequence[Token], rewrite: Callable[[str], str]) -> st
     for child in children:
         if child.type in ("text", "code_inline"):
             parts.append(child.content)
-        elif child.type == "softbreak":
-            # Reflow: mail clients wrap text themselves, and a merge field would leave the
-            # source's line breaks ragged anyway.
-            parts.append(" ")
-        elif child.type == "hardbreak":
+        elif child.type in ("softbreak", "hardbreak"):
+            # Kept, as in the HTML (markdown-it's `breaks`): the organizer meant it.
             parts.append("\n")
         elif child.type == "image":
             parts.append(_inline_text(child.children or [], rewrite))

@@ -29,17 +29,11 @@ PETITION_URL = (
 _STATEMENT_EN = """\
 {{ member.first_name | default("Friend") }},
 
-Tonight, in too many countries, people are sitting in prison cells for the crime of
-organizing their workplaces. Some were arrested at the factory gate. Others were taken
-from their homes after a peaceful strike. Their families are often not told where they
-are held.
+Tonight, in too many countries, people are sitting in prison cells for the crime of organizing their workplaces. Some were arrested at the factory gate. Others were taken from their homes after a peaceful strike. Their families are often not told where they are held.
 
 This week our Executive Board adopted the following statement:
 
-> We condemn the arrest and detention of trade unionists for peaceful union activity.
-> Freedom of association is a human right, not a favour granted by governments. We call
-> for the immediate release of every worker jailed for organizing, and for a fair and
-> public trial for anyone facing charges.
+> We condemn the arrest and detention of trade unionists for peaceful union activity. Freedom of association is a human right, not a favour granted by governments. We call for the immediate release of every worker jailed for organizing, and for a fair and public trial for anyone facing charges.
 
 What we are doing about it:
 
@@ -47,44 +41,31 @@ What we are doing about it:
 - giving to the international labour movement's legal defence fund;
 - bringing the issue to the next meeting of **{{ member.local | default("your local") }}**.
 
-An injury to one is an injury to all. Read the
-[full statement on our website](https://prairieworkers.example/statements/jailed-unionists).
-"""
+An injury to one is an injury to all. Read the [full statement on our website](https://prairieworkers.example/statements/jailed-unionists).
+"""  # noqa: E501 - one line per paragraph, as organizers type it
 
 _STATEMENT_FR = f"""\
 Bonjour {{{{ member.first_name | default("à toutes et à tous") }}}},
 
-Ce soir, dans trop de pays, des personnes dorment en prison pour avoir organisé leur milieu
-de travail. Certaines ont été arrêtées aux portes de l'usine; d'autres ont été enlevées chez
-elles après une grève pacifique. Bien souvent, leur famille ignore où elles sont détenues.
+Ce soir, dans trop de pays, des personnes dorment en prison pour avoir organisé leur milieu de travail. Certaines ont été arrêtées aux portes de l'usine; d'autres ont été enlevées chez elles après une grève pacifique. Bien souvent, leur famille ignore où elles sont détenues.
 
 Cette semaine, notre Conseil exécutif a adopté la déclaration suivante{NBSP}:
 
-> Nous condamnons l'arrestation et la détention de syndicalistes pour des activités
-> syndicales pacifiques. La liberté d'association est un droit fondamental, et non une
-> faveur accordée par les gouvernements. Nous exigeons la libération immédiate de toutes
-> les personnes emprisonnées pour avoir milité, ainsi qu'un procès public et équitable pour
-> quiconque fait l'objet d'accusations.
+> Nous condamnons l'arrestation et la détention de syndicalistes pour des activités syndicales pacifiques. La liberté d'association est un droit fondamental, et non une faveur accordée par les gouvernements. Nous exigeons la libération immédiate de toutes les personnes emprisonnées pour avoir milité, ainsi qu'un procès public et équitable pour quiconque fait l'objet d'accusations.
 
 Voici ce que nous faisons{NBSP}:
 
 - nous écrivons aux ambassades des gouvernements responsables;
 - nous contribuons au fonds de défense juridique du mouvement syndical international;
-- nous porterons la question à la prochaine assemblée de
-  **{{{{ member.local | default("votre section locale") }}}}**.
+- nous porterons la question à la prochaine assemblée de **{{{{ member.local | default("votre section locale") }}}}**.
 
-Une injustice faite à l'un est une injustice faite à tous. Lisez la
-[déclaration complète sur notre site](https://prairieworkers.example/fr/declarations/syndicalistes-emprisonnes).
-"""
+Une injustice faite à l'un est une injustice faite à tous. Lisez la [déclaration complète sur notre site](https://prairieworkers.example/fr/declarations/syndicalistes-emprisonnes).
+"""  # noqa: E501 - one line per paragraph, as organizers type it
 
 _DAY_EN = f"""\
-{{{{ member.first_name | default("Friend") }}}}, on November 8 Nadia Rahimi, a student
-organizer and a tireless voice for workers' rights, was taken away by security police.
-Six weeks later there are still no charges, no lawyer, and no word to her family about
-where she is held.
+{{{{ member.first_name | default("Friend") }}}}, on November 8 Nadia Rahimi, a student organizer and a tireless voice for workers' rights, was taken away by security police. Six weeks later there are still no charges, no lawyer, and no word to her family about where she is held.
 
-On **Wednesday, December 17**, union members in cities across the country will gather at
-noon to demand her release. Join us in Edmonton: bring your co-workers, and bring your voice.
+On **Wednesday, December 17**, union members in cities across the country will gather at noon to demand her release. Join us in Edmonton: bring your co-workers, and bring your voice.
 
 Can't be there? You can act today:
 
@@ -93,63 +74,49 @@ Can't be there? You can act today:
 3. Wear red at work on December 17 and post a photo with #FreeNadia.
 
 The more of us stand up, the harder it is for anyone to look away.
-"""
+"""  # noqa: E501 - one line per paragraph, as organizers type it
 
 _DAY_FR = f"""\
 Bonjour {{{{ member.first_name | default("à toutes et à tous") }}}},
 
-Le 8 novembre, la police de sécurité a arrêté Nadia Rahimi, organisatrice étudiante et
-infatigable défenseure des droits des travailleuses et des travailleurs. Six semaines plus
-tard, aucune accusation n'a été portée, elle n'a pas vu d'avocat et sa famille ignore
-toujours où elle est détenue.
+Le 8 novembre, la police de sécurité a arrêté Nadia Rahimi, organisatrice étudiante et infatigable défenseure des droits des travailleuses et des travailleurs. Six semaines plus tard, aucune accusation n'a été portée, elle n'a pas vu d'avocat et sa famille ignore toujours où elle est détenue.
 
-Le **mercredi 17 décembre**, à midi, des syndiquées et des syndiqués se rassembleront dans
-plusieurs villes du pays pour exiger sa libération. Joignez-vous à nous à Edmonton{NBSP}:
-venez avec vos collègues et faites entendre votre voix.
+Le **mercredi 17 décembre**, à midi, des syndiquées et des syndiqués se rassembleront dans plusieurs villes du pays pour exiger sa libération. Joignez-vous à nous à Edmonton{NBSP}: venez avec vos collègues et faites entendre votre voix.
 
 Vous ne pouvez pas être des nôtres{NBSP}? Agissez dès aujourd'hui{NBSP}:
 
 1. [Signez la pétition en ligne]({PETITION_URL}) qui réclame sa libération.
 2. Faites-la circuler parmi vos collègues.
-3. Le 17 décembre, portez du rouge au travail et publiez une photo avec le mot-clic
-   #LibérezNadia.
+3. Le 17 décembre, portez du rouge au travail et publiez une photo avec le mot-clic #LibérezNadia.
 
 Plus nous serons nombreux à nous lever, plus il sera difficile de détourner le regard.
-"""
+"""  # noqa: E501 - one line per paragraph, as organizers type it
 
 _ALERT_EN = """\
 Dear {{ member.first_name | default("member") }},
 
-Nadia Rahimi has now spent more than a month in detention, without charge, for standing up
-for students and workers. Governments notice when thousands of union members speak with
-one voice.
+Nadia Rahimi has now spent more than a month in detention, without charge, for standing up for students and workers. Governments notice when thousands of union members speak with one voice.
 
-**Add your name to our petition** for her immediate release, and ask two co-workers at
-{{ member.local | default("your workplace") }} to do the same.
+**Add your name to our petition** for her immediate release, and ask two co-workers at {{ member.local | default("your workplace") }} to do the same.
 
-We will deliver every signature on December 17, the national day of action.
-[Read the background](https://prairieworkers.example/campaigns/nadia).
+We will deliver every signature on December 17, the national day of action. [Read the background](https://prairieworkers.example/campaigns/nadia).
 
-In solidarity,  
+In solidarity,
 The Human Rights Committee
-"""  # noqa: W291 - two trailing spaces are a Markdown line break
+"""  # noqa: E501 - one line per paragraph, as organizers type it
 
 _ALERT_FR = """\
 Bonjour {{ member.first_name | default("camarade") }},
 
-Nadia Rahimi est détenue depuis plus d'un mois, sans accusation, pour avoir défendu les
-étudiantes, les étudiants et les travailleurs. Les gouvernements remarquent quand des
-milliers de syndiqués parlent d'une seule voix.
+Nadia Rahimi est détenue depuis plus d'un mois, sans accusation, pour avoir défendu les étudiantes, les étudiants et les travailleurs. Les gouvernements remarquent quand des milliers de syndiqués parlent d'une seule voix.
 
-**Ajoutez votre nom à notre pétition** pour exiger sa libération immédiate, et invitez deux
-collègues de {{ member.local | default("votre milieu de travail") }} à faire de même.
+**Ajoutez votre nom à notre pétition** pour exiger sa libération immédiate, et invitez deux collègues de {{ member.local | default("votre milieu de travail") }} à faire de même.
 
-Nous remettrons toutes les signatures le 17 décembre, lors de la journée nationale d'action.
-[Lire le contexte](https://prairieworkers.example/fr/campagnes/nadia).
+Nous remettrons toutes les signatures le 17 décembre, lors de la journée nationale d'action. [Lire le contexte](https://prairieworkers.example/fr/campagnes/nadia).
 
-Solidairement,  
+Solidairement,
 Le Comité des droits de la personne
-"""  # noqa: W291 - two trailing spaces are a Markdown line break
+"""  # noqa: E501 - one line per paragraph, as organizers type it
 
 _EVENT = {
     "event_date": "2025-12-17",

@@ -38,6 +38,7 @@ IMPORT_TRANSITIONS: dict[ImportStatus, frozenset[ImportStatus]] = {
 class ImportIssueKind(StrEnum):
     SKIPPED = "skipped"  # the row was not imported at all
     NOT_SUBSCRIBED = "not_subscribed"  # the member was saved, but not added to the list
+    WARNING = "warning"  # the member was saved without one of its values (reason names it)
 
 
 class MemberImport(Base):
@@ -75,7 +76,8 @@ class MemberImport(Base):
 
 
 class ImportIssue(Base):
-    """A row of an import that was skipped, or saved without being subscribed, and why."""
+    """A row of an import that was skipped, saved without being subscribed, or saved without
+    one of its values (a warning), and why."""
 
     __tablename__ = "member_import_issues"
     __table_args__ = (sa.Index("ix_member_import_issues_import_line", "import_id", "line"),)

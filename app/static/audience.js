@@ -49,6 +49,10 @@
   var editor = document.getElementById("rule-editor");
   if (!editor) { return; }
   var schema = JSON.parse(document.getElementById("segment-schema").textContent);
+  // Fields, operators and choices arrive as lists, in the order the menus show them; the
+  // first operator and choice of a field is what choosing that field selects.
+  var fields = {};
+  schema.fields.forEach(function (f) { fields[f.name] = f; });
   var hidden = document.getElementById("rules");
   var matchSelect = document.getElementById("match");
   var countBox = document.getElementById("segment-count");
@@ -70,7 +74,7 @@
       schema.lists.forEach(function (l) { input.appendChild(option(String(l.id), l.name, String(rule.value) === String(l.id))); });
     } else if (spec.choices) {
       input = document.createElement("select");
-      Object.keys(spec.choices).forEach(function (k) { input.appendChild(option(k, spec.choices[k], rule.value === k)); });
+      spec.choices.forEach(function (c) { input.appendChild(option(c.value, c.label, rule.value === c.value)); });
     } else {
       input = document.createElement("input");
       input.type = spec.kind === "date" && rule.op !== "within_days" ? "date" : (rule.op === "within_days" ? "number" : "text");
@@ -86,16 +90,16 @@
   function render(rules) {
     editor.innerHTML = "";
     rules.forEach(function (rule, index) {
-      var spec = schema.fields[rule.field] || schema.fields.email;
+      var spec = fields[rule.field] || fields.email;
       var row = document.createElement("div");
       row.className = "rule";
       row.dataset.index = index;
       var field = document.createElement("select");
       field.setAttribute("aria-label", "Field");
-      Object.keys(schema.fields).forEach(function (name) { field.appendChild(option(name, schema.fields[name].label, name === rule.field)); });
+      schema.fields.forEach(function (f) { field.appendChild(option(f.name, f.label, f.name === rule.field)); });
       var op = document.createElement("select");
       op.setAttribute("aria-label", "Operator");
-      Object.keys(spec.ops).forEach(function (name) { op.appendChild(option(name, spec.ops[name], name === rule.op)); });
+      spec.ops.forEach(function (o) { op.appendChild(option(o.op, o.label, o.op === rule.op)); });
       var cells = [field];
       if (spec.kind === "attribute") {
         var key = document.createElement("input");
@@ -116,10 +120,7 @@
       cells.forEach(function (c) { row.appendChild(c); });
       field.addEventListener("change", function () {
         var r = read();
-        var s = schema.fields[field.value];
-        r[index] = { field: field.value, op: Object.keys(s.ops)[0] };
-        if (s.choices) { r[index].value = Object.keys(s.choices)[0]; }
-        if (s.kind === "list" && schema.lists.length) { r[index].value = schema.lists[0].id; }
+        r[index] = blankRule(field.value);
         render(r);
         changed();
       });
@@ -129,12 +130,20 @@
     });
   }
 
+  function blankRule(name) {
+    var spec = fields[name];
+    var rule = { field: name, op: spec.ops[0].op };
+    if (spec.choices) { rule.value = spec.choices[0].value; }
+    if (spec.kind === "list" && schema.lists.length) { rule.value = schema.lists[0].id; }
+    return rule;
+  }
+
   function read() {
     var rules = [];
     editor.querySelectorAll(".rule").forEach(function (row) {
       var selects = row.querySelectorAll("select");
       var field = selects[0].value;
-      var spec = schema.fields[field];
+      var spec = fields[field];
       var opSelect = row.querySelector("select[aria-label=Operator]");
       var rule = { field: field, op: opSelect.value };
       var key = row.querySelector(".rule-key");
@@ -185,7 +194,8 @@
 
   document.getElementById("add-rule").addEventListener("click", function () {
     var r = read();
-    r.push({ field: "local", op: "equals", value: "" });
+    // A new rule starts on the first field of the menu (List) when there is a list to pick.
+    r.push(blankRule(schema.lists.length ? schema.fields[0].name : "local"));
     render(r);
     changed();
   });

@@ -26,14 +26,30 @@
     return li;
   }
 
+  // A link is ticked by default when it is the main button's (any layout). The default
+  // follows the content as it is written, until the organizer ticks or unticks the box.
+  linkList.addEventListener("change", function (event) {
+    if (event.target.name === "petition_url") { event.target.dataset.touched = "true"; }
+  });
+
   function showLinks(links) {
     var known = {};
     linkList.querySelectorAll("input[name=link_url]").forEach(function (input) {
       known[input.value] = input.closest("li");
     });
     links.forEach(function (link) {
-      if (known[link.url]) { return; }
+      var wanted = link.petition_default ? "true" : "false";
+      var existing = known[link.url];
+      if (existing) {
+        var existingBox = existing.querySelector("input[name=petition_url]");
+        if (existing.dataset.default !== wanted && !existingBox.dataset.touched) {
+          existingBox.checked = !!link.petition_default;
+        }
+        existing.dataset.default = wanted;
+        return;
+      }
       var li = document.createElement("li");
+      li.dataset.default = wanted;
       var label = document.createElement("label");
       label.className = "check";
       var hidden = document.createElement("input");

@@ -16,7 +16,6 @@ from flask import (
     redirect,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -83,7 +82,9 @@ def _page() -> int:
 
 
 def _csv_response(chunks: Any, filename: str) -> Response:
-    response = Response(stream_with_context(chunks), mimetype="text/csv")
+    # No stream_with_context: the chunks are read on the generator's own connection
+    # (spreadsheets.stream_rows), so the request's session is released when the view returns.
+    response = Response(chunks, mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -294,6 +295,7 @@ def import_status_page(import_id: int) -> ResponseReturnValue:
         mailing_list=mailing_list,
         status=status,
         issues=first_issues,
+        outcomes=imports.ISSUE_OUTCOMES,
     )
 
 
@@ -310,7 +312,7 @@ def import_status_json(import_id: int) -> ResponseReturnValue:
 @role_required(Role.ORGANIZER)
 def import_issues_csv(import_id: int) -> ResponseReturnValue:
     job = _import_or_404(import_id)
-    chunks = export.issues_csv(imports.issues_of(db.session, job.id))
+    chunks = export.issues_csv(db.session, job.id)
     return _csv_response(chunks, f"import-{job.id}-rows-to-check.csv")
 
 

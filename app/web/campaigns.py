@@ -277,11 +277,16 @@ def _sender_id(email: str) -> int | None:
 
 
 def _links_for_form(data: CampaignInput, campaign: Campaign | None) -> list[dict[str, Any]]:
+    # `default` is what the live preview would tick: the editor re-ticks a link the organizer
+    # has not touched when it becomes (or stops being) the main button.
+    defaults = service.button_urls(v.fields for v in data.variants.values())
     if data.petition_flags:
-        return [{"url": url, "petition": flag} for url, flag in data.petition_flags.items()]
-    if campaign is not None:
-        return [{"url": link.url, "petition": link.is_petition} for link in campaign.links]
-    return []
+        flags = list(data.petition_flags.items())
+    elif campaign is not None:
+        flags = [(link.url, link.is_petition) for link in campaign.links]
+    else:
+        flags = []
+    return [{"url": url, "petition": flag, "default": url in defaults} for url, flag in flags]
 
 
 def _render_editor(
@@ -418,9 +423,7 @@ def preview_draft() -> ResponseReturnValue:
     language = request.form.get("preview_language", data.default_language)
     result = previews.preview_input(db.session, data, language=language)
     db.session.rollback()  # nothing to keep: a preview reads only
-    defaults = set()
-    if data.layout == "action_alert":
-        defaults = {v.fields.get("cta_url", "").strip() for v in data.variants.values()}
+    defaults = service.button_urls(v.fields for v in data.variants.values())
     body: dict[str, Any] = {
         "language": result.language,
         "problems": [_problem_json(p) for p in result.problems],

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
+from app.web.numbers import pct
+
 
 @dataclass(frozen=True)
 class Series:
@@ -312,9 +314,6 @@ def threshold_meter(
 
     def x(v: float) -> float:
         return left + plot * min(v, top_value) / top_value
-
-    def pct(v: float) -> str:
-        return f"{v * 100:.2f}".rstrip("0").rstrip(".") + "%"
 
     ident = f"{chart_id}-m"
     out = [

@@ -24,24 +24,13 @@ from app.services.stats.reports import (
     TimelineBucket,
 )
 from app.web.charts import Series, threshold_meter, time_chart
+from app.web.numbers import num, pct
+
+__all__ = ["num", "pct"]  # the stats pages' template filters use these
 
 LIVE_POLL_SECONDS = 5  # while a campaign sends
 RECENT_POLL_SECONDS = 60  # for three days after it started: opens keep coming
 RECENT_WINDOW = timedelta(days=3)
-
-
-def pct(rate: float | None, digits: int = 1) -> str:
-    """0.1234 -> "12.3%"; None (nothing to divide by) -> "—"."""
-    if rate is None:
-        return "—"
-    value = rate * 100
-    if 0 < value < 10 ** (-digits):
-        return f"<{10 ** (-digits):.{digits}f}%"
-    return f"{value:.{digits}f}%"
-
-
-def num(value: int | float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
 
 
 def _hour_label(moment: datetime, tz: ZoneInfo, short: bool = False) -> str:
@@ -106,6 +95,9 @@ def timeline_parts(
             anchors = [_local_hours(b.start, tz) for b in chosen]
         else:
             labels = axis = narrow = [_day_label(b.start, tz) for b in chosen]
+        if kind == "hour" and len(chosen) == 1:
+            # A line through one point is a dot: draw one bar, and say what the chart shows.
+            heading, chart_kind = f"All activity in one hour ({labels[0]})", "bar"
         opened = [b.counts["opens_human_unique"] for b in chosen]
         clicked = [b.counts["clicks_human_unique"] for b in chosen]
         titles = [
@@ -265,8 +257,8 @@ def health_view(health: Health) -> HealthView:
         spam_meter=threshold_meter(
             "spam",
             title="Spam-complaint rate, last 30 days",
-            desc=f"{pct(health.spam_rate, 2)} against Gmail and Yahoo's limits: healthy below "
-            f"0.1%, alarm at 0.3%. {spam[0]}.",
+            desc=f"{pct(health.spam_rate)} against Gmail and Yahoo's limits: healthy below "
+            f"{pct(reports.SPAM_WARNING)}, alarm at {pct(reports.SPAM_ALARM)}. {spam[0]}.",
             value=health.spam_rate,
             warning=reports.SPAM_WARNING,
             alarm=reports.SPAM_ALARM,
@@ -274,7 +266,8 @@ def health_view(health: Health) -> HealthView:
         bounce_meter=threshold_meter(
             "bounce",
             title="Bounce rate, last 30 days",
-            desc=f"{pct(health.bounce_rate)}: healthy below 2%, alarm at 5%. {bounce[0]}.",
+            desc=f"{pct(health.bounce_rate)}: healthy below {pct(reports.BOUNCE_WARNING)}, "
+            f"alarm at {pct(reports.BOUNCE_ALARM)}. {bounce[0]}.",
             value=health.bounce_rate,
             warning=reports.BOUNCE_WARNING,
             alarm=reports.BOUNCE_ALARM,

@@ -13,7 +13,6 @@ from flask import (
     jsonify,
     render_template,
     request,
-    stream_with_context,
     url_for,
 )
 from flask.typing import ResponseReturnValue
@@ -44,8 +43,8 @@ PROBLEM_LABELS = {
 
 
 @bp.app_template_filter("pct")
-def _pct(rate: float | None, digits: int = 1) -> str:
-    return report_view.pct(rate, digits)
+def _pct(rate: float | None) -> str:
+    return report_view.pct(rate)
 
 
 @bp.app_template_filter("num")
@@ -127,7 +126,7 @@ def campaign_csv(campaign_id: int) -> ResponseReturnValue:
         abort(404)
     filename = f"campaign-{header.id}-outcomes.csv"
     return Response(
-        stream_with_context(reports.outcome_csv(db.session, campaign_id)),
+        reports.outcome_csv(db.session, campaign_id),
         mimetype="text/csv",
         headers={
             "Content-Disposition": f'attachment; filename="{filename}"',

@@ -230,6 +230,35 @@ def test_segments_with_count_and_refusals(client, auth, db_session):
     assert "a@example.org" in export.get_data(as_text=True)
 
 
+def test_segment_fields_list_the_menu_in_order_with_the_positive_operator_first(client, auth):
+    """The editor selects a field's first operator and choice: that must be the expected one
+    (not the alphabetical first, "is not subscribed to" or "expired"), in a JSON encoding
+    whose order survives (lists, not objects whose keys a JSON encoder may sort)."""
+    fields = client.get("/api/v1/segments/fields", headers=auth).get_json()["fields"]
+    names = [field["name"] for field in fields]
+    assert names[:6] == ["list", "local", "language", "postal_code", "consent", "attribute"]
+    first = {
+        field["name"]: (
+            field["ops"][0]["label"],
+            field["choices"][0]["label"] if field["choices"] else None,
+        )
+        for field in fields
+    }
+    assert first["list"] == ("is subscribed to", None)
+    assert first["local"] == ("contains", None)
+    assert first["postal_code"] == ("contains", None)
+    assert first["language"] == ("is", "English")
+    assert first["consent"] == ("is", "valid (can be emailed)")
+    assert first["attribute"] == ("contains", None)
+    by_name = {field["name"]: field for field in fields}
+    assert [op["op"] for op in by_name["list"]["ops"]] == [
+        "subscribed",
+        "not_subscribed",
+        "unsubscribed",
+        "pending",
+    ]
+
+
 def test_import_upload_is_accepted_then_reports(
     client, auth, db_session, app, tmp_path, monkeypatch
 ):
@@ -266,13 +295,22 @@ def test_import_upload_is_accepted_then_reports(
     imports.run_import(db_session, body["id"])
     db_session.commit()
     done = client.get(body["status_url"], headers=auth).get_json()
-    assert (done["status"], done["report"]["added"], done["report"]["skipped"]) == ("done", 4, 9)
-    issues = client.get(f"{body['status_url']}/issues?per_page=3", headers=auth).get_json()
+    report = done["report"]
+    assert (done["status"], report["added"], report["skipped"], report["warnings"]) == (
+        "done",
+        8,
+        5,
+        4,
+    )
+    assert report["warning_reasons"]["unknown language"] == 1
+    issues = client.get(f"{body['status_url']}/issues?per_page=4", headers=auth).get_json()
     assert [(i["line"], i["kind"]) for i in issues] == [
         (6, "skipped"),
         (7, "skipped"),
-        (8, "skipped"),
+        (8, "warning"),
+        (9, "warning"),
     ]
+    assert issues[2]["reason"] == "field 'First name' is not valid UTF-8: imported without it"
     export = client.get(f"/api/v1/lists/{lst.id}/export", headers=auth).get_data(as_text=True)
     assert "'" + HOSTILE_FORMULA.replace('"', '""') in export
     assert db_session.get(MemberImport, body["id"]).origin == "api"

@@ -201,6 +201,22 @@ def test_test_send_is_queued_and_checks_addresses(client, org, organizer, db_ses
     queue.delete("transactional")
 
 
+def test_a_day_of_action_button_is_the_action_link_from_creation(client, org, organizer):
+    """Any layout's main button counts as the petition (action) link as soon as the campaign
+    exists; unticked through the API, it stays unticked when the campaign is edited."""
+    created = _create(client, organizer, layout="day_of_action")
+    cta = SAMPLES["day_of_action", "en"].fields["cta_url"]
+    assert [link["url"] for link in created["links"] if link["is_petition"]] == [cta]
+    path = f"/api/v1/campaigns/{created['id']}"
+    button = next(link["id"] for link in created["links"] if link["url"] == cta)
+    unticked = client.patch(
+        f"{path}/links/{button}", json={"is_petition": False}, headers=organizer
+    )
+    assert unticked.get_json()["is_petition"] is False
+    edited = client.patch(path, json={"name": "Renamed"}, headers=organizer).get_json()
+    assert not any(link["is_petition"] for link in edited["links"])
+
+
 def test_links_and_petition_flags(client, org, organizer, db_session):
     created = _create(client, organizer, layout="statement")
     campaign_id = created["id"]

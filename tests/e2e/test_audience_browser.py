@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
 
 import workers.tasks  # noqa: F401 - registers the tasks with the app's Celery
 from app import demo
 from app.extensions import db, limiter
+from app.models import MailingList, Segment
 from app.services.organization import users
 from tests.e2e.conftest import SCREENSHOTS, screenshot
 from tests.support.member_files import HOSTILE_CSV
@@ -124,6 +126,54 @@ def test_segment_editor_counts_live(page, live_server, organizer):
     screenshot(page, "audience-segment-desktop")
     page.get_by_role("button", name="Save segment").click()
     page.get_by_text("Segment saved.").wait_for()
+
+
+def _chosen(select) -> str:
+    return select.evaluate("s => s.options[s.selectedIndex].text")
+
+
+def test_segment_editor_picks_the_expected_operator_for_each_field(
+    app, page, live_server, organizer
+):
+    """Choosing a field selects its positive operator ("is subscribed to", not the inverse),
+    and the field menu starts with what organizers use most."""
+    log_in(page, live_server, organizer)
+    page.goto(f"{live_server.url}/segments/new")
+    page.get_by_label("Name").fill("On the first list")
+    page.get_by_role("button", name="+ Add a rule").click()
+    row = page.locator(".rule").first
+    field, operator = row.get_by_label("Field"), row.get_by_label("Operator")
+    assert field.locator("option").all_inner_texts()[:6] == [
+        "List",
+        "Local or chapter",
+        "Language",
+        "Postal code",
+        "Consent",
+        "Custom field",
+    ]
+    assert (_chosen(field), _chosen(operator)) == ("List", "is subscribed to")
+    expected = {
+        "consent": ("is", "valid (can be emailed)"),
+        "language": ("is", "English"),
+        "local": ("contains", ""),
+        "postal_code": ("contains", ""),
+        "list": ("is subscribed to", None),
+    }
+    for name, (op_label, value) in expected.items():
+        field.select_option(name)
+        operator = page.locator(".rule").first.get_by_label("Operator")
+        assert _chosen(operator) == op_label, name
+        if value is not None:
+            shown = page.locator(".rule").first.get_by_label("Value")
+            assert (shown.input_value() if value == "" else _chosen(shown)) == value, name
+    first_list = _chosen(page.locator(".rule").first.get_by_label("Value"))
+    page.locator("#segment-count").filter(has_text="match").wait_for()
+    page.get_by_role("button", name="Save segment").click()
+    page.get_by_text("Segment saved.").wait_for()
+    with app.app_context():
+        segment = db.session.scalar(sa.select(Segment).where(Segment.name == "On the first list"))
+        listed = db.session.scalar(sa.select(MailingList).where(MailingList.name == first_list))
+        assert segment.rules == [{"field": "list", "op": "subscribed", "value": listed.id}]
 
 
 def test_public_form_on_a_phone(browser, live_server, organizer):

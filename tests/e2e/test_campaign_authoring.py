@@ -206,3 +206,40 @@ def test_editor_and_list_work_on_a_phone(browser, live_server, people):
     assert width <= 390, f"the editor scrolls sideways on a phone ({width}px)"
     screenshot(page, "campaign-editor-phone")
     context.close()
+
+
+def _link_box(page: Page, url: str):
+    return page.locator(f'#link-list input[name=petition_url][value="{url}"]')
+
+
+def test_a_day_of_action_button_is_ticked_live_before_the_first_save(page, live_server, people):
+    """The main button's link is the campaign's action link in any layout: the editor ticks
+    it as soon as it is written, follows the content as it changes, and saves it ticked."""
+    base = live_server.url
+    _log_in(page, base)
+    page.goto(f"{base}/campaigns/new")
+    page.locator("label[for=layout-day_of_action]").click()
+    page.fill("#f-name", "Day of action with a petition")
+    _fill_language(page, "day_of_action", "en")
+    cta = SAMPLES["day_of_action", "en"].fields["cta_url"]
+    expect(_link_box(page, cta)).to_be_checked(timeout=10_000)
+
+    # A new button address is ticked as it is typed; the old one, still linked from the body
+    # and never touched by the organizer, is no longer the button: unticked.
+    rsvp = "https://prairieworkers.example/rsvp/dec-17"
+    page.fill("#en-cta_url", rsvp)
+    expect(_link_box(page, rsvp)).to_be_checked(timeout=10_000)
+    expect(_link_box(page, cta)).not_to_be_checked()
+    # A link in the body is not the button: not ticked. Made the button, it is.
+    news = "https://union.example.org/news"
+    page.fill("#en-body", SAMPLES["day_of_action", "en"].body + f"\n\n[News]({news})")
+    expect(_link_box(page, news)).not_to_be_checked(timeout=10_000)
+    page.fill("#en-cta_url", news)
+    expect(_link_box(page, news)).to_be_checked(timeout=10_000)
+    screenshot(page, "campaign-editor-action-link")
+
+    page.get_by_role("button", name="Save draft").click()
+    page.wait_for_url(f"{base}/campaigns/*")
+    petitions = page.locator("input[name=petition]:checked")
+    expect(petitions).to_have_count(1)
+    expect(page.locator("li", has=petitions)).to_contain_text(news)

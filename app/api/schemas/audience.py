@@ -216,7 +216,13 @@ class ImportStatusSchema(Schema):
     percent = fields.Integer()
     phase = fields.String()
     rows_read = fields.Integer()
-    report = fields.Dict()
+    report = fields.Dict(
+        metadata={
+            "description": "When done: rows, added, updated, unchanged, skipped, subscribed, "
+            "not_subscribed, warnings (values left out of imported members), and the reasons "
+            "grouped with their counts (skip_reasons, not_subscribed_reasons, warning_reasons)"
+        }
+    )
     created_at = fields.String(allow_none=True)
     started_at = fields.String(allow_none=True)
     finished_at = fields.String(allow_none=True)
@@ -225,7 +231,12 @@ class ImportStatusSchema(Schema):
 
 class IssueSchema(Schema):
     line = fields.Integer()
-    kind = fields.String(metadata={"description": "skipped or not_subscribed"})
+    kind = fields.String(
+        metadata={
+            "description": "skipped (not imported), not_subscribed (saved, not on the list) or "
+            "warning (imported without the value the reason names)"
+        }
+    )
     email = fields.String(allow_none=True)
     reason = fields.String()
 

@@ -67,8 +67,10 @@ class StatsFunnelSchema(Schema):
         StatsFunnelRatesSchema,
         metadata={
             "description": "Fractions (0.25 = 25%); null when there is nothing to divide by. "
-            "sent is over targeted; delivered and bounced over sent; the rest over the "
-            "denominator; click_to_open is human clicks over human opens."
+            "sent is over targeted; delivered and bounced over sent, and null while no "
+            "delivery report has come back (denominator 'sent': the SMTP and outbox "
+            "transports never report delivery); the rest over the denominator; click_to_open "
+            "is human clicks over human opens."
         },
     )
 

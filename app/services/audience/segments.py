@@ -38,13 +38,17 @@ MAX_RULES = 50
 MAX_VALUE_CHARS = 500
 MAX_CHOICES = 200
 
+# Operators and choices are listed in the order the editor offers them: the first is what
+# choosing the field selects, so it is the positive, expected one ("is subscribed to", "is",
+# "contains", "is valid"). An organizer who picks "List" and does not look at the operator must
+# not get the inverse segment.
 TEXT_OPS = {
-    "equals": "is",
-    "not_equals": "is not",
     "contains": "contains",
-    "not_contains": "does not contain",
+    "equals": "is",
     "starts_with": "starts with",
     "in": "is one of",
+    "not_contains": "does not contain",
+    "not_equals": "is not",
     "is_empty": "is empty",
     "is_not_empty": "is not empty",
 }
@@ -59,35 +63,8 @@ class FieldSpec:
     choices: Mapping[str, str] | None = None
 
 
+# The field menu, in the order organizers use them most; then the rarely used ones.
 FIELDS: Mapping[str, FieldSpec] = {
-    "email": FieldSpec("Email", "text", TEXT_OPS),
-    "first_name": FieldSpec("First name", "text", TEXT_OPS),
-    "last_name": FieldSpec("Last name", "text", TEXT_OPS),
-    "postal_code": FieldSpec("Postal code", "text", TEXT_OPS),
-    "local": FieldSpec("Local or chapter", "text", TEXT_OPS),
-    "language": FieldSpec(
-        "Language",
-        "language",
-        {"equals": "is", "not_equals": "is not"},
-        LANGUAGE_NAMES,
-    ),
-    "created_at": FieldSpec(
-        "Added on",
-        "date",
-        {"before": "before", "after": "on or after", "within_days": "in the last (days)"},
-    ),
-    "attribute": FieldSpec(
-        "Custom field",
-        "attribute",
-        {
-            "equals": "is",
-            "not_equals": "is not",
-            "contains": "contains",
-            "starts_with": "starts with",
-            "is_set": "has a value",
-            "is_not_set": "has no value",
-        },
-    ),
     "list": FieldSpec(
         "List",
         "list",
@@ -98,6 +75,14 @@ FIELDS: Mapping[str, FieldSpec] = {
             "pending": "has not yet confirmed",
         },
     ),
+    "local": FieldSpec("Local or chapter", "text", TEXT_OPS),
+    "language": FieldSpec(
+        "Language",
+        "language",
+        {"equals": "is", "not_equals": "is not"},
+        LANGUAGE_NAMES,
+    ),
+    "postal_code": FieldSpec("Postal code", "text", TEXT_OPS),
     "consent": FieldSpec(
         "Consent",
         "consent",
@@ -110,6 +95,26 @@ FIELDS: Mapping[str, FieldSpec] = {
             "express": "express",
             "implied": "implied",
         },
+    ),
+    "attribute": FieldSpec(
+        "Custom field",
+        "attribute",
+        {
+            "contains": "contains",
+            "equals": "is",
+            "starts_with": "starts with",
+            "is_set": "has a value",
+            "not_equals": "is not",
+            "is_not_set": "has no value",
+        },
+    ),
+    "first_name": FieldSpec("First name", "text", TEXT_OPS),
+    "last_name": FieldSpec("Last name", "text", TEXT_OPS),
+    "email": FieldSpec("Email", "text", TEXT_OPS),
+    "created_at": FieldSpec(
+        "Added on",
+        "date",
+        {"within_days": "in the last (days)", "after": "on or after", "before": "before"},
     ),
 }
 
@@ -454,18 +459,27 @@ def describe_rule(rule: Mapping[str, Any], list_names: Mapping[int, str]) -> str
 
 
 def editor_schema(session: DbSession) -> dict[str, Any]:
-    """What the rule editor offers: fields, their operators and choices, and the lists."""
+    """What the rule editor offers: fields, their operators and choices, and the lists.
+
+    Fields, operators and choices are lists, not objects, so their order survives any JSON
+    encoder (Flask's sorts object keys): the editor selects the first of each.
+    """
     lists = session.execute(sa.select(MailingList.id, MailingList.name).order_by(MailingList.name))
     return {
-        "fields": {
-            name: {
+        "fields": [
+            {
+                "name": name,
                 "label": spec.label,
                 "kind": spec.kind,
-                "ops": dict(spec.ops),
-                "choices": dict(spec.choices) if spec.choices else None,
+                "ops": [{"op": op, "label": label} for op, label in spec.ops.items()],
+                "choices": (
+                    [{"value": value, "label": label} for value, label in spec.choices.items()]
+                    if spec.choices
+                    else None
+                ),
             }
             for name, spec in FIELDS.items()
-        },
+        ],
         "no_value_ops": sorted(NO_VALUE_OPS),
         "lists": [{"id": list_id, "name": name} for list_id, name in lists],
     }

@@ -686,14 +686,17 @@ def campaign_urls(campaign: Campaign) -> list[str]:
     return list(urls)
 
 
+def button_urls(fields: Iterable[Mapping[str, Any] | None]) -> set[str]:
+    """The main button's address in each language's `fields`: the campaign's action link.
+
+    Whatever the layout (an action alert's petition, a day of action's RSVP or petition), it
+    counts in the petition (action) figures unless the organizer unticks it.
+    """
+    return {url for f in fields if (url := str((f or {}).get("cta_url", "")).strip())}
+
+
 def _default_petition_urls(campaign: Campaign) -> set[str]:
-    if campaign.layout != "action_alert":
-        return set()
-    return {
-        str(v.fields.get("cta_url", "")).strip()
-        for v in campaign.variants
-        if str((v.fields or {}).get("cta_url", "")).strip()
-    }
+    return button_urls(v.fields for v in campaign.variants)
 
 
 def sync_links(
@@ -703,8 +706,8 @@ def sync_links(
 
     Each distinct address gets one row; positions follow the order of appearance; an
     address that stays keeps its row (its id is in tracked links already). New addresses
-    are petitions when they are an action alert's button, unless `petition_flags` says
-    otherwise. Addresses no longer in the content are removed.
+    are petitions when they are the main button's (`button_urls`, any layout), unless
+    `petition_flags` says otherwise. Addresses no longer in the content are removed.
 
     Args:
         session: The database session (flushed).
@@ -841,6 +844,23 @@ def archive_url(campaign: Campaign, language: str | None = None) -> str:
     return url
 
 
+def preview_url(campaign: Campaign, language: str | None = None) -> str:
+    """The organizers' preview page of the campaign (a login is needed)."""
+    url = f"{base_url()}/campaigns/{campaign.id}/preview"
+    if language and language != campaign.default_language:
+        url += f"?lang={language}"
+    return url
+
+
+def view_in_browser_url(campaign: Campaign, language: str | None = None) -> str:
+    """Where an untracked rendering's "view in browser" points: the public archive once the
+    campaign has started going out, the organizers' preview before (the archive is a 404
+    until then)."""
+    if is_archived(campaign):
+        return archive_url(campaign, language)
+    return preview_url(campaign, language)
+
+
 def calendar_url(campaign: Campaign, language: str | None = None) -> str | None:
     """The day of action's .ics address, None for other layouts."""
     if campaign.layout != "day_of_action":
@@ -858,6 +878,13 @@ def is_archived(campaign: Campaign) -> bool:
         return True
     ended = status in (CampaignStatus.CANCELLED, CampaignStatus.FAILED)
     return ended and campaign.started_at is not None
+
+
+def _view_in_browser(campaign: Campaign, language: str, *, tracking: bool) -> str:
+    # A member's email always points at the public archive, never at a page behind a login.
+    if tracking:
+        return archive_url(campaign, language)
+    return view_in_browser_url(campaign, language)
 
 
 SKELETON_CACHE_SIZE = 64
@@ -884,7 +911,8 @@ def skeleton_for(
         language: The member's language; the default variant is used when missing.
         tracking: True for real sends (tracked links, pixel, personal unsubscribe links);
             False for previews, test sends and the web archive (links as written).
-        archive: Include the "view in browser" link.
+        archive: Include the "view in browser" link: the public archive in a real send,
+            else `view_in_browser_url` (the preview until the campaign goes out).
 
     Raises:
         ContentError: The campaign does not render (cannot happen after a valid save).
@@ -899,6 +927,7 @@ def skeleton_for(
         campaign.updated_at,
         tracking,
         archive,
+        is_archived(campaign),
         base,
         identity,
     )
@@ -917,7 +946,9 @@ def skeleton_for(
         links=link_refs.get,
         tracking=tracking,
         base_url=base,
-        archive_url=archive_url(campaign, content.language) if archive else None,
+        archive_url=_view_in_browser(campaign, content.language, tracking=tracking)
+        if archive
+        else None,
         calendar_url=calendar_url(campaign, content.language),
         inert_url=None if tracking else inert_url(),
     )

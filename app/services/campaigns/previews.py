@@ -135,7 +135,7 @@ def _untracked_skeleton(
         PLACEHOLDER_IDENTITY,
         tracking=False,
         base_url=campaign_service.base_url(),
-        archive_url=campaign_service.archive_url(campaign, language),
+        archive_url=campaign_service.view_in_browser_url(campaign, language),
         calendar_url=campaign_service.calendar_url(campaign, language),
         inert_url=campaign_service.inert_url(),
     )

@@ -8,8 +8,6 @@ campaign's events, so a report costs the same for 1k and for 1M recipients.
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,7 +17,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.orm import selectinload
 
-from app.infra.spreadsheets import neutralise
+from app.infra import spreadsheets
 from app.models import (
     LANGUAGE_NAMES,
     BreakdownDimension,
@@ -96,13 +94,19 @@ class Funnel:
 
     Engagement rates are over `denominator_count`: delivered emails when the transport reports
     deliveries (SendGrid's webhook), else emails sent (the outbox and SMTP transports never
-    confirm delivery). `denominator` says which.
+    confirm delivery). `denominator` says which. Until a delivery report comes back, the
+    delivered and bounced rates are None: not known, rather than zero.
     """
 
     counts: dict[str, int]
     denominator: str
     denominator_count: int
     rates: dict[str, float | None]
+
+    @property
+    def delivery_reported(self) -> bool:
+        """Whether delivery reports (delivered, bounced, dropped, deferred) came back."""
+        return self.denominator == "delivered"
 
     @property
     def problems(self) -> int:
@@ -125,10 +129,11 @@ def funnel_from_counts(counts: Mapping[str, int]) -> Funnel:
         denominator, base = "delivered", c["delivered"]
     else:
         denominator, base = "sent", c["sent"]
+    reported = denominator == "delivered"
     rates = {
         "sent": _rate(c["sent"], c["targeted"]),
-        "delivered": _rate(c["delivered"], c["sent"]),
-        "bounced": _rate(c["bounced"], c["sent"]),
+        "delivered": _rate(c["delivered"], c["sent"]) if reported else None,
+        "bounced": _rate(c["bounced"], c["sent"]) if reported else None,
         "opened": _rate(c["opens_unique"], base),
         "opened_human": _rate(c["opens_human_unique"], base),
         "clicked": _rate(c["clicks_unique"], base),
@@ -529,13 +534,11 @@ OUTCOME_CSV_HEADER = (
 def outcome_csv(session: DbSession, campaign_id: int) -> Iterator[str]:
     """Each member's outcome for a campaign as CSV text, streamed in chunks.
 
-    One pass over the campaign's deliveries (with a server-side cursor), so memory stays flat
-    at 1M rows. Every cell goes through app.infra.spreadsheets.neutralise: names and addresses are
-    member-supplied.
+    One pass over the campaign's deliveries through a server-side cursor, on a connection
+    the generator owns (`spreadsheets.stream_rows`), so memory stays flat at 1M rows and the
+    download outlives the request's transaction. Every cell is formula-safe
+    (`spreadsheets.csv_chunks`): names and addresses are member-supplied.
     """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(OUTCOME_CSV_HEADER)
     query = (
         sa.select(
             Delivery.email,
@@ -557,15 +560,13 @@ def outcome_csv(session: DbSession, campaign_id: int) -> Iterator[str]:
         .outerjoin(Member, Member.id == Delivery.member_id)
         .where(Delivery.campaign_id == campaign_id)
         .order_by(Delivery.id)
-        .execution_options(yield_per=2000)
     )
-    for n, row in enumerate(session.execute(query), start=1):
-        writer.writerow([neutralise(v) for v in row])
-        if n % 2000 == 0:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+
+    def build(connection: sa.Connection) -> Iterator[str]:
+        rows = connection.execute(query.execution_options(yield_per=2000))
+        yield from spreadsheets.csv_chunks(OUTCOME_CSV_HEADER, rows)
+
+    return spreadsheets.stream_rows(session, build)
 
 
 # --- campaign lists, dashboard ----------------------------------------------------------------

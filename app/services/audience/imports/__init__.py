@@ -16,6 +16,10 @@ Rules every path keeps:
   the list is not subscribed again. Both are reported, with their line numbers.
 - Consent chosen for the import is recorded only where it does not weaken what is on file
   (consent.import_should_replace).
+- Only a bad or missing address (or a duplicate, or a row whose columns cannot be trusted)
+  skips a row. A bad optional value (an unknown language, a value too long for its column,
+  bytes that are not UTF-8) is left out and the member imported without it, with a warning
+  naming the line and the field.
 - A file is read as UTF-8, a row with bytes that are not UTF-8 skipped; a file that is
   Windows-1252 through and through (Excel's "CSV (Comma delimited)") is read whole as such,
   and the report says so (member_csv.choose_encoding decides, from the whole file).
@@ -64,6 +68,7 @@ from app.services.audience.imports.progress import (
     read_progress,
 )
 from app.services.audience.imports.run import (
+    ISSUE_OUTCOMES,
     SUPPRESSED_REASON,
     UNSUBSCRIBED_REASON,
     ConsentToRecord,
@@ -400,6 +405,7 @@ def _import_consent(job: MemberImport, now: datetime) -> ConsentToRecord:
 
 __all__ = [
     "CONSENT_CHOICES",
+    "ISSUE_OUTCOMES",
     "SUPPRESSED_REASON",
     "UNSUBSCRIBED_REASON",
     "WINDOWS_1252_NOTE",

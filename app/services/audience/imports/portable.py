@@ -25,14 +25,13 @@ from app.models import (
 from app.services.audience.consent import import_should_replace
 from app.services.audience.imports.progress import ImportProgress
 from app.services.audience.imports.run import (
-    FIELD_LIMITS,
-    FIELD_WORDS,
     SUPPRESSED_REASON,
     UNSUBSCRIBED_REASON,
     ImportReport,
     ImportRun,
     batched,
     reason_group,
+    within_limits,
 )
 from app.services.audience.member_csv import ParsedRow
 
@@ -52,8 +51,9 @@ class PortableImport(ImportRun):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.skip_reasons: Counter[str] = Counter()
-        self.not_subscribed_reasons: Counter[str] = Counter()
+        self.reasons: dict[ImportIssueKind, Counter[str]] = {
+            kind: Counter() for kind in ImportIssueKind
+        }
 
     def run(self) -> ImportReport:
         connection = self.session.connection()
@@ -70,8 +70,11 @@ class PortableImport(ImportRun):
         finally:
             _seen.drop(connection, checkfirst=True)
         report = self.report
-        report.skip_reasons = dict(self.skip_reasons.most_common())
-        report.not_subscribed_reasons = dict(self.not_subscribed_reasons.most_common())
+        report.skip_reasons = dict(self.reasons[ImportIssueKind.SKIPPED].most_common())
+        report.not_subscribed_reasons = dict(
+            self.reasons[ImportIssueKind.NOT_SUBSCRIBED].most_common()
+        )
+        report.warning_reasons = dict(self.reasons[ImportIssueKind.WARNING].most_common())
         report.already_on_list = (
             report.added
             + report.updated
@@ -84,10 +87,7 @@ class PortableImport(ImportRun):
     def _issue(
         self, line: int, kind: ImportIssueKind, email: str | None, reason: str
     ) -> dict[str, Any]:
-        counter = (
-            self.skip_reasons if kind is ImportIssueKind.SKIPPED else self.not_subscribed_reasons
-        )
-        counter[reason_group(reason)] += 1
+        self.reasons[kind][reason_group(reason)] += 1
         return {
             "import_id": self.job.id,
             "line": line,
@@ -105,20 +105,6 @@ class PortableImport(ImportRun):
             if not isinstance(row, ParsedRow):
                 issues.append(self._issue(row.line, ImportIssueKind.SKIPPED, row.email, row.reason))
                 continue
-            too_long = next(
-                (
-                    name
-                    for name, limit in FIELD_LIMITS.items()
-                    if len(getattr(row, name) or "") > limit
-                ),
-                None,
-            )
-            if too_long:
-                reason = (
-                    f"{FIELD_WORDS[too_long]} is longer than {FIELD_LIMITS[too_long]} characters"
-                )
-                issues.append(self._issue(row.line, ImportIssueKind.SKIPPED, row.email, reason))
-                continue
             first = good.get(row.email)
             if first is not None:
                 issues.append(
@@ -130,7 +116,7 @@ class PortableImport(ImportRun):
                     )
                 )
                 continue
-            good[row.email] = row
+            good[row.email] = within_limits(row)
         if good:
             seen = dict(
                 session.execute(
@@ -151,10 +137,16 @@ class PortableImport(ImportRun):
                 )
         if good:
             session.execute(_seen.insert(), [{"email": e, "line": r.line} for e, r in good.items()])
+            issues.extend(
+                self._issue(row.line, ImportIssueKind.WARNING, email, warning)
+                for email, row in good.items()
+                for warning in row.warnings
+            )
             issues.extend(self._save_members(good))
-        skipped_now = sum(1 for issue in issues if issue["kind"] == ImportIssueKind.SKIPPED.value)
-        report.skipped += skipped_now
-        report.not_subscribed += len(issues) - skipped_now
+        kinds = Counter(issue["kind"] for issue in issues)
+        report.skipped += kinds[ImportIssueKind.SKIPPED.value]
+        report.not_subscribed += kinds[ImportIssueKind.NOT_SUBSCRIBED.value]
+        report.warnings += kinds[ImportIssueKind.WARNING.value]
         if issues:
             session.execute(sa.insert(ImportIssue), sorted(issues, key=lambda i: i["line"]))
 

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -31,7 +31,7 @@ from app.services.audience.imports.run import (
     ImportReport,
     ImportRun,
     batched,
-    too_long_reason,
+    within_limits,
 )
 from app.services.audience.member_csv import ParsedRow
 from app.services.audience.members import MEMBER_INSERT_LOCK
@@ -51,9 +51,11 @@ _EARLIER_LINE = "duplicate of an earlier line"
 
 @dataclass(frozen=True)
 class _ChunkEnd:
-    """Marks the end of a chunk's COPY data; carries its maybe-seen (line, email) pairs."""
+    """Marks the end of a chunk's COPY data; carries its maybe-seen (line, email) pairs and
+    its rows' warnings (line, email, reason)."""
 
     maybe_seen: list[tuple[int, str]]
+    warnings: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 class CopyImport(ImportRun):
@@ -90,6 +92,8 @@ class CopyImport(ImportRun):
         self._chunk_first: dict[str, int] = {}
         self._maybe_seen: list[tuple[int, str]] = []
         self.chunk_maybe_seen: list[tuple[int, str]] = []
+        self._warnings: list[tuple[int, str, str]] = []
+        self.chunk_warnings: list[tuple[int, str, str]] = []
         self._timings: dict[str, float] = {}
 
     def _exec(self, statement: str, **params: Any) -> sa.CursorResult[Any]:
@@ -146,7 +150,9 @@ class CopyImport(ImportRun):
         self.progress(ImportProgress("saving", 1, 2, report.rows), force=True)
         if self.earlier_lines_unnamed:
             self._name_earlier_lines()
-        report.skip_reasons, report.not_subscribed_reasons = self._reason_counts()
+        report.skip_reasons, report.not_subscribed_reasons, report.warning_reasons = (
+            self._reason_counts()
+        )
         for name in sql.STAGING_TABLES:
             self._exec(sql.drop_table(name))
         log.debug(
@@ -227,6 +233,7 @@ class CopyImport(ImportRun):
                 copy.write(piece)
                 piece = chunks.get()
         self.chunk_maybe_seen = piece.maybe_seen
+        self.chunk_warnings = piece.warnings
         self._timings["copy"] = self._timings.get("copy", 0.0) + time.perf_counter() - started
         return True
 
@@ -272,16 +279,18 @@ class CopyImport(ImportRun):
             put(_ChunkEnd([]))
 
     def _end_chunk(self) -> _ChunkEnd:
-        end = _ChunkEnd(self._maybe_seen)
+        end = _ChunkEnd(self._maybe_seen, self._warnings)
         self._maybe_seen = []
+        self._warnings = []
         self._chunk_first.clear()
         return end
 
     def _stage_rows(self) -> Iterator[tuple[Any, ...]]:
         """Rows as COPY tuples, with the checks that need no database done here, on the
-        parsing core: values too long for their column, and duplicates within the chunk (a
-        dict of the chunk's addresses). Addresses an earlier chunk may have had (the Bloom
-        filter says so) are listed for _process_chunk to look up in import_seen."""
+        parsing core: duplicates within the chunk (a dict of the chunk's addresses), and
+        values too long for their column (left out, with a warning). Addresses an earlier
+        chunk may have had (the Bloom filter says so) are listed for _process_chunk to look up
+        in import_seen; warnings are listed for it to record if their row is not skipped."""
         keys = self.attribute_keys
         skipped_tail = (None,) * (len(sql.STAGE_FIELDS) - 1 + len(keys))
         parsed = ParsedRow
@@ -298,15 +307,14 @@ class CopyImport(ImportRun):
             if row.__class__ is not parsed:
                 yield (row.line, row.email, *skipped_tail, row.reason)
                 continue
-            line, email, first_name, last_name, _, postal_code, local, attributes = row
+            line, email, first_name, last_name, _, postal_code, local, attributes, _ = row
             if (
                 (first_name and len(first_name) > limit_first)
                 or (last_name and len(last_name) > limit_last)
                 or (postal_code and len(postal_code) > limit_postal)
                 or (local and len(local) > limit_local)
             ):
-                yield (line, email, *skipped_tail, too_long_reason(row))
-                continue
+                row = within_limits(row)
             first = chunk_first.get(email)
             if first is not None:
                 yield (line, email, *skipped_tail, f"duplicate of line {first}")
@@ -320,6 +328,8 @@ class CopyImport(ImportRun):
             else:
                 bloom[i >> 3] |= 1 << (i & 7)
                 bloom[j >> 3] |= 1 << (j & 7)
+            if row[8]:
+                self._warnings.extend((line, email, warning) for warning in row[8])
             if keys:
                 yield (*row[:7], *[attributes.get(key) for key in keys], None)
             else:
@@ -339,6 +349,8 @@ class CopyImport(ImportRun):
                 import_id=self.job.id,
                 kind=ImportIssueKind.SKIPPED.value,
             )
+        if self.chunk_warnings:
+            report.warnings += self._warning_issues()
         self._timed("seen", sql.REMEMBER_SEEN)
         if existing:
             updated = self._update_members()
@@ -352,6 +364,20 @@ class CopyImport(ImportRun):
         if added - subscribed:
             # New members whose address is suppressed: kept, not subscribed.
             report.not_subscribed += self._suppressed_new_issues()
+
+    def _warning_issues(self) -> int:
+        """Record the chunk's warnings whose rows were imported (statements.RECORD_WARNINGS)."""
+        warnings = self.chunk_warnings
+        result = self._timed(
+            "issues",
+            sql.RECORD_WARNINGS,
+            import_id=self.job.id,
+            kind=ImportIssueKind.WARNING.value,
+            lines=[line for line, _, _ in warnings],
+            emails=[email for _, email, _ in warnings],
+            reasons=[reason for _, _, reason in warnings],
+        )
+        return int(result.rowcount or 0)
 
     def _classify_chunk(self) -> None:
         """Finish deciding the chunk's rows in the database.
@@ -482,16 +508,20 @@ class CopyImport(ImportRun):
         )
         return int(result.rowcount or 0)
 
-    def _reason_counts(self) -> tuple[dict[str, int], dict[str, int]]:
-        rows = self._exec(
-            sql.REASON_COUNTS,
-            import_id=self.job.id,
-        ).all()
-        skipped: Counter[str] = Counter()
-        not_subscribed: Counter[str] = Counter()
+    def _reason_counts(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        rows = self._exec(sql.REASON_COUNTS, import_id=self.job.id).all()
+        counters: dict[str, Counter[str]] = {kind.value: Counter() for kind in ImportIssueKind}
         for kind, group, count in rows:
-            (skipped if kind == ImportIssueKind.SKIPPED.value else not_subscribed)[group] += count
-        return dict(skipped.most_common()), dict(not_subscribed.most_common())
+            counters[kind][group] += count
+        skipped, not_subscribed, warned = (
+            dict(counters[kind.value].most_common())
+            for kind in (
+                ImportIssueKind.SKIPPED,
+                ImportIssueKind.NOT_SUBSCRIBED,
+                ImportIssueKind.WARNING,
+            )
+        )
+        return skipped, not_subscribed, warned
 
 
 def _json(value: dict[str, Any]) -> str:

@@ -130,6 +130,7 @@ def import_status(session: DbSession, job: MemberImport) -> dict[str, Any]:
             "skipped": job.skipped,
             "subscribed": job.subscribed,
             "not_subscribed": job.not_subscribed,
+            "warnings": int((job.report or {}).get("warnings", 0)),
         }
     elif job.status == ImportStatus.RUNNING:
         progress = read_progress(job.id)

@@ -14,14 +14,20 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from app.models import MemberImport
+from app.models import ImportIssueKind, MemberImport
 from app.services import DbSession
 from app.services.audience.imports.progress import CountingReader, ProgressCallback, Throttled
-from app.services.audience.member_csv import UTF_8, MemberCsv, ParsedRow
+from app.services.audience.member_csv import LEFT_OUT, UTF_8, MemberCsv, ParsedRow
 
 SUPPRESSED_REASON = "suppressed address: kept as member, not subscribed"
+# What happened to a row with an issue, in the report, the issues CSV and the CLI.
+ISSUE_OUTCOMES = {
+    ImportIssueKind.SKIPPED.value: "skipped",
+    ImportIssueKind.NOT_SUBSCRIBED.value: "saved, not subscribed",
+    ImportIssueKind.WARNING.value: "imported, value left out",
+}
 UNSUBSCRIBED_REASON = "unsubscribed from this list earlier: kept as member, not subscribed again"
-# Column widths of the members table: a longer value skips its row rather than failing the file.
+# Column widths of the members table: a longer value is left out (a warning), the row imported.
 FIELD_LIMITS = {"first_name": 200, "last_name": 200, "postal_code": 20, "local": 100}
 FIELD_WORDS = {
     "first_name": "first name",
@@ -47,8 +53,11 @@ class ImportReport:
     subscribed: int = 0
     already_on_list: int = 0
     not_subscribed: int = 0
+    # Values left out of imported rows (each a line and a field; a row may have several).
+    warnings: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
     not_subscribed_reasons: dict[str, int] = field(default_factory=dict)
+    warning_reasons: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     strategy: str = ""
     encoding: str = UTF_8
@@ -72,7 +81,9 @@ class ConsentToRecord:
 _REASON_GROUPS = [
     (re.compile(r"^duplicate of line \d+$"), "duplicate in the file"),
     (re.compile(r"^line \d+ is longer than .*"), "line too long"),
-    (re.compile(r"^field '.*' is longer than \d+ characters$"), "field too long"),
+    (re.compile(r"^field '.*' is longer than \d+ characters"), "field too long"),
+    (re.compile(r"^field '.*' is not valid UTF-8"), "not valid UTF-8"),
+    (re.compile(r"^field '.*' contains a NUL character"), "contains a NUL character"),
 ]
 
 
@@ -87,11 +98,19 @@ def reason_group(reason: str) -> str:
     return re.split(r":| \(| '", reason, maxsplit=1)[0]
 
 
-def too_long_reason(row: ParsedRow) -> str:
-    for name, limit in FIELD_LIMITS.items():
-        if len(getattr(row, name) or "") > limit:
-            return f"{FIELD_WORDS[name]} is longer than {limit} characters"
-    raise AssertionError("no field is too long")
+def within_limits(row: ParsedRow) -> ParsedRow:
+    """The row with each value too long for its column left out, and a warning for each."""
+    too_long = [
+        name for name, limit in FIELD_LIMITS.items() if len(getattr(row, name) or "") > limit
+    ]
+    if not too_long:
+        return row
+    warnings = tuple(
+        f"{FIELD_WORDS[name]} is longer than {FIELD_LIMITS[name]} characters{LEFT_OUT}"
+        for name in too_long
+    )
+    cleared: dict[str, Any] = dict.fromkeys(too_long)
+    return row._replace(**cleared, warnings=row.warnings + warnings)
 
 
 class ImportRun:

@@ -2,11 +2,11 @@
 
 Every step runs over one chunk of the file staged in the temporary table ``import_chunk``
 (line, email, the standard fields, ``a0``… for custom columns, ``skip``, ``member_id``) and
-``import_seen`` (each address the import has taken, with its line). postgres.CopyImport runs
-them in this order per chunk: COUNT_CHUNK, RECORD_SKIPPED, REMEMBER_SEEN, then
-update_members, NOT_SUBSCRIBED_ISSUES and SUBSCRIBE_EXISTING for rows of existing members,
-insert_members for new ones and SUPPRESSED_NEW_ISSUES. tests/services/test_sql_snapshots.py
-keeps a snapshot of what runs.
+``import_seen`` (each address the import has taken, with its line). postgres.CopyImport
+runs them in this order per chunk: COUNT_CHUNK, RECORD_SKIPPED, RECORD_WARNINGS,
+REMEMBER_SEEN, then update_members, NOT_SUBSCRIBED_ISSUES and SUBSCRIBE_EXISTING for rows of
+existing members, insert_members for new ones and SUPPRESSED_NEW_ISSUES.
+tests/services/test_sql_snapshots.py keeps a snapshot of what runs.
 
 Only generated column names and constants are ever interpolated into these strings; every
 value is a bound parameter.
@@ -72,6 +72,16 @@ RECORD_SKIPPED = """
     INSERT INTO member_import_issues (import_id, line, kind, email, reason)
     SELECT :import_id, line, :kind, email, skip FROM import_chunk
     WHERE skip IS NOT NULL ORDER BY line
+    """
+# The chunk's warnings whose rows were imported (a row found to be a duplicate of an
+# earlier chunk is skipped, and its values with it).
+RECORD_WARNINGS = """
+    INSERT INTO member_import_issues (import_id, line, kind, email, reason)
+    SELECT :import_id, w.line, :kind, w.email, w.reason
+    FROM unnest(CAST(:lines AS integer[]), CAST(:emails AS text[]),
+                CAST(:reasons AS text[])) WITH ORDINALITY AS w(line, email, reason, n)
+    JOIN import_chunk c ON c.line = w.line AND c.skip IS NULL
+    ORDER BY w.line, w.n
     """
 REMEMBER_SEEN = (
     "INSERT INTO import_seen (email, line) SELECT email, line FROM import_chunk WHERE skip IS NULL"
@@ -243,7 +253,10 @@ REASON_COUNTS = r"""
     SELECT kind, CASE
         WHEN reason ~ '^duplicate of line \d+$' THEN 'duplicate in the file'
         WHEN reason ~ '^line \d+ is longer than ' THEN 'line too long'
-        WHEN reason ~ '^field ''.*'' is longer than \d+ characters$' THEN 'field too long'
+        WHEN reason ~ '^field ''.*'' is longer than \d+ characters' THEN 'field too long'
+        WHEN reason ~ '^field ''.*'' is not valid UTF-8' THEN 'not valid UTF-8'
+        WHEN reason ~ '^field ''.*'' contains a NUL character'
+            THEN 'contains a NUL character'
         ELSE substring(reason from '^(.*?)(?::| \(| ''|$)') END AS grp, count(*)
     FROM member_import_issues WHERE import_id = :import_id GROUP BY 1, 2
     """

@@ -26,6 +26,7 @@ from .columns import (
     normalise_postal_code,
 )
 from .reader import (
+    LEFT_OUT,
     MAX_FIELD_LENGTH,
     UTF_8,
     WINDOWS_1252,
@@ -37,6 +38,7 @@ from .reader import (
 )
 
 __all__ = [
+    "LEFT_OUT",
     "MAX_FIELD_LENGTH",
     "STANDARD_FIELDS",
     "UTF_8",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from _typeshed import WriteableBuffer
 
 __all__ = [
+    "LEFT_OUT",
     "MAX_FIELD_LENGTH",
     "UTF_8",
     "WINDOWS_1252",
@@ -81,6 +82,9 @@ class ParsedRow(NamedTuple):
         local: The local or chapter, trimmed, or None.
         attributes: The custom columns with a non-empty value, keyed by
             their header text.
+        warnings: Values left out of an otherwise good row (an unknown
+            language, a field too long or not valid UTF-8), each naming its
+            field: the member is imported without them.
     """
 
     line: int
@@ -91,6 +95,22 @@ class ParsedRow(NamedTuple):
     postal_code: str | None
     local: str | None
     attributes: dict[str, str]
+    warnings: tuple[str, ...] = ()
+
+
+# Only a bad or missing address (or a row whose columns cannot be trusted) skips a row; a bad
+# optional value is left out, and the row imported with a warning that ends with this.
+LEFT_OUT = ": imported without it"
+
+
+def _leave_out(
+    fields: list[str], indexes: list[int], headers: tuple[str, ...], problem: str
+) -> tuple[str, ...]:
+    """Empty the cells at `indexes` (so the member keeps what it has, or the default) and
+    say so, one warning per field."""
+    for index in indexes:
+        fields[index] = ""
+    return tuple(f"field '{headers[index]}' {problem}{LEFT_OUT}" for index in indexes)
 
 
 class SkippedRow(NamedTuple):
@@ -425,10 +445,12 @@ class MemberCsv:
 
         def parse(line: int, fields: list[str]) -> ParsedRow | SkippedRow | None:
             joined = join(fields)
-            if (not joined.isascii() or "\x00" in joined or len(joined) > MAX_FIELD_LENGTH) and (
-                refused := bad_text(fields, joined, line, email_at)
-            ) is not None:
-                return refused
+            warnings: tuple[str, ...] = ()
+            if not joined.isascii() or "\x00" in joined or len(joined) > MAX_FIELD_LENGTH:
+                checked = bad_text(fields, joined, line, email_at)
+                if isinstance(checked, SkippedRow):
+                    return checked
+                warnings = checked
             raw_email, first, last, raw_language, postal, local = standard_fields(fields)
             if not (raw_email := raw_email.strip()):
                 # A row of empty cells is a blank line.
@@ -443,7 +465,10 @@ class MemberCsv:
                 if language == "":
                     language = _learn_language(languages, raw_language)
                 if language is None:
-                    return _unknown_language(line, raw_language, raw_email)
+                    warnings += (
+                        f"unknown language '{raw_language[:40]}' (use en or fr)"
+                        f"{LEFT_OUT} (new members get English)",
+                    )
             postal = postal.strip()
             return new_row(
                 ParsedRow,
@@ -456,6 +481,7 @@ class MemberCsv:
                     normalise_postal_code(postal) if postal else None,
                     local.strip() or None,
                     {key: value for key, i in attributes if (value := fields[i].strip())},
+                    warnings,
                 ),
             )
 
@@ -490,29 +516,38 @@ class MemberCsv:
 
     def _bad_text(
         self, fields: list[str], joined: str, line: int, email_at: int
-    ) -> SkippedRow | None:
-        """Bytes that are not UTF-8, a NUL, or an imported field longer than
-        MAX_FIELD_LENGTH; None when the row is fine after all (accents, a long value in a
-        column that is not imported)."""
+    ) -> SkippedRow | tuple[str, ...]:
+        """Bytes that are not UTF-8, a NUL, or a field longer than MAX_FIELD_LENGTH: in the
+        address the row is skipped; in another imported field the value is left out (its
+        cell emptied) and the row keeps a warning naming it. Accents alone pass."""
+        columns = self.columns
+        headers = columns.headers
+        imported = sorted([*columns.standard.values(), *(i for _, i in columns.attributes)])
+        warnings: tuple[str, ...] = ()
         if not joined.isascii() and _SURROGATE.search(joined):
-            return SkippedRow(line, "not valid UTF-8", _shown(fields[email_at].strip()))
+            if _SURROGATE.search(fields[email_at]):
+                return SkippedRow(line, "not valid UTF-8", _shown(fields[email_at].strip()))
+            bad = [i for i in imported if _SURROGATE.search(fields[i])]
+            warnings += _leave_out(fields, bad, headers, "is not valid UTF-8")
         if "\x00" in joined:
             # PostgreSQL text cannot hold NUL, and no spreadsheet writes it.
-            return SkippedRow(line, "contains a NUL character", _shown(fields[email_at].strip()))
+            if "\x00" in fields[email_at]:
+                return SkippedRow(
+                    line, "contains a NUL character", _shown(fields[email_at].strip())
+                )
+            bad = [i for i in imported if "\x00" in fields[i]]
+            warnings += _leave_out(fields, bad, headers, "contains a NUL character")
         if len(joined) > MAX_FIELD_LENGTH:
-            columns = self.columns
-            imported = sorted([*columns.standard.values(), *(i for _, i in columns.attributes)])
-            too_long = next(
-                (i for i in imported if len(fields[i].strip()) > MAX_FIELD_LENGTH), None
-            )
-            if too_long is not None:
+            if len(fields[email_at].strip()) > MAX_FIELD_LENGTH:
                 return SkippedRow(
                     line,
-                    f"field '{columns.headers[too_long]}' is longer than "
-                    f"{MAX_FIELD_LENGTH} characters",
-                    None if too_long == email_at else _shown(fields[email_at].strip()),
+                    f"field '{headers[email_at]}' is longer than {MAX_FIELD_LENGTH} characters",
                 )
-        return None
+            bad = [i for i in imported if len(fields[i].strip()) > MAX_FIELD_LENGTH]
+            warnings += _leave_out(
+                fields, bad, headers, f"is longer than {MAX_FIELD_LENGTH} characters"
+            )
+        return warnings
 
 
 def _overlong_row(line: int, previous_end: int, overlong: list[int]) -> SkippedRow:
@@ -536,9 +571,3 @@ def _learn_language(languages: dict[str, str | None], raw_language: str) -> str 
     if len(languages) < 256:
         languages[raw_language] = language
     return language
-
-
-def _unknown_language(line: int, raw_language: str, raw_email: str) -> SkippedRow:
-    return SkippedRow(
-        line, f"unknown language '{raw_language[:40]}' (use en or fr)", _shown(raw_email)
-    )

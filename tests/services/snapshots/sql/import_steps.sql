@@ -97,7 +97,10 @@ ORDER BY s.line;
 SELECT kind, CASE
     WHEN reason ~ '^duplicate of line \d+$' THEN 'duplicate in the file'
     WHEN reason ~ '^line \d+ is longer than ' THEN 'line too long'
-    WHEN reason ~ '^field ''.*'' is longer than \d+ characters$' THEN 'field too long'
+    WHEN reason ~ '^field ''.*'' is longer than \d+ characters' THEN 'field too long'
+    WHEN reason ~ '^field ''.*'' is not valid UTF-8' THEN 'not valid UTF-8'
+    WHEN reason ~ '^field ''.*'' contains a NUL character'
+        THEN 'contains a NUL character'
     ELSE substring(reason from '^(.*?)(?::| \(| ''|$)') END AS grp, count(*)
 FROM member_import_issues WHERE import_id = %(import_id)s GROUP BY 1, 2;
 
