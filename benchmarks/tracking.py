@@ -214,8 +214,8 @@ def seed(env: dict[str, str], deliveries: int) -> tuple[int, list[str], list[int
 
     from app import create_app
     from app.extensions import db
+    from app.infra.tokens import signer_from_config
     from app.models import Campaign, CampaignVariant, Delivery, Link, Member
-    from app.services.tokens import signer_from_config
     from config.settings import config_from_env
 
     settings = config_from_env(env)

@@ -7,7 +7,9 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from app.api import audience, campaigns, me, sending, stats, users
 from app.extensions import api, csrf
+from app.web import render_http_error
 
 ERROR_CODES = {
     400: "bad_request",
@@ -49,8 +51,6 @@ def _is_api_request() -> bool:
 def handle_http_exception(exc: HTTPException) -> Any:
     """API paths get the JSON error shape; web pages get an HTML error page."""
     if not _is_api_request():
-        from app.web import render_http_error
-
         return render_http_error(exc)
     status = exc.code or 500
     details: Any = None
@@ -68,8 +68,6 @@ def handle_http_exception(exc: HTTPException) -> Any:
 
 
 def init_api(app: Flask) -> None:
-    from app.api import audience, campaigns, me, sending, stats, users
-
     api.init_app(app)
     # smorest registered its own HTTPException handler; ours keeps HTML pages HTML.
     app.register_error_handler(HTTPException, handle_http_exception)

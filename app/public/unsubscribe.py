@@ -16,9 +16,9 @@ from flask.typing import ResponseReturnValue
 
 from app.extensions import db
 from app.models import Delivery, UnsubscribeSource
-from app.services import unsubscribe_page
-from app.services.tracking import campaign_list_ids, record_unsubscribe
-from app.services.tracking_runtime import runtime
+from app.services.tracking import unsubscribe_page
+from app.services.tracking.hits import campaign_list_ids, record_unsubscribe
+from app.services.tracking.runtime import runtime
 
 bp = Blueprint("unsubscribe", __name__)
 

@@ -15,8 +15,8 @@ import pytest
 
 from app.extensions import db
 from app.models import CampaignStats, Delivery, Subscription
-from app.services import tracking
-from app.services.tracking_runtime import runtime
+from app.services.tracking import hits as tracking
+from app.services.tracking.runtime import runtime
 from tests import factories
 from tests.e2e.conftest import screenshot
 from tests.support.tracking import flush_all, reset_tracking
@@ -76,8 +76,9 @@ def _rendered_alert(app, live_server, site) -> tuple[tuple[int, int, int, int], 
     from dataclasses import replace
     from datetime import UTC, datetime, timedelta
 
+    from app import demo
     from app.emails.content import Recipient
-    from app.services import campaigns, demo
+    from app.services.campaigns import authoring as campaigns
 
     petition_url = f"{site.url}/petition"
     with app.app_context():

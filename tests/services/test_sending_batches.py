@@ -10,6 +10,7 @@ import redis
 import sqlalchemy as sa
 
 from app import jobs
+from app.infra.tokens import TokenSigner
 from app.models import (
     Campaign,
     CampaignStats,
@@ -24,7 +25,6 @@ from app.models.base import utcnow
 from app.services import sending
 from app.services.sending import coordination, ledger
 from app.services.sending.batches import MAX_ATTEMPTS
-from app.services.tokens import TokenSigner
 from app.services.transports.sendgrid import SendGridTransport
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.support.sending import (

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.services.tokens import DeliveryRef, TokenSigner
+from app.infra.tokens import DeliveryRef, TokenSigner
 
 SIGNER = TokenSigner(["current-secret-0123456789"])
 

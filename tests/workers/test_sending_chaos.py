@@ -29,7 +29,8 @@ from app.models import (
     SuppressionReason,
     UnsubscribeSource,
 )
-from app.services import sending, subscriptions
+from app.services import sending
+from app.services.audience import subscriptions
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.sendgrid_events import EventWebhookSender
 from tests.support.live import LiveServer
