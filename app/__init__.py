@@ -7,10 +7,19 @@ from typing import Any
 
 from celery import Celery, Task
 from flask import Flask
+from sqlalchemy import event
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from app import models  # noqa: F401 - registers every table on the metadata
+from app.extensions import csrf, db, limiter, login_manager, migrate
+from app.infra import redis_client
+from config.celeryconfig import celery_settings
 from config.log import configure_logging
 from config.settings import ROOT, BaseConfig, config_from_env
+
+# The layers above the services (web UI, API, public endpoints, CLI) are imported when an
+# app is built, in create_app: a worker, a script or a test that imports a service or a
+# model loads none of them, and they may import from `app` without a cycle.
 
 
 def create_app(config: BaseConfig | None = None) -> Flask:
@@ -44,7 +53,7 @@ def create_app(config: BaseConfig | None = None) -> Flask:
     celery_init_app(app)
     _register_blueprints(app)
 
-    from app.cli import register_cli
+    from app.cli import register_cli  # noqa: PLC0415 - a layer above the services, see the top
 
     register_cli(app)
     if not config.TESTING:
@@ -59,10 +68,6 @@ def create_app(config: BaseConfig | None = None) -> Flask:
 
 
 def _init_extensions(app: Flask) -> None:
-    from app import models  # noqa: F401 - registers every table on the metadata
-    from app.extensions import csrf, db, limiter, login_manager, migrate
-    from app.services import redis_client
-
     db.init_app(app)
     migrate.init_app(app, db, directory=str(ROOT / "migrations"))
     csrf.init_app(app)
@@ -75,10 +80,6 @@ def _init_extensions(app: Flask) -> None:
 
 
 def _tune_sqlite(app: Flask) -> None:
-    from sqlalchemy import event
-
-    from app.extensions import db
-
     with app.app_context():
         engine = db.engine
 
@@ -94,7 +95,6 @@ def _tune_sqlite(app: Flask) -> None:
 
 def celery_init_app(app: Flask) -> Celery:
     """Create the Celery app whose tasks run inside this Flask app's context (pallets' pattern)."""
-    from config.celeryconfig import celery_settings
 
     class FlaskTask(Task):
         def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -115,10 +115,10 @@ def celery_init_app(app: Flask) -> Celery:
 
 
 def _register_blueprints(app: Flask) -> None:
-    from app.api import init_api
-    from app.bounds import IdConverter
-    from app.public import init_public
-    from app.web import init_web
+    from app.api import init_api  # noqa: PLC0415 - a layer above the services, see the top
+    from app.bounds import IdConverter  # noqa: PLC0415 - a layer above the services
+    from app.public import init_public  # noqa: PLC0415 - a layer above the services
+    from app.web import init_web  # noqa: PLC0415 - a layer above the services
 
     # Before any route is added: an id no INTEGER column can hold matches no route (404).
     app.url_map.converters["int"] = IdConverter

@@ -6,13 +6,21 @@ import json
 from pathlib import Path
 
 import click
+import redis
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, current_app
 from flask.cli import AppGroup
 
+from app import demo
 from app.extensions import db
+from app.infra import redis_client
 from app.models import User
-from app.services import imports, lists, users
+from app.services.audience import imports, lists
+from app.services.organization import users
+from app.services.stats import breakdown, retention
+from app.services.stats import counters as stats
+from app.services.tracking import machine_hits
+from app.setup_cli import lists_cli, org_cli
 
 users_cli = AppGroup("users", help="Manage the people who log in.")
 tokens_cli = AppGroup("tokens", help="Manage API tokens.")
@@ -74,7 +82,6 @@ def revoke_token_command(token_id: int) -> None:
 @click.option("--password", default="rallypoint-demo")
 def load_demo_command(email: str, password: str) -> None:
     """Create the demo admin (and demo content) unless it exists; print the login."""
-    from app.services import demo
 
     created = demo.load(db.session, admin_email=email, admin_password=password)
     db.session.commit()
@@ -161,9 +168,6 @@ def _echo_report_json(import_id: int, list_name: str, report: imports.ImportRepo
 @click.argument("path", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def load_apple_ranges_command(path: Path) -> None:
     """Load Apple's egress-ip-ranges.csv (Private Relay / Mail Privacy Protection)."""
-    from flask import current_app
-
-    from app.services import machine_hits
 
     with path.open(encoding="utf-8", newline="") as handle:
         parsed = machine_hits.parse_ranges(handle)
@@ -183,7 +187,6 @@ def load_apple_ranges_command(path: Path) -> None:
 @click.argument("campaign_id", type=int)
 def verify_stats_command(campaign_id: int) -> None:
     """Recompute a campaign's counters from raw events and compare with the stored ones."""
-    from app.services import stats
 
     stored = stats.stored_stats(db.session, campaign_id)
     computed = stats.recompute_stats(db.session, campaign_id)
@@ -208,7 +211,6 @@ stats_cli = AppGroup("stats", help="The report's rollups.")
 @click.argument("campaign_id", type=int)
 def verify_breakdown_command(campaign_id: int) -> None:
     """Compare a campaign's per-local/language rollup with a recomputation from raw events."""
-    from app.services import breakdown
 
     stored = breakdown.stored_breakdown(db.session, campaign_id)
     computed = breakdown.recompute_breakdown(db.session, campaign_id)
@@ -227,7 +229,6 @@ def verify_breakdown_command(campaign_id: int) -> None:
 @click.argument("campaign_id", type=int)
 def rebuild_breakdown_command(campaign_id: int) -> None:
     """Rebuild a campaign's per-local/language rollup from raw events (backfill or repair)."""
-    from app.services import breakdown
 
     rows = breakdown.rebuild_breakdown(db.session, campaign_id)
     db.session.commit()
@@ -237,10 +238,6 @@ def rebuild_breakdown_command(campaign_id: int) -> None:
 @retention_cli.command("run")
 def run_retention_command() -> None:
     """Apply TRACKING_DETAIL_DAYS and WEBHOOK_BATCH_DAYS now and print what was removed."""
-    import redis
-    from flask import current_app
-
-    from app.services import redis_client, retention
 
     config = current_app.config
     try:
@@ -275,8 +272,6 @@ def run_retention_command() -> None:
 
 
 def register_cli(app: Flask) -> None:
-    from app.setup_cli import lists_cli, org_cli
-
     app.cli.add_command(lists_cli)
     app.cli.add_command(org_cli)
     app.cli.add_command(members_cli)

@@ -8,8 +8,9 @@ import click
 from flask.cli import AppGroup
 
 from app.extensions import db
-from app.services import lists, org_settings
-from app.services.org_settings import SettingsError
+from app.services.audience import lists
+from app.services.organization import settings as org_settings
+from app.services.organization.settings import SettingsError
 
 lists_cli = AppGroup("lists", help="Mailing lists.")
 org_cli = AppGroup("org", help="The organization: identity in every footer, time zone, senders.")

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from app.services.member_csv import ParsedRow, open_member_csv
+from app.services.audience.member_csv import ParsedRow, open_member_csv
 
 ROOT = Path(__file__).resolve().parents[1]
 

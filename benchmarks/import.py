@@ -91,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.steps:
         logging.basicConfig(format="%(relativeCreated)8.0f ms %(message)s")
-        logging.getLogger("app.services.imports").setLevel(logging.DEBUG)
+        logging.getLogger("app.services.audience.imports").setLevel(logging.DEBUG)
 
     started = time.perf_counter()
     path = _data_file(args.rows, args.seed)
@@ -125,7 +125,7 @@ def _run(database: str, path: Path, *, again: bool = False) -> dict[str, float]:
 
     from app import create_app
     from app.extensions import db
-    from app.services import imports, lists
+    from app.services.audience import imports, lists
     from config.settings import config_from_env
 
     app = create_app(

@@ -36,7 +36,9 @@ from app import create_app
 from app.extensions import db
 from app.models import Campaign, CampaignHourly, CampaignStats, Link, LinkStats, Role, User
 from app.models.deliveries import PROBLEM_SQL
-from app.services import breakdown, stats, users
+from app.services.organization import users
+from app.services.stats import breakdown
+from app.services.stats import counters as stats
 from config.settings import TestingConfig, normalise_database_url
 
 PASSWORD = "benchmark-password-123"

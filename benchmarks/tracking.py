@@ -44,7 +44,7 @@ from sqlalchemy.engine import make_url
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.services.tokens import Scope  # noqa: E402
+from app.infra.tokens import Scope  # noqa: E402
 from tests.support.servers import RedisServer, free_port  # noqa: E402
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -215,8 +215,8 @@ def seed(env: dict[str, str], deliveries: int) -> tuple[int, list[dict[Scope, st
 
     from app import create_app
     from app.extensions import db
+    from app.infra.tokens import signer_from_config
     from app.models import Campaign, CampaignVariant, Delivery, Link, Member
-    from app.services.tokens import signer_from_config
     from config.settings import config_from_env
 
     settings = config_from_env(env)

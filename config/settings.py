@@ -10,6 +10,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
+# The email layouts (DESIGN.md: top-level templates/emails/), found from the application's
+# root here and nowhere else; EMAIL_TEMPLATES_DIR moves them (an installed package).
+EMAIL_TEMPLATES_DIR = ROOT / "templates" / "emails"
 
 TRANSPORTS = ("outbox", "smtp", "sendgrid")
 # Retention periods are whole days up to ten years: a slip such as 90000 is refused, not obeyed.
@@ -76,6 +79,16 @@ class BaseConfig:
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env: Mapping[str, str] = os.environ if environ is None else environ
         self.environ = env
+        self._read_core(env)
+        self._read_sendgrid(env)
+        self._read_tracking(env)
+        self._read_delivery(env)
+        self._read_places(env)
+        self._read_web(env)
+        self._set_api()
+
+    def _read_core(self, env: Mapping[str, str]) -> None:
+        """Secrets, the database, Redis and the public address."""
         self.SECRET_KEY: str | None = env.get("SECRET_KEY") or self.default_secret()
         # Older secrets stay valid for verifying tracking links already sent (rotation).
         self.SECRET_KEY_FALLBACKS: list[str] = [
@@ -88,6 +101,9 @@ class BaseConfig:
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = self._engine_options()
         self.REDIS_URL = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
         self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://localhost:5000").rstrip("/")
+
+    def _read_sendgrid(self, env: Mapping[str, str]) -> None:
+        """The mail transport, SendGrid's API and its signed Event Webhook."""
         self.MAIL_TRANSPORT = (env.get("MAIL_TRANSPORT") or "outbox").strip().lower()
         self.SENDGRID_API_KEY = env.get("SENDGRID_API_KEY") or ""
         self.SENDGRID_API_HOST = (
@@ -96,13 +112,16 @@ class BaseConfig:
         self.SENDGRID_WEBHOOK_PUBLIC_KEY = env.get("SENDGRID_WEBHOOK_PUBLIC_KEY") or ""
         # Signed Event Webhook: refuse timestamps further than this from our clock (replays).
         self.SENDGRID_WEBHOOK_MAX_AGE = _int(env, "SENDGRID_WEBHOOK_MAX_AGE", 600)
+
+    def _read_tracking(self, env: Mapping[str, str]) -> None:
+        """The tracking buffer, retention of personal data in events, machine-open ranges."""
         # Tracking hits wait this long in the web process before one pipelined XADD; a hard
         # kill of a web worker can lose at most this window of that worker's hits.
         self.TRACKING_FLUSH_MS = _int(env, "TRACKING_FLUSH_MS", 20)
         # When Redis and the database are both down, web processes write tracking hits here
         # (past a bounded number in memory) and send them on once either is back.
         self.TRACKING_SPILL_DIR = env.get("TRACKING_SPILL_DIR") or str(VAR_DIR / "tracking-spill")
-        # Retention (app/services/retention.py): open and click events lose the member's IP
+        # Retention (app/services/stats/retention.py): open and click events lose the member's IP
         # address and user agent after TRACKING_DETAIL_DAYS; processed raw Event Webhook
         # batches (addresses, IPs, user agents) are deleted after WEBHOOK_BATCH_DAYS.
         self.TRACKING_DETAIL_DAYS = _int(env, "TRACKING_DETAIL_DAYS", 90)
@@ -114,6 +133,9 @@ class BaseConfig:
         )
         # A bare "hello" route for benchmarks/tracking.py; never on in production.
         self.BENCH_ROUTES = _bool(env.get("RALLYPOINT_BENCH"))
+
+    def _read_delivery(self, env: Mapping[str, str]) -> None:
+        """SMTP, SendGrid's timeouts, and the sender's batches, sweeps and patience."""
         self.SMTP_HOST = env.get("SMTP_HOST") or "localhost"
         self.SMTP_PORT = _int(env, "SMTP_PORT", 587)
         self.SMTP_USERNAME = env.get("SMTP_USERNAME") or ""
@@ -141,13 +163,20 @@ class BaseConfig:
         self.SEND_STALL_SECONDS = _float(env, "SEND_STALL_SECONDS", 30.0)
         self.SEND_UNKNOWN_WINDOW_SECONDS = _float(env, "SEND_UNKNOWN_WINDOW_SECONDS", 600.0)
         self.SEND_MAX_FAILED_BATCHES = max(_int(env, "SEND_MAX_FAILED_BATCHES", 3), 1)
+
+    def _read_places(self, env: Mapping[str, str]) -> None:
+        """Where files go and come from, the organization's default zone, logging."""
         self.OUTBOX_DIR = env.get("OUTBOX_DIR") or str(VAR_DIR / "outbox")
+        self.EMAIL_TEMPLATES_DIR = env.get("EMAIL_TEMPLATES_DIR") or str(EMAIL_TEMPLATES_DIR)
         # Uploaded member CSV files wait here for the import task: web and workers share it.
         self.IMPORT_DIR = env.get("IMPORT_DIR") or str(VAR_DIR / "imports")
         # Public subscribe forms, per client address.
         self.SUBSCRIBE_RATE_LIMIT = env.get("SUBSCRIBE_RATE_LIMIT") or "5 per minute;30 per hour"
         self.TIMEZONE = env.get("RALLYPOINT_TIMEZONE") or "America/Edmonton"
         self.LOG_LEVEL = (env.get("LOG_LEVEL") or "INFO").upper()
+
+    def _read_web(self, env: Mapping[str, str]) -> None:
+        """Rate limits, proxies, CSRF, cookies and sessions, upload sizes."""
         self.LOGIN_RATE_LIMIT = env.get("LOGIN_RATE_LIMIT") or "10 per minute;50 per hour"
         self.RATELIMIT_ENABLED = _bool(env.get("RATELIMIT_ENABLED"), True)
         # Reverse proxies in front of the web process (a load balancer, nginx, Heroku's
@@ -170,6 +199,9 @@ class BaseConfig:
         self.PERMANENT_SESSION_LIFETIME = timedelta(hours=12)
         # Webhook batches reach 768 KB; CSV uploads are larger and streamed to disk.
         self.MAX_CONTENT_LENGTH = _int(env, "MAX_UPLOAD_MB", 200) * 1024 * 1024
+
+    def _set_api(self) -> None:
+        """Celery's eager mode (never) and flask-smorest's OpenAPI document."""
         self.CELERY_TASK_ALWAYS_EAGER = False
         # flask-smorest / OpenAPI
         self.API_TITLE = "Rallypoint API"

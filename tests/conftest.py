@@ -18,7 +18,7 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 from app import create_app
 from app.extensions import db, limiter
 from app.models import Base, Role, User
-from app.services import users as user_service
+from app.services.organization import users as user_service
 from config.settings import TestingConfig, normalise_database_url
 from tests.support.forms import login
 from tests.support.servers import RedisServer

@@ -12,8 +12,8 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import MemberImport, Role
-from app.services import lists
-from app.services.member_csv import CsvRefused, open_member_csv
+from app.services.audience import lists
+from app.services.audience.member_csv import CsvRefused, open_member_csv
 from tests.support.forms import csrf_token
 
 FIFTY_MB_LINE = b"email" + b"x" * (50 * 1024 * 1024)

@@ -9,7 +9,7 @@ from flask_migrate import upgrade
 
 from app.extensions import db
 from app.models import Member
-from app.services import imports, lists
+from app.services.audience import imports, lists
 from tests.support.member_files import (
     HOSTILE_CSV,
     HOSTILE_WARNINGS,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from app.models import MailingList, OrgSettings, Sender
-from app.services import campaigns, org_settings
+from app.services.campaigns import authoring as campaigns
+from app.services.organization import settings as org_settings
 from tests.support.campaigns import SENDER, sample_input
 
 ADDRESS = ["Prairie Workers Union Local 12", "10010 106 St NW", "Edmonton AB  T5J 3L8"]

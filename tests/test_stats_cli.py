@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from app.services import breakdown
+from app.services.stats import breakdown
 from tests.support import stats_scenario
 
 

@@ -8,7 +8,9 @@ from celery.signals import worker_process_init
 
 from app import create_app
 from app.extensions import db
+from workers import kombu_fixes
 
+kombu_fixes.install()
 flask_app = create_app()
 celery_app = flask_app.extensions["celery"]
 app = celery_app  # `celery -A workers.celery_app` looks for `app` or `celery`

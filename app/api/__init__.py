@@ -7,7 +7,11 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from app.api import audience, campaigns, me, sending, stats, users
+from app.api.openapi import ErrorEnvelopePlugin
+from app.api.schemas import ErrorSchema
 from app.extensions import api, csrf
+from app.web import render_http_error
 
 ERROR_CODES = {
     400: "bad_request",
@@ -49,8 +53,6 @@ def _is_api_request() -> bool:
 def handle_http_exception(exc: HTTPException) -> Any:
     """API paths get the JSON error shape; web pages get an HTML error page."""
     if not _is_api_request():
-        from app.web import render_http_error
-
         return render_http_error(exc)
     status = exc.code or 500
     details: Any = None
@@ -68,10 +70,6 @@ def handle_http_exception(exc: HTTPException) -> Any:
 
 
 def init_api(app: Flask) -> None:
-    from app.api import audience, campaigns, me, sending, stats, users
-    from app.api.openapi import ErrorEnvelopePlugin
-    from app.api.schemas import ErrorSchema
-
     # The document's Error schema is the envelope error_response() writes (flask-smorest's
     # default, {code, status, message, errors}, is not what the API answers).
     api.ERROR_SCHEMA = ErrorSchema

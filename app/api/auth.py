@@ -11,7 +11,7 @@ from flask_smorest import abort
 
 from app.extensions import db
 from app.models import Role, User
-from app.services import users
+from app.services.organization import users
 
 P = ParamSpec("P")
 R = TypeVar("R")

@@ -6,7 +6,7 @@ from flask.views import MethodView
 
 from app.api.auth import api_role, current_api_user
 from app.api.blueprint import Blueprint
-from app.api.schemas import UserSchema
+from app.api.schemas.users import UserSchema
 from app.models import Role, User
 
 blp = Blueprint("me", __name__, url_prefix="/me", description="The authenticated user")

@@ -10,10 +10,11 @@ from flask_smorest import abort
 
 from app.api.auth import api_role
 from app.api.blueprint import Blueprint
-from app.api.schemas import UserCreateSchema, UserSchema
+from app.api.errors import status_of
+from app.api.schemas.users import UserCreateSchema, UserSchema
 from app.extensions import db
 from app.models import Role, User
-from app.services import users
+from app.services.organization import users
 
 blp = Blueprint("users", __name__, url_prefix="/users", description="Users (admins only)")
 
@@ -36,7 +37,6 @@ class Users(MethodView):
             user = users.create_user(db.session, **data)
         except users.UserError as exc:
             db.session.rollback()
-            status = 409 if "already exists" in str(exc) else 422
-            abort(status, message=str(exc))
+            abort(status_of(exc), message=str(exc))
         db.session.commit()
         return user

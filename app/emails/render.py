@@ -14,6 +14,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 import css_inline
+from flask import current_app, has_app_context
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, TemplateError, select_autoescape
 from markupsafe import Markup, escape
 
@@ -40,8 +41,7 @@ from app.emails.sandbox import (
     scrub,
 )
 from app.emails.strings import format_event_date, format_event_hours, ui_strings
-
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates" / "emails"
+from config.settings import EMAIL_TEMPLATES_DIR
 
 # Member values are names, codes and short attributes; the cap keeps one recipient's
 # substitutions far below SendGrid's 10,000 bytes per personalization.
@@ -280,11 +280,26 @@ def _defuse_text(text: str) -> str:
     return _LITERAL_KEY.sub("-" + WORD_JOINER, text)
 
 
-@functools.cache
+def templates_dir() -> Path:
+    """Where the email layouts are: the EMAIL_TEMPLATES_DIR setting of the running app.
+
+    Outside an app (a test of the renderer alone, a benchmark) the setting's default, the
+    one config.settings resolves from the application's root.
+    """
+    if has_app_context():
+        return Path(current_app.config["EMAIL_TEMPLATES_DIR"])
+    return EMAIL_TEMPLATES_DIR
+
+
 def layout_environment() -> Environment:
     """Return the trusted environment for templates/emails (never organizer text)."""
+    return _layout_environment(templates_dir())
+
+
+@functools.cache
+def _layout_environment(directory: Path) -> Environment:
     return Environment(
-        loader=FileSystemLoader(TEMPLATES_DIR),
+        loader=FileSystemLoader(directory),
         autoescape=select_autoescape(["html"]),
         undefined=StrictUndefined,
         trim_blocks=True,
@@ -408,6 +423,33 @@ def build_skeleton(
         ContentError: When the content does not render.
         ValueError: For a blank identity, or no inert_url when not tracking.
     """
+    _check_skeleton_inputs(content, identity, tracking=tracking, inert_url=inert_url)
+    registry = SlotRegistry()
+    base = base_url.rstrip("/")
+    # Each use has its own token scope (infra/tokens.py): the pixel's token cannot open a
+    # link or the unsubscribe page, whoever sees the image URL.
+    click_token = registry.marker(MergeSpec("click_token")) if tracking else ""
+    rewrite = _link_rewriter(links if tracking else None, base, click_token)
+    subject = _render_text(content.subject, "subject", registry)
+    preheader = _render_text(content.preheader, "preheader", registry)
+    fields = {
+        name: _render_text(value, name, registry) if name in TEMPLATED_FIELDS else scrub(value)
+        for name, value in content.fields.items()
+    }
+    body = _render_body(content, registry, rewrite=rewrite)
+    # After the body: the slots are numbered in the order they are made.
+    recipient_links = _recipient_links(registry, base, tracking=tracking, inert=inert_url)
+    context = _layout_context(content, identity, subject, preheader, fields, body, rewrite)
+    context |= {"archive_url": archive_url, "calendar_url": calendar_url, **recipient_links}
+    env = layout_environment()
+    html = _INLINER.inline(env.get_template(f"{content.layout}.html").render(context))
+    text = env.get_template(f"{content.layout}.txt").render(context) + "\n"
+    return _finish(subject, html, text, registry.specs)
+
+
+def _check_skeleton_inputs(
+    content: EmailContent, identity: Identity, *, tracking: bool, inert_url: str | None
+) -> None:
     problems = check_fields(content)
     if problems:
         raise ContentError(problems)
@@ -417,36 +459,47 @@ def build_skeleton(
     if not tracking and inert_url is None:
         raise ValueError("inert_url is required when tracking is off.")
 
-    registry = SlotRegistry()
-    base = base_url.rstrip("/")
-    # Each use has its own token scope (services/tokens.py): the pixel's token cannot open
-    # a link or the unsubscribe page, whoever sees the image URL.
-    click_token = registry.marker(MergeSpec("click_token")) if tracking else ""
+
+def _link_rewriter(
+    links: Callable[[str], str | None] | None, base: str, click_token: str
+) -> Callable[[str], str]:
+    """A link as sent: through the click redirect when it has a reference, else as written."""
 
     def rewrite(url: str) -> str:
-        ref = links(url) if tracking and links is not None else None
+        ref = links(url) if links is not None else None
         if ref is None:
             return url
         return f"{base}/t/c/{quote(ref, safe='')}/{click_token}"
 
-    subject = _render_text(content.subject, "subject", registry)
-    preheader = _render_text(content.preheader, "preheader", registry)
-    fields = {
-        name: _render_text(value, name, registry) if name in TEMPLATED_FIELDS else scrub(value)
-        for name, value in content.fields.items()
+    return rewrite
+
+
+def _recipient_links(
+    registry: SlotRegistry, base: str, *, tracking: bool, inert: str | None
+) -> dict[str, str | None]:
+    """The unsubscribe and preference links and the open pixel: the recipient's own when
+    tracking, else the inert page and no pixel."""
+    if not tracking:
+        return {"unsubscribe_url": str(inert), "preferences_url": str(inert), "pixel_url": None}
+    return {
+        "unsubscribe_url": registry.marker(MergeSpec("unsubscribe_url")),
+        "preferences_url": registry.marker(MergeSpec("preferences_url")),
+        "pixel_url": f"{base}/t/o/{registry.marker(MergeSpec('open_token'))}.gif",
     }
-    body = _render_body(content, registry, rewrite=rewrite)
 
-    if tracking:
-        unsubscribe = registry.marker(MergeSpec("unsubscribe_url"))
-        preferences = registry.marker(MergeSpec("preferences_url"))
-        pixel: str | None = f"{base}/t/o/{registry.marker(MergeSpec('open_token'))}.gif"
-    else:
-        unsubscribe = preferences = str(inert_url)
-        pixel = None
 
+def _layout_context(
+    content: EmailContent,
+    identity: Identity,
+    subject: str,
+    preheader: str,
+    fields: Mapping[str, str],
+    body: Body,
+    rewrite: Callable[[str], str],
+) -> dict[str, Any]:
+    """What the layout templates read: plain data, the organizer's text already rendered."""
     cta_url = fields.get("cta_url", "").strip()
-    context: dict[str, Any] = {
+    return {
         "lang": content.language,
         "t": ui_strings(content.language),
         "subject": subject,
@@ -463,16 +516,7 @@ def build_skeleton(
             "contact": scrub(identity.contact),
             "contact_parts": _contact_parts(scrub(identity.contact)),
         },
-        "archive_url": archive_url,
-        "calendar_url": calendar_url,
-        "unsubscribe_url": unsubscribe,
-        "preferences_url": preferences,
-        "pixel_url": pixel,
     }
-    env = layout_environment()
-    html = _INLINER.inline(env.get_template(f"{content.layout}.html").render(context))
-    text = env.get_template(f"{content.layout}.txt").render(context) + "\n"
-    return _finish(subject, html, text, registry.specs)
 
 
 def _render_text(source: str, name: str, registry: SlotRegistry) -> str:

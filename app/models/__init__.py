@@ -28,6 +28,7 @@ from app.models.imports import (
     MemberImport,
 )
 from app.models.members import (
+    LANGUAGE_NAMES,
     ConsentBasis,
     Language,
     MailingList,
@@ -46,6 +47,7 @@ from app.models.users import ApiToken, Role, User
 
 __all__ = [
     "IMPORT_TRANSITIONS",
+    "LANGUAGE_NAMES",
     "OPEN_BATCH_STATUSES",
     "TRANSITIONS",
     "ApiToken",

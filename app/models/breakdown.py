@@ -27,7 +27,7 @@ class CampaignBreakdown(Base):
     with the audience; this rollup has one row per local, so reading it costs the same for
     1k and 1M recipients. `targeted` is set once when the audience is frozen; the rest move
     when the tracking flusher first sets a delivery's engagement column or a webhook changes
-    its outcome (`app.services.breakdown`).
+    its outcome (`app.services.stats.breakdown`).
     """
 
     __tablename__ = "campaign_breakdown"

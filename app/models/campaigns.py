@@ -22,7 +22,8 @@ class CampaignStatus(StrEnum):
     FAILED = "failed"
 
 
-# The only way a campaign's status changes: app.services.campaigns.transition() checks here.
+# The only way a campaign's status changes: app.services.campaigns.authoring.transition()
+# checks here.
 TRANSITIONS: dict[CampaignStatus, frozenset[CampaignStatus]] = {
     CampaignStatus.DRAFT: frozenset({CampaignStatus.SCHEDULED, CampaignStatus.SENDING}),
     CampaignStatus.SCHEDULED: frozenset(

@@ -17,6 +17,12 @@ class Language(StrEnum):
     FR = "fr"
 
 
+# What the organizer's pages (in English) call each language: the campaign editor, the
+# report, the segment editor, the member forms. Members see each language in its own name
+# (the unsubscribe page's "Français" link): that is a language switch, not a label.
+LANGUAGE_NAMES: dict[str, str] = {Language.EN.value: "English", Language.FR.value: "French"}
+
+
 class ConsentBasis(StrEnum):
     """CASL consent: express never expires; implied consent has an end date (see CASL s.10)."""
 

@@ -21,7 +21,7 @@ class CampaignStats(Base):
 
     targeted/sent/failed are bumped by the sender; delivered/bounced/dropped/deferred count
     deliveries by their current webhook outcome; the engagement counters come from the
-    tracking flusher. `app.services.stats.recompute_campaign` rebuilds them from raw rows.
+    tracking flusher. `app.services.stats.counters.recompute_campaign` rebuilds them from raw rows.
     """
 
     __tablename__ = "campaign_stats"

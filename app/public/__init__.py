@@ -11,7 +11,7 @@ from flask import Flask, request
 
 from app.extensions import csrf, limiter
 from app.public import bench, tracking, unsubscribe, webhooks
-from app.services import tracking_runtime
+from app.services.tracking import runtime as tracking_runtime
 
 _UNLIMITED = frozenset(bp.name for bp in (tracking.bp, unsubscribe.bp, webhooks.bp, bench.bp))
 

@@ -12,10 +12,10 @@ import base64
 from flask import Blueprint, Response, abort, render_template, request
 from flask.typing import ResponseReturnValue
 
-from app.services import unsubscribe_page
-from app.services.tokens import Scope
-from app.services.tracking import CLICK, OPEN
-from app.services.tracking_runtime import runtime
+from app.infra.tokens import Scope
+from app.services.tracking import unsubscribe_page
+from app.services.tracking.hits import CLICK, OPEN
+from app.services.tracking.runtime import runtime
 
 bp = Blueprint("tracking", __name__)
 

@@ -22,12 +22,12 @@ from flask import Blueprint, Response, abort, render_template, request
 from flask.typing import ResponseReturnValue
 
 from app.extensions import db
+from app.infra.tokens import LEGACY_UNSUBSCRIBE_DAYS, DeliveryRef, Scope
 from app.models import Delivery, UnsubscribeSource
 from app.models.base import utcnow
-from app.services import unsubscribe_page
-from app.services.tokens import LEGACY_UNSUBSCRIBE_DAYS, DeliveryRef, Scope
-from app.services.tracking import campaign_list_ids, record_unsubscribe
-from app.services.tracking_runtime import runtime
+from app.services.tracking import unsubscribe_page
+from app.services.tracking.hits import campaign_list_ids, record_unsubscribe
+from app.services.tracking.runtime import runtime
 
 bp = Blueprint("unsubscribe", __name__)
 

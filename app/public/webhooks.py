@@ -9,8 +9,8 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import IntegrityError
 
 from app.extensions import db
-from app.services import webhooks
-from app.services.redis_client import get_redis
+from app.infra.redis_client import get_redis
+from app.services.tracking import webhooks
 
 log = logging.getLogger(__name__)
 

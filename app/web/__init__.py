@@ -10,24 +10,23 @@ from werkzeug.exceptions import HTTPException
 from app.bounds import NUL
 from app.extensions import db, login_manager
 from app.models import Role, User
+from app.web import (
+    archive,
+    audience,
+    auth,
+    campaigns,
+    dev,
+    favicon,
+    health,
+    main,
+    sending,
+    settings,
+    stats,
+    subscribe,
+)
 
 
 def init_web(app: Flask) -> None:
-    from app.web import (
-        archive,
-        audience,
-        auth,
-        campaigns,
-        dev,
-        favicon,
-        health,
-        main,
-        sending,
-        settings,
-        stats,
-        subscribe,
-    )
-
     login_manager.login_view = "auth.login"
     login_manager.login_message = "Please log in to continue."
     login_manager.login_message_category = "info"

@@ -12,8 +12,8 @@ from app.emails import Recipient
 from app.emails.content import LANGUAGES
 from app.extensions import db
 from app.models import Campaign
-from app.services import campaigns as service
-from app.services.campaigns import INERT_PATH
+from app.services.campaigns import authoring as service
+from app.services.campaigns.authoring import INERT_PATH
 from app.web.campaigns import email_response
 
 bp = Blueprint("archive", __name__)

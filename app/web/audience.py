@@ -38,7 +38,16 @@ from app.models import (
     UnsubscribeSource,
 )
 from app.models.base import utcnow
-from app.services import consent, export, imports, lists, members, optin, segments, subscriptions
+from app.services.audience import (
+    consent,
+    export,
+    imports,
+    lists,
+    members,
+    optin,
+    segments,
+    subscriptions,
+)
 from app.web.forms import (
     AddToListForm,
     ConsentForm,
@@ -75,7 +84,7 @@ def _page() -> int:
 
 def _csv_response(chunks: Any, filename: str) -> Response:
     # No stream_with_context: the chunks are read on the generator's own connection
-    # (export.stream_rows), so the request's session is released when the view returns.
+    # (spreadsheets.stream_rows), so the request's session is released when the view returns.
     response = Response(chunks, mimetype="text/csv")
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     response.headers["Cache-Control"] = "no-store"

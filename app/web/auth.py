@@ -9,7 +9,7 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user, login_user, logout_user
 
 from app.extensions import db, limiter
-from app.services import users
+from app.services.organization import users
 from app.web.forms import LoginForm
 
 bp = Blueprint("auth", __name__)

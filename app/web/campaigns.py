@@ -26,16 +26,18 @@ from app.emails import Problem
 from app.emails.content import LANGUAGES, LAYOUTS
 from app.emails.sandbox import MEMBER_FIELDS
 from app.extensions import db, limiter
-from app.models import Campaign, Member, Role, Segment, Sender
-from app.services import campaigns as service
-from app.services import org_settings, previews, sending
-from app.services.campaigns import (
+from app.models import LANGUAGE_NAMES, Campaign, Member, Role, Segment, Sender
+from app.services import sending
+from app.services.campaigns import authoring as service
+from app.services.campaigns import previews
+from app.services.campaigns.authoring import (
     CampaignConflict,
     CampaignError,
     CampaignInput,
     CampaignInvalid,
     VariantInput,
 )
+from app.services.organization import settings as org_settings
 from app.web.roles import role_required
 from app.web.sending import send_panel_context
 
@@ -76,7 +78,6 @@ LAYOUT_CHOICES = [
     ),
 ]
 LAYOUT_NAMES = {key: name for key, name, _ in LAYOUT_CHOICES}
-LANGUAGE_NAMES = {"en": "English", "fr": "Français"}
 FIELD_ORDER = (
     "headline",
     "event_date",
@@ -223,7 +224,7 @@ def input_from_form(form: MultiDict[str, str]) -> CampaignInput:
 
 
 def problem_label(problem: Problem) -> str:
-    """ "Body (Français), line 3" for the organizer."""
+    """ "Body (French), line 3" for the organizer."""
     language, _, name = problem.field.rpartition(".")
     label = FIELD_LABELS.get(name, name.replace("_", " ").capitalize())
     if language in LANGUAGE_NAMES:

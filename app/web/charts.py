@@ -93,6 +93,41 @@ def _svg_open(chart_id: str, size: _Size, title: str, desc: str) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class _Plot:
+    """Where a time chart draws: the plot area inside the legend, the axes' labels and margins."""
+
+    size: _Size
+    left: int
+    top: int
+    right: int
+    plot_w: int
+    plot_h: int
+    y_max: float
+    band: float  # the width of one bucket
+
+    @classmethod
+    def fit(cls, size: _Size, buckets: int, ticks: Sequence[float]) -> _Plot:
+        font = size.font
+        top, bottom, right = font * 2 + 10, font * 2 + 8, 10
+        left = max(size.left, int(font * 0.62 * max(len(compact(t)) for t in ticks)) + 12)
+        plot_w = size.width - left - right
+        return cls(
+            size, left, top, right, plot_w, size.height - top - bottom, ticks[-1] or 1,
+            plot_w / max(1, buckets),
+        )  # fmt: skip
+
+    @property
+    def base(self) -> int:
+        return self.top + self.plot_h
+
+    def y(self, value: float) -> float:
+        return self.top + self.plot_h - self.plot_h * (value / self.y_max)
+
+    def x_mid(self, i: int) -> float:
+        return self.left + self.band * (i + 0.5)
+
+
 def _time_chart(
     chart_id: str,
     size: _Size,
@@ -105,25 +140,27 @@ def _time_chart(
     point_titles: Sequence[str],
     anchors: Sequence[int] | None,
 ) -> str:
-    width, height, font = size.width, size.height, size.font
-    top, bottom, right = font * 2 + 10, font * 2 + 8, 10
-    top_value = max((v for s in series for v in s.values), default=0)
-    ticks = nice_ticks(top_value)
-    left = max(size.left, int(font * 0.62 * max(len(compact(t)) for t in ticks)) + 12)
-    plot_w, plot_h = width - left - right, height - top - bottom
-    y_max = ticks[-1] or 1
-    n = max(1, len(labels))
-    band = plot_w / n
-
-    def y(value: float) -> float:
-        return top + plot_h - plot_h * (value / y_max)
-
-    def x_mid(i: int) -> float:
-        return left + band * (i + 0.5)
-
+    ticks = nice_ticks(max((v for s in series for v in s.values), default=0))
+    plot = _Plot.fit(size, len(labels), ticks)
     out = _svg_open(chart_id, size, title, desc)
-    # Legend across the top: colour key then name, so it reads in one line on a phone too.
-    legend_x = left
+    out += _legend(plot, series)
+    out += _y_axis(plot, ticks)
+    out += _x_axis(plot, labels, anchors)
+    out += _bars(plot, series) if kind == "bar" else _lines(plot, series, len(labels))
+    # Hover targets: one transparent column per point whose <title> a mouse user can read.
+    out.extend(
+        f'<rect class="hit" x="{plot.left + plot.band * i:.1f}" y="{plot.top}" '
+        f'width="{plot.band:.1f}" height="{plot.plot_h}"><title>{escape(text)}</title></rect>'
+        for i, text in enumerate(point_titles)
+    )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def _legend(plot: _Plot, series: Sequence[Series]) -> list[str]:
+    """Across the top: colour key then name, so it reads in one line on a phone too."""
+    font, out = plot.size.font, []
+    legend_x = plot.left
     for s in series:
         out.append(
             f'<rect class="key {s.css}" x="{legend_x}" y="{font * 0.4:.1f}" '
@@ -134,77 +171,92 @@ def _time_chart(
             f"{escape(s.name)}</text>"
         )
         legend_x += font + 16 + int(font * 0.6 * len(s.name))
+    return out
+
+
+def _y_axis(plot: _Plot, ticks: Sequence[float]) -> list[str]:
+    """A grid line and a compact number at each tick."""
+    font, out = plot.size.font, []
     for t in ticks:
-        ty = y(t)
+        ty = plot.y(t)
         out.append(
-            f'<line class="grid" x1="{left}" x2="{width - right}" y1="{ty:.1f}" y2="{ty:.1f}"/>'
+            f'<line class="grid" x1="{plot.left}" x2="{plot.size.width - plot.right}" '
+            f'y1="{ty:.1f}" y2="{ty:.1f}"/>'
         )
         out.append(
-            f'<text class="tick" x="{left - 6}" y="{ty + font * 0.35:.1f}" text-anchor="end">'
+            f'<text class="tick" x="{plot.left - 6}" y="{ty + font * 0.35:.1f}" text-anchor="end">'
             f"{compact(t)}</text>"
         )
-    step = label_step(labels, band, font, size.max_labels)
+    return out
+
+
+def _x_axis(plot: _Plot, labels: Sequence[str], anchors: Sequence[int] | None) -> list[str]:
+    """Every k-th bucket's label (label_step), kept inside the drawing, and the axis line."""
+    size, font, out = plot.size, plot.size.font, []
+    step = label_step(labels, plot.band, font, size.max_labels)
     marks = anchors if anchors is not None else range(len(labels))
     for i, (label, mark) in enumerate(zip(labels, marks, strict=True)):
         if mark % step:
             continue
-        lx = x_mid(i)
+        lx = plot.x_mid(i)
         # Keep the first and last labels inside the drawing.
         half = len(label) * font * 0.31
         anchor = "middle"
-        if lx - half < left - font:
+        if lx - half < plot.left - font:
             anchor, lx = "start", max(lx - font, 2)
-        elif lx + half > width:
-            anchor, lx = "end", width - 2
+        elif lx + half > size.width:
+            anchor, lx = "end", size.width - 2
         out.append(
-            f'<line class="axis" x1="{x_mid(i):.1f}" x2="{x_mid(i):.1f}" '
-            f'y1="{top + plot_h}" y2="{top + plot_h + 4}"/>'
+            f'<line class="axis" x1="{plot.x_mid(i):.1f}" x2="{plot.x_mid(i):.1f}" '
+            f'y1="{plot.base}" y2="{plot.base + 4}"/>'
         )
         out.append(
-            f'<text class="tick" x="{lx:.1f}" y="{top + plot_h + font + 6}" '
+            f'<text class="tick" x="{lx:.1f}" y="{plot.base + font + 6}" '
             f'text-anchor="{anchor}">{escape(label)}</text>'
         )
     out.append(
-        f'<line class="axis" x1="{left}" x2="{width - right}" '
-        f'y1="{top + plot_h}" y2="{top + plot_h}"/>'
+        f'<line class="axis" x1="{plot.left}" x2="{size.width - plot.right}" '
+        f'y1="{plot.base}" y2="{plot.base}"/>'
     )
-    if kind == "bar":
-        # A few buckets would make slabs: bars stay at most 3 font-heights wide, centred.
-        inner = min(band * 0.8, font * 3 * len(series))
-        bar_w = inner / max(1, len(series))
-        for si, s in enumerate(series):
-            parts = []
-            for i, value in enumerate(s.values):
-                if not value:
-                    continue
-                bx = x_mid(i) - inner / 2 + bar_w * si
-                parts.append(
-                    f'<rect x="{bx:.1f}" y="{y(value):.1f}" width="{max(bar_w - 1, 1):.1f}" '
-                    f'height="{top + plot_h - y(value):.1f}"/>'
-                )
-            out.append(f'<g class="bars {s.css}">{"".join(parts)}</g>')
-    else:
-        for s in series:
-            points = " ".join(f"{x_mid(i):.1f},{y(v):.1f}" for i, v in enumerate(s.values))
-            if not points:
+    return out
+
+
+def _bars(plot: _Plot, series: Sequence[Series]) -> list[str]:
+    """Grouped bars; a few buckets would make slabs: bars stay at most 3 font-heights wide."""
+    out = []
+    inner = min(plot.band * 0.8, plot.size.font * 3 * len(series))
+    bar_w = inner / max(1, len(series))
+    for si, s in enumerate(series):
+        parts = []
+        for i, value in enumerate(s.values):
+            if not value:
                 continue
-            base = top + plot_h
-            area = f"{x_mid(0):.1f},{base:.1f} {points} {x_mid(len(s.values) - 1):.1f},{base:.1f}"
-            out.append(f'<polygon class="area {s.css}" points="{area}"/>')
-            out.append(f'<polyline class="line {s.css}" points="{points}"/>')
-            if n <= 40:
-                out.extend(
-                    f'<circle class="dot {s.css}" cx="{x_mid(i):.1f}" cy="{y(v):.1f}" r="3"/>'
-                    for i, v in enumerate(s.values)
-                )
-    # Hover targets: one transparent column per point whose <title> a mouse user can read.
-    out.extend(
-        f'<rect class="hit" x="{left + band * i:.1f}" y="{top}" width="{band:.1f}" '
-        f'height="{plot_h}"><title>{escape(text)}</title></rect>'
-        for i, text in enumerate(point_titles)
-    )
-    out.append("</svg>")
-    return "".join(out)
+            bx = plot.x_mid(i) - inner / 2 + bar_w * si
+            parts.append(
+                f'<rect x="{bx:.1f}" y="{plot.y(value):.1f}" width="{max(bar_w - 1, 1):.1f}" '
+                f'height="{plot.base - plot.y(value):.1f}"/>'
+            )
+        out.append(f'<g class="bars {s.css}">{"".join(parts)}</g>')
+    return out
+
+
+def _lines(plot: _Plot, series: Sequence[Series], buckets: int) -> list[str]:
+    """A filled area and a line per series; dots on each point while there are few."""
+    out = []
+    x_mid, y, base = plot.x_mid, plot.y, plot.base
+    for s in series:
+        points = " ".join(f"{x_mid(i):.1f},{y(v):.1f}" for i, v in enumerate(s.values))
+        if not points:
+            continue
+        area = f"{x_mid(0):.1f},{base:.1f} {points} {x_mid(len(s.values) - 1):.1f},{base:.1f}"
+        out.append(f'<polygon class="area {s.css}" points="{area}"/>')
+        out.append(f'<polyline class="line {s.css}" points="{points}"/>')
+        if buckets <= 40:
+            out.extend(
+                f'<circle class="dot {s.css}" cx="{x_mid(i):.1f}" cy="{y(v):.1f}" r="3"/>'
+                for i, v in enumerate(s.values)
+            )
+    return out
 
 
 def time_chart(

@@ -16,7 +16,7 @@ from wtforms import (
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Email, Length
 
-from app.models import Role
+from app.models import LANGUAGE_NAMES, Role
 
 ROLE_CHOICES = [
     SelectChoice(Role.VIEWER.value, "Viewer — reads stats"),
@@ -52,7 +52,7 @@ class TokenForm(FlaskForm):
 
 # ---- audience ---------------------------------------------------------------------------------
 
-LANGUAGE_CHOICES = [SelectChoice("en", "English"), SelectChoice("fr", "French")]
+LANGUAGE_CHOICES = [SelectChoice(code, name) for code, name in LANGUAGE_NAMES.items()]
 OPT_IN_CHOICES = [
     SelectChoice("single", "Single opt-in — people are on the list as soon as they sign up"),
     SelectChoice("double", "Double opt-in — people confirm by clicking a link in an email"),

@@ -6,9 +6,9 @@ from flask import Blueprint, jsonify
 from flask.typing import ResponseReturnValue
 
 from app.extensions import db
+from app.infra import health
+from app.infra.redis_client import get_redis
 from app.jobs import celery_app
-from app.services import health
-from app.services.redis_client import get_redis
 
 bp = Blueprint("health", __name__)
 

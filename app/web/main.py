@@ -9,8 +9,10 @@ from flask_login import current_user
 from app.bounds import as_int
 from app.extensions import db
 from app.models import Role
-from app.services import reports
+from app.services.organization import settings as org_settings
+from app.services.stats import reports
 from app.web import report_view
+from app.web.campaigns import campaign_list
 from app.web.roles import role_required
 
 bp = Blueprint("main", __name__)
@@ -26,8 +28,8 @@ def index() -> ResponseReturnValue:
 @bp.route("/dashboard")
 @role_required(Role.VIEWER)
 def dashboard() -> ResponseReturnValue:
-    # Counters and rollups only (a handful of small reads): see app.services.reports.
-    tz = reports.org_timezone(db.session)
+    # Counters and rollups only (a handful of small reads): see app.services.stats.reports.
+    tz = org_settings.org_timezone(db.session)
     recent, _ = reports.reported_campaigns(db.session, per_page=5)
     health = report_view.health_view(reports.deliverability(db.session))
     growth = report_view.growth_view(reports.list_growth(db.session, tz=tz), tz)
@@ -39,8 +41,6 @@ def dashboard() -> ResponseReturnValue:
 @bp.route("/campaigns")
 @role_required(Role.ORGANIZER)
 def campaigns() -> ResponseReturnValue:
-    from app.web.campaigns import campaign_list
-
     return campaign_list()
 
 
@@ -59,5 +59,5 @@ def stats() -> ResponseReturnValue:
         total=total,
         page=int(page),
         pages=pages,
-        tz=reports.org_timezone(db.session),
+        tz=org_settings.org_timezone(db.session),
     )

@@ -11,8 +11,10 @@ from markupsafe import Markup
 
 from app.models import BreakdownDimension
 from app.models.base import utcnow
-from app.services import DbSession, reports, sending
-from app.services.reports import (
+from app.services import DbSession, sending
+from app.services.organization import settings as org_settings
+from app.services.stats import reports
+from app.services.stats.reports import (
     BreakdownRow,
     CampaignHeader,
     Funnel,
@@ -167,12 +169,12 @@ def poll_seconds(campaign: CampaignHeader, now: datetime) -> int:
 def campaign_report(session: DbSession, campaign_id: int) -> CampaignReportView:
     """Everything the report page shows. Raises reports.ReportError for an unknown campaign.
 
-    A fixed number of reads, each from a counter or rollup table (see app.services.reports).
+    A fixed number of reads, each from a counter or rollup table (see app.services.stats.reports).
     """
     header = reports.campaign_header(session, campaign_id)
     funnel = reports.campaign_funnel(session, campaign_id)
     now = utcnow()
-    tz = reports.org_timezone(session)
+    tz = org_settings.org_timezone(session)
     buckets = reports.campaign_timeline(session, campaign_id, now=now)
     links = reports.campaign_links(session, campaign_id)
     use_sent = funnel.denominator == "sent"

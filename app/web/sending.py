@@ -23,9 +23,11 @@ from wtforms import DateField, HiddenField, TimeField
 from wtforms.validators import InputRequired
 
 from app.extensions import db
+from app.infra import redis_client
 from app.models import Campaign, CampaignStatus, Role
 from app.models.base import utcnow
-from app.services import redis_client, sending
+from app.services import sending
+from app.services.organization import settings as org_settings
 from app.web.roles import role_required
 
 # Named after campaigns so the navigation highlights Campaigns on these pages.
@@ -65,7 +67,7 @@ def send_panel_context(campaign: Campaign, *, embedded: bool = False) -> dict[st
     `embedded` (the campaign page) leaves out what that page shows itself: the status
     badge, the pause reason and the list of problems.
     """
-    zone = sending.org_timezone(db.session)
+    zone = org_settings.org_timezone(db.session)
     now = utcnow()
     progress = sending.progress(db.session, campaign, now)
     problems = (
@@ -138,7 +140,7 @@ def schedule(campaign_id: int) -> ResponseReturnValue:
         flash(str(exc), "error")
         return _back(campaign)
     db.session.commit()
-    zone = sending.org_timezone(db.session)
+    zone = org_settings.org_timezone(db.session)
     when = campaign.send_at.astimezone(zone) if campaign.send_at else local
     flash(f"Scheduled: it goes out on {_format_when(when)}.", "success")
     return _back(campaign)

@@ -9,8 +9,9 @@ from flask_login import current_user, login_user, logout_user
 
 from app.extensions import db
 from app.models import ApiToken, Role, Sender, User
-from app.services import org_settings, users
-from app.services.org_settings import SettingsError
+from app.services.organization import settings as org_settings
+from app.services.organization import users
+from app.services.organization.settings import SettingsError
 from app.web.forms import (
     CreateUserForm,
     OrganizationForm,

@@ -20,7 +20,8 @@ from flask.typing import ResponseReturnValue
 from app.bounds import as_int
 from app.extensions import db
 from app.models import Role
-from app.services import reports
+from app.services.organization import settings as org_settings
+from app.services.stats import reports
 from app.web import report_view
 from app.web.roles import role_required
 
@@ -112,7 +113,7 @@ def campaign_problems(campaign_id: int) -> ResponseReturnValue:
         problems=problems,
         kind=kind,
         labels=PROBLEM_LABELS,
-        tz=reports.org_timezone(db.session),
+        tz=org_settings.org_timezone(db.session),
     )
 
 
@@ -145,7 +146,7 @@ def member(member_id: int) -> ResponseReturnValue:
     except reports.ReportError:
         abort(404)
     return render_template(
-        "stats/member.html", activity=activity, tz=reports.org_timezone(db.session)
+        "stats/member.html", activity=activity, tz=org_settings.org_timezone(db.session)
     )
 
 

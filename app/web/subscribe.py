@@ -23,10 +23,11 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from itsdangerous import BadSignature, SignatureExpired
 
 from app.extensions import csrf, db, limiter
 from app.models import MailingList, SubscriptionSource
-from app.services import lists, members, optin
+from app.services.audience import lists, members, optin
 from app.web.forms import ConfirmForm, SubscribeForm
 
 bp = Blueprint("subscribe", __name__, url_prefix="/subscribe")
@@ -161,8 +162,6 @@ def confirm(token: str) -> ResponseReturnValue:
 
 
 def _peek(token: str) -> tuple[str, int | None]:
-    from itsdangerous import BadSignature, SignatureExpired
-
     try:
         _member_id, list_id, _email = optin.read_confirmation_token(
             current_app.config["SECRET_KEY"], token

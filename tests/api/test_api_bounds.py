@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import MailingList, Member, MemberImport, Role, Subscription
-from app.services import users
+from app.services.organization import users
 from tests import factories as f
 from tests.api.test_campaigns_api import _payload
 from tests.support.campaigns import setup_org

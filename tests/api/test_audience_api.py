@@ -8,7 +8,8 @@ import pytest
 
 from app import jobs
 from app.models import MemberImport, Role, Subscription, SuppressionReason
-from app.services import imports, lists, subscriptions, users
+from app.services.audience import imports, lists, subscriptions
+from app.services.organization import users
 from tests import factories as f
 from tests.support.member_files import (
     HOSTILE_CSV,
@@ -39,6 +40,37 @@ def assert_error(response, status: int, code: str) -> dict:
     assert set(body["error"]) == {"code", "message", "details"}
     assert body["error"]["code"] == code
     return body["error"]
+
+
+def test_the_status_comes_from_the_error_s_kind_not_its_words(client, auth, db_session):
+    """A refusal whose sentence happens to say "already a member" is still a 422: the
+    service's error class (Invalid, Conflict) picks the status, not the message."""
+    long_value = {"already a member": "x" * 1001}
+    refused = assert_error(
+        client.post(
+            "/api/v1/members",
+            json={"email": "ana@example.org", "attributes": long_value},
+            headers=auth,
+        ),
+        422,
+        "validation_error",
+    )
+    assert "already a member is too long" in refused["message"]
+    client.post("/api/v1/members", json={"email": "ana@example.org"}, headers=auth)
+    assert_error(
+        client.post("/api/v1/members", json={"email": "ANA@example.org"}, headers=auth),
+        409,
+        "conflict",
+    )
+    created = client.post("/api/v1/lists", json={"name": "Stewards"}, headers=auth).get_json()
+    assert_error(
+        client.post("/api/v1/lists", json={"name": "Stewards"}, headers=auth), 409, "conflict"
+    )
+    assert_error(
+        client.patch(f"/api/v1/lists/{created['id']}", json={"name": ""}, headers=auth),
+        422,
+        "validation_error",
+    )
 
 
 def test_lists_crud_with_counts(client, auth, db_session):

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from app.emails.samples import SAMPLES
 from app.models import Campaign, CampaignStatus, Delivery, Event, Role
-from app.services import users
+from app.services.organization import users
 from tests import factories
 from tests.support.campaigns import SENDER, setup_org
 

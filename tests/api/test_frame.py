@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.models import Role
-from app.services import users
+from app.services.organization import users
 
 
 @pytest.fixture

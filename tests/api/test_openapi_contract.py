@@ -15,7 +15,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from app.models import Role
-from app.services import users
+from app.services.organization import users
 
 METHODS = ("get", "post", "put", "patch", "delete")
 CSV_OPERATIONS = {

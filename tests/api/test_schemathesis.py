@@ -28,7 +28,8 @@ from sqlalchemy.engine import make_url
 from app import create_app
 from app.extensions import db, limiter
 from app.models import Role
-from app.services import demo, users
+from app import demo
+from app.services.organization import users
 from config.settings import TestingConfig
 
 CHECKS = [

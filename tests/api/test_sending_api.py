@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from app.models import Campaign, Role
-from app.services import users
+from app.services.organization import users
 from tests.support.sending import (
     add_members,
     finished_with_unknown,

@@ -7,7 +7,9 @@ import re
 import pytest
 
 from app.models import Role
-from app.services import breakdown, stats, users
+from app.services.organization import users
+from app.services.stats import breakdown
+from app.services.stats import counters as stats
 from tests.support import stats_scenario
 
 

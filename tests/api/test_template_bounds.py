@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from app.emails.sandbox import MAX_MERGE_FIELDS, MAX_SOURCE_CHARS, MAX_TAG_TOKENS
 from app.models import Campaign, Role
-from app.services import users
+from app.services.organization import users
 from tests.api.test_campaigns_api import _payload
 from tests.support.campaigns import setup_org
 from tests.support.forms import submit

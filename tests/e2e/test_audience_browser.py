@@ -7,9 +7,10 @@ import sqlalchemy as sa
 from celery.contrib.testing.worker import start_worker
 
 import workers.tasks  # noqa: F401 - registers the tasks with the app's Celery
+from app import demo
 from app.extensions import db, limiter
 from app.models import MailingList, Segment
-from app.services import demo, users
+from app.services.organization import users
 from tests.e2e.conftest import SCREENSHOTS, screenshot
 from tests.support.member_files import HOSTILE_CSV
 

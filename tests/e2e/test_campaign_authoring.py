@@ -14,7 +14,7 @@ from playwright.sync_api import Page, expect
 from app.emails.samples import SAMPLES
 from app.extensions import db
 from app.models import Member
-from app.services import users
+from app.services.organization import users
 from tests.e2e.conftest import docs_screenshot, screenshot
 from tests.support.campaigns import setup_org
 
@@ -164,7 +164,7 @@ def test_organizer_writes_previews_and_tests_each_kind(
     screenshot(page, f"campaign-page-{layout}")
 
     _preview_as(page, base, campaign_id, "mathieu.cote@example.org", "Mathieu Côté")
-    expect(page.get_by_text("The Français version")).to_be_visible()
+    expect(page.get_by_text("The French version")).to_be_visible()
     heading = page.frame_locator("iframe.email-frame").locator("h1")
     expect(heading).to_have_text(SAMPLES[layout, "fr"].fields["headline"])
     screenshot(page, f"preview-fr-phone-{layout}")

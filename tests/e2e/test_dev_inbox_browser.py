@@ -10,7 +10,7 @@ from app.emails.content import Identity, Recipient
 from app.emails.render import build_skeleton
 from app.emails.samples import SAMPLES
 from app.extensions import db
-from app.services import users
+from app.services.organization import users
 from app.services.transports import OutgoingBatch, OutgoingRecipient
 from app.services.transports.outbox import OutboxTransport
 from tests.e2e.conftest import SCREENSHOTS, screenshot

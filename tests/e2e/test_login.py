@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from app.extensions import db
-from app.services import users
+from app.services.organization import users
 from tests.e2e.conftest import screenshot
 
 pytestmark = pytest.mark.e2e

@@ -14,7 +14,8 @@ import sqlalchemy as sa
 
 from app.extensions import db
 from app.models import Campaign, Delivery, SendBatch
-from app.services import sending, users
+from app.services import sending
+from app.services.organization import users
 from tests.e2e.conftest import docs_screenshot, screenshot
 from tests.support.sending import (
     add_members,

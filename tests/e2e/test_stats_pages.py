@@ -9,7 +9,7 @@ import pytest
 from app.extensions import db
 from app.models import CampaignStats
 from app.models.base import utcnow
-from app.services import users
+from app.services.organization import users
 from tests import factories
 from tests.e2e.conftest import docs_screenshot, screenshot
 from tests.support import stats_scenario

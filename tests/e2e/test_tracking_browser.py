@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from app.extensions import db
+from app.infra.tokens import Scope
 from app.models import CampaignStats, Delivery, Subscription
-from app.services import tracking
-from app.services.tokens import Scope
-from app.services.tracking_runtime import runtime
+from app.services.tracking import hits as tracking
+from app.services.tracking.runtime import runtime
 from tests import factories
 from tests.e2e.conftest import screenshot
 from tests.support.tracking import flush_all, reset_tracking
@@ -77,8 +77,9 @@ def _rendered_alert(app, live_server, site) -> tuple[tuple[int, int, int, int], 
     from dataclasses import replace
     from datetime import UTC, datetime, timedelta
 
+    from app import demo
     from app.emails.content import Recipient
-    from app.services import campaigns, demo
+    from app.services.campaigns import authoring as campaigns
 
     petition_url = f"{site.url}/petition"
     with app.app_context():

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from app.emails.samples import SAMPLE_RECIPIENTS, SAMPLES
-from app.services import campaigns as service
+from app.services.campaigns import authoring as service
 from tests.support.campaigns import sample_input, setup_org
 
 BASE = "http://localhost:5000"  # PUBLIC_BASE_URL of the test environment

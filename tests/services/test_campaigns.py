@@ -18,14 +18,14 @@ from app.models import (
     campaign_lists,
 )
 from app.models.base import utcnow
-from app.services import campaigns as service
-from app.services import stats
-from app.services.campaigns import (
+from app.services.campaigns import authoring as service
+from app.services.campaigns.authoring import (
     CampaignConflict,
     CampaignInvalid,
     TransitionRefused,
 )
-from app.services.tracking import CLICK, Hit, record_hits
+from app.services.stats import counters as stats
+from app.services.tracking.hits import CLICK, Hit, record_hits
 from tests import factories
 from tests.support.campaigns import SENDER, sample_input, setup_org, variant
 

@@ -6,8 +6,9 @@ from datetime import date
 
 import sqlalchemy as sa
 
+from app import demo
 from app.models import Campaign, OrgSettings, Sender, User
-from app.services import campaigns, demo
+from app.services.campaigns import authoring as campaigns
 
 
 def _counts(session) -> tuple[int, ...]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from app import demo
 from app.models import MailingList, Member, Subscription
-from app.services import demo
 
 
 def test_demo_load_is_idempotent_and_realistic(db_session):

@@ -16,7 +16,8 @@ from app.models import (
     SuppressionReason,
     UnsubscribeSource,
 )
-from app.services import consent, imports, lists, subscriptions
+from app.services.audience import consent, imports, lists, subscriptions
+from app.services.audience.imports import postgres
 from tests import factories as f
 from tests.support.member_files import (
     HOSTILE_ADDED,
@@ -160,8 +161,8 @@ def test_bad_optional_values_import_the_member_with_a_warning_per_field(
 def test_a_warned_row_that_duplicates_an_earlier_chunk_is_only_skipped(
     db_session, tmp_path, target, monkeypatch
 ):
-    monkeypatch.setattr(imports, "_CHUNK_ROWS", 1)
-    monkeypatch.setattr(imports, "_BATCH_ROWS", 1)
+    monkeypatch.setattr(postgres, "_CHUNK_ROWS", 1)
+    monkeypatch.setattr(postgres, "_BATCH_ROWS", 1)
     content = csv_bytes("a@example.org,A,,,", "a@example.org,A,,xx,")
     job, report = run(db_session, tmp_path, content, target.id, "copy")
     assert skips_of(db_session, job.id) == [(3, "duplicate of line 2")]
@@ -423,12 +424,12 @@ def test_duplicates_across_copy_chunks_are_found(
 ):
     # Chunks of two rows (the parser hands rows over one at a time), so every duplicate
     # below is one of an earlier chunk, found in the database, not by the parser.
-    monkeypatch.setattr(imports, "_CHUNK_ROWS", 2)
-    monkeypatch.setattr(imports, "_BATCH_ROWS", 1)
+    monkeypatch.setattr(postgres, "_CHUNK_ROWS", 2)
+    monkeypatch.setattr(postgres, "_BATCH_ROWS", 1)
     chunks = []
-    process = imports._CopyImport._process_chunk
+    process = postgres.CopyImport._process_chunk
     monkeypatch.setattr(
-        imports._CopyImport, "_process_chunk", lambda self: (chunks.append(1), process(self))
+        postgres.CopyImport, "_process_chunk", lambda self: (chunks.append(1), process(self))
     )
     if members_before:  # the other way: a lookup in import_seen while the import runs
         f.member(db_session, email="someone-else@example.org")
@@ -452,7 +453,7 @@ def test_duplicates_across_copy_chunks_are_found(
 def test_copy_path_without_the_privilege_to_skip_foreign_key_checks(
     db_session, tmp_path, target, monkeypatch
 ):
-    monkeypatch.setattr(imports._CopyImport, "_may_skip_fk_checks", lambda self: False)
+    monkeypatch.setattr(postgres.CopyImport, "_may_skip_fk_checks", lambda self: False)
     _, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
     assert (report.added, report.subscribed) == (8, 8)
 
@@ -546,20 +547,20 @@ def test_a_role_that_may_not_skip_foreign_key_checks_still_imports(
     db_session.execute(sa.text("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO rp_plain_import"))
     db_session.execute(sa.text("SET LOCAL ROLE rp_plain_import"))
     seen = []
-    check = imports._CopyImport._may_skip_fk_checks
+    check = postgres.CopyImport._may_skip_fk_checks
 
     def record(self):
         seen.append(check(self))
         return seen[-1]
 
-    monkeypatch.setattr(imports._CopyImport, "_may_skip_fk_checks", record)
+    monkeypatch.setattr(postgres.CopyImport, "_may_skip_fk_checks", record)
     _, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
     assert seen == [False]
     assert (report.added, report.subscribed) == (8, 8)
 
 
 def test_a_superuser_skips_the_foreign_key_checks(db_session):
-    job = imports._CopyImport.__new__(imports._CopyImport)
+    job = postgres.CopyImport.__new__(postgres.CopyImport)
     job.session = db_session
     assert job._may_skip_fk_checks() is True
 

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from app.services import machine_hits
-from app.services.machine_hits import NetworkSet, agent_is_machine, burst_members
-from app.services.tracking_runtime import LinkCache
+from app.services.tracking import machine_hits
+from app.services.tracking.machine_hits import NetworkSet, agent_is_machine, burst_members
+from app.services.tracking.runtime import LinkCache
 
 
 def test_network_set_matches_inside_and_nowhere_else():

@@ -4,7 +4,7 @@ import io
 
 import pytest
 
-from app.services.member_csv import (
+from app.services.audience.member_csv import (
     MAX_FIELD_LENGTH,
     UTF_8,
     WINDOWS_1252,

@@ -6,8 +6,8 @@ from faker import Faker
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.services.member_csv import InvalidEmail, normalise_email
-from app.services.member_csv.addresses import _fast_normalise
+from app.services.audience.member_csv import InvalidEmail, normalise_email
+from app.services.audience.member_csv.addresses import _fast_normalise
 
 
 def reference(address: str) -> str | None:

@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from app import jobs
+from app.infra.spreadsheets import FORMULA_TRIGGERS, neutralise
 from app.models import (
     ConsentBasis,
     Member,
@@ -23,7 +24,7 @@ from app.models import (
     SuppressionReason,
     UnsubscribeSource,
 )
-from app.services import consent, export, imports, lists, optin, segments, subscriptions
+from app.services.audience import consent, export, imports, lists, optin, segments, subscriptions
 from app.services.transports.outbox import OutboxTransport
 from tests import factories as f
 from tests.support.member_files import HOSTILE_CSV, HOSTILE_FORMULA
@@ -104,6 +105,33 @@ def test_consent_in_the_future_is_refused(db_session):
             source="x",
             at=datetime.now(UTC) + timedelta(days=2),
         )
+
+
+def test_the_imports_consent_rule_is_the_same_in_python_and_in_sql(db_session):
+    """consent.import_should_replace and the SQL the PostgreSQL import runs
+    (consent.import_replaces_sql) agree on every old record x import choice."""
+    now = datetime(2026, 6, 1, tzinfo=UTC)
+    expiries = [None, now - timedelta(days=10), now + timedelta(days=10), now + timedelta(days=900)]
+    olds = [(None, None)] + [(basis.value, e) for basis in consent.ConsentBasis for e in expiries]
+    news = [(basis.value, e) for basis in consent.ConsentBasis for e in expiries]
+    python, in_sql = [], []
+    for new_basis, new_expires in news:
+        clause = consent.import_replaces_sql(new_basis, new_expires)
+        query = sa.text(
+            f"SELECT {clause} FROM (SELECT CAST(:old_basis AS text) AS consent_basis, "  # noqa: S608
+            "CAST(:old_expires AS timestamptz) AS consent_expires_at) m"
+        )
+        for old_basis, old_expires in olds:
+            python.append(
+                consent.import_should_replace(old_basis, old_expires, new_basis, new_expires)
+            )
+            params = {"old_basis": old_basis, "old_expires": old_expires}
+            params |= {"c_basis": new_basis, "c_expires": new_expires}
+            in_sql.append(db_session.execute(query, params).scalar())
+    assert len(python) == 16 * 17
+    assert in_sql == python
+    assert any(python)
+    assert not all(python)
 
 
 # ---- double opt-in ------------------------------------------------------------------------
@@ -275,7 +303,7 @@ def test_send_confirmation_needs_the_casl_identity(db_session, double, app):
     ],
 )
 def test_neutralise(value, expected):
-    assert export.neutralise(value) == expected
+    assert neutralise(value) == expected
 
 
 def read_csv(chunks) -> list[list[str]]:
@@ -298,7 +326,7 @@ def test_export_of_an_import_with_hostile_names_neutralises_formulas(db_session,
     assert mal["Workplace"] == "'@SUM(1+1)"
     for row in body:
         for cell in row:
-            assert not cell.startswith(export.FORMULA_TRIGGERS), cell
+            assert not cell.startswith(FORMULA_TRIGGERS), cell
     assert by_email["dee@example.org"]["Workplace"] == "Warehouse\nDock 4"
 
 
@@ -313,7 +341,7 @@ def test_export_of_a_segment(db_session):
 
 
 def test_the_transactional_task_kind_sends_the_confirmation(db_session, double, tmp_path):
-    from app.services import transactional
+    from app.services.sending import transactional
 
     db_session.add(
         OrgSettings(organization="Prairie Workers", mailing_address="1 Main St", contact="a@b.ca")
@@ -331,7 +359,7 @@ def test_the_transactional_task_kind_sends_the_confirmation(db_session, double, 
 
 
 def test_the_transactional_kind_logs_a_missing_identity_instead_of_failing(db_session, double):
-    from app.services import transactional
+    from app.services.sending import transactional
 
     m = f.member(db_session, email="pat@example.org")
     optin.subscribe(db_session, m, double, source=SubscriptionSource.FORM)

@@ -9,9 +9,10 @@ import sqlalchemy as sa
 
 from app import jobs
 from app.models import Delivery, Event, OrgSettings
-from app.services import campaigns as service
-from app.services import previews, transactional
-from app.services.campaigns import CampaignInvalid
+from app.services.campaigns import authoring as service
+from app.services.campaigns import previews
+from app.services.campaigns.authoring import CampaignInvalid
+from app.services.sending import transactional
 from app.services.transports import get_transport
 from tests import factories
 from tests.support.campaigns import sample_input, setup_org, variant

@@ -5,11 +5,13 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from app.models import CampaignStats, Delivery, Subscription
-from app.services import breakdown, reports, stats
+from app.services.stats import breakdown, reports
+from app.services.stats import counters as stats
 from tests import factories
 from tests.support import stats_scenario
 
@@ -311,3 +313,13 @@ def test_rates_use_sent_when_no_delivery_reports_come_back():
     assert (funnel.denominator, funnel.denominator_count) == ("sent", 8)
     assert funnel.rates["opened_human"] == 0.25
     assert reports.funnel_from_counts({}).rates["opened"] is None
+
+
+def test_the_rollup_and_the_timeline_cut_hours_in_utc():
+    """campaign_hourly and the report's timeline share one hour_of, which works in UTC: a
+    moment given in St. John's time (UTC-3:30) lands on a UTC hour, not 30 minutes off it."""
+    moment = datetime(2026, 1, 15, 14, 45, tzinfo=ZoneInfo("America/St_Johns"))  # 18:15 UTC
+    assert stats.hour_of(moment) == datetime(2026, 1, 15, 18, 0, tzinfo=UTC)
+    assert stats.hour_of(datetime(2026, 1, 15, 18, 59, 59, tzinfo=UTC)) == datetime(
+        2026, 1, 15, 18, 0, tzinfo=UTC
+    )

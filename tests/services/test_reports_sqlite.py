@@ -5,7 +5,9 @@ from __future__ import annotations
 from flask_migrate import upgrade
 
 from app.extensions import db
-from app.services import breakdown, reports, stats, users
+from app.services.organization import users
+from app.services.stats import breakdown, reports
+from app.services.stats import counters as stats
 from tests.support import stats_scenario
 from tests.support.forms import login
 from tests.support.tracking import MIGRATIONS

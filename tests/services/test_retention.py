@@ -11,7 +11,9 @@ import sqlalchemy as sa
 
 from app import jobs
 from app.models import Event, EventKind, WebhookBatch
-from app.services import breakdown, reports, retention, stats, webhook_events
+from app.services.stats import breakdown, reports, retention
+from app.services.stats import counters as stats
+from app.services.tracking import webhook_events
 from config.celeryconfig import celery_settings
 from tests.support import stats_scenario
 from workers.tasks.maintenance import purge_personal_data

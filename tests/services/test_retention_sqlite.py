@@ -10,7 +10,8 @@ from flask_migrate import upgrade
 
 from app.extensions import db
 from app.models import Event, WebhookBatch
-from app.services import breakdown, retention, stats
+from app.services.stats import breakdown, retention
+from app.services.stats import counters as stats
 from tests.support import stats_scenario
 from tests.support.tracking import MIGRATIONS
 

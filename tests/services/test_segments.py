@@ -8,7 +8,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import ConsentBasis, Member
-from app.services import consent, segments
+from app.services.audience import consent, segments
 from tests import factories as f
 
 NOW = datetime.now(UTC)

@@ -11,6 +11,7 @@ import redis
 import sqlalchemy as sa
 
 from app import jobs
+from app.infra.tokens import Scope, TokenSigner
 from app.models import (
     Campaign,
     CampaignStats,
@@ -25,7 +26,6 @@ from app.models.base import utcnow
 from app.services import sending
 from app.services.sending import coordination, ledger
 from app.services.sending.batches import MAX_ATTEMPTS
-from app.services.tokens import Scope, TokenSigner
 from app.services.transports.sendgrid import SendGridTransport
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.support.sending import (

@@ -17,7 +17,8 @@ from app.models import (
     SuppressionReason,
     UnsubscribeSource,
 )
-from app.services import sending, subscriptions
+from app.services import sending
+from app.services.audience import subscriptions
 from app.services.sending.audience import LANGUAGE_STRIDE
 from tests.support.sending import add_members, make_campaign, make_list, setup_org
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from app.models import SuppressionReason, UnsubscribeSource
-from app.services import subscriptions
+from app.services.audience import subscriptions
 from tests import factories as f
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.services.tokens import DeliveryRef, Scope, TokenSigner
+from app.infra.tokens import DeliveryRef, Scope, TokenSigner
 
 SECRET = "current-secret-0123456789"
 SIGNER = TokenSigner([SECRET])
@@ -19,7 +19,7 @@ SIGNER = TokenSigner([SECRET])
 def legacy_token(secret: str, campaign_id: int, delivery_id: int) -> str:
     """A token as minted before scopes (one token for pixel, links and unsubscribe).
 
-    Written out independently of app/services/tokens.py, from the old code, so the test
+    Written out independently of app/infra/tokens.py, from the old code, so the test
     pins what emails already sent carry.
     """
 

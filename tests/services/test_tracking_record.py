@@ -9,8 +9,9 @@ import pytest
 import sqlalchemy as sa
 
 from app.models import Delivery, Event
-from app.services import machine_hits, stats
-from app.services.tracking import CLICK, OPEN, Hit, decode_hits, encode_hits, record_hits
+from app.services.stats import counters as stats
+from app.services.tracking import machine_hits
+from app.services.tracking.hits import CLICK, OPEN, Hit, decode_hits, encode_hits, record_hits
 from tests.support.tracking import sent_campaign
 
 HUMAN = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/128.0"
@@ -234,7 +235,7 @@ def test_bump_campaign_stats_for_the_sender(db_session, data):
 
 
 def test_the_spelled_out_update_writes_every_first_engagement_column():
-    from app.services import tracking
+    from app.services.tracking import hits as tracking
 
     for name in tracking._FIRSTS:
         assert f"{name} = v.{name}" in tracking._UPDATE_FIRSTS_PG

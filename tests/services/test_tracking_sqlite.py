@@ -9,8 +9,10 @@ from flask_migrate import upgrade
 
 from app.extensions import db
 from app.models import CampaignStats, Delivery, UnsubscribeSource, WebhookBatch
-from app.services import stats, tracking, webhook_events
-from app.services.tracking import CLICK, OPEN, Hit
+from app.services.stats import counters as stats
+from app.services.tracking import hits as tracking
+from app.services.tracking import webhook_events
+from app.services.tracking.hits import CLICK, OPEN, Hit
 from tests.support.tracking import MIGRATIONS, sent_campaign
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from app import demo
 from app.emails.samples import SAMPLES
 from app.models import OrgSettings, Sender
-from app.services import demo
-from app.services.campaigns import CampaignInput, VariantInput
+from app.services.campaigns.authoring import CampaignInput, VariantInput
 
 SENDER = "alerts@prairieworkers.example"
 

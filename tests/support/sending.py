@@ -9,6 +9,7 @@ import redis
 import sqlalchemy as sa
 
 from app.emails.samples import IDENTITIES, SAMPLES
+from app.infra.tokens import TokenSigner
 from app.models import (
     Campaign,
     CampaignStatus,
@@ -23,7 +24,6 @@ from app.models import (
 from app.models.base import utcnow
 from app.services import sending
 from app.services.sending import SendContext, Settlement, coordination
-from app.services.tokens import TokenSigner
 from app.services.transports import Transport
 
 SENDER = "alerts@prairieworkers.example"

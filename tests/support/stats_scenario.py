@@ -15,8 +15,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from app.models import Campaign, Delivery, Link, UnsubscribeSource
-from app.services import breakdown, tracking, webhook_events
-from app.services.stats import bump_campaign_stats
+from app.services.stats import breakdown
+from app.services.stats.counters import bump_campaign_stats
+from app.services.tracking import hits as tracking
+from app.services.tracking import webhook_events
 from tests import factories
 
 STARTED = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)

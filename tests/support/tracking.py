@@ -16,10 +16,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from flask import Flask
 
 from app.extensions import db
+from app.infra.tokens import Scope
 from app.models import Campaign, Delivery, Event, Link, MailingList, Member
-from app.services import hit_stream
-from app.services.tokens import Scope
-from app.services.tracking_runtime import runtime
+from app.services.tracking import hit_stream
+from app.services.tracking.runtime import runtime
 from tests import factories
 from tests.fakes.sendgrid import WEBHOOK_EXAMPLES_PATH
 

@@ -60,7 +60,12 @@ class CeleryProcess:
                 self.env.get("LOG_LEVEL", "WARNING"),
             ]
         else:
-            command += ["-s", str(log_dir / f"{self.name}.schedule"), "--loglevel", "WARNING"]
+            command += [
+                "-s",
+                str(log_dir / f"{self.name}.schedule"),
+                "--loglevel",
+                self.env.get("LOG_LEVEL", "WARNING"),
+            ]
         self.command = [*command, *args]
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -21,7 +21,7 @@ from app.models import (
     Subscription,
     Suppression,
 )
-from app.services import imports, lists
+from app.services.audience import imports, lists
 from tests import factories as f
 from tests.support.forms import csrf_token, submit
 from tests.support.member_files import HOSTILE_CSV, HOSTILE_FORMULA, NO_EMAIL_COLUMN
@@ -158,7 +158,7 @@ def test_member_page_warns_60_days_before_consent_expires(client, organizer, db_
     from datetime import UTC, datetime, timedelta
 
     from app.models import ConsentBasis
-    from app.services import consent
+    from app.services.audience import consent
 
     lst = lists.create_list(db_session, name="All members")
     m = f.member(db_session, email="soon@example.org")

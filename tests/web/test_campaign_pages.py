@@ -12,7 +12,7 @@ import sqlalchemy as sa
 
 from app.emails.samples import SAMPLES
 from app.models import Campaign, CampaignStatus, Delivery, Event, Role
-from app.services import campaigns as service
+from app.services.campaigns import authoring as service
 from tests import factories
 from tests.support.campaigns import sample_input, setup_org
 from tests.support.forms import csrf_token, submit
@@ -151,7 +151,7 @@ def test_form_refuses_broken_templates_with_their_line_and_saves_nothing(
     assert "Nothing was saved" in page
     assert "Body (English), line 3" in page
     assert "Line 3:" in page
-    assert "Subject (Français), line 1" in page
+    assert "Subject (French), line 1" in page
     assert body.strip() in page.replace("&#34;", '"').replace("&#39;", "'")  # kept in the form
     assert _campaign_count(db_session) == 0
 
@@ -211,7 +211,7 @@ def test_live_preview_renders_the_unsaved_form(client, login_as, db_session, org
     data["fr-body"] = "Un\n{{ member.pasword }}"
     body = submit(client, "/campaigns/new", data, post_url="/campaigns/preview-draft").get_json()
     assert [(p["field"], p["line"]) for p in body["problems"]] == [("fr.body", 2)]
-    assert body["problems"][0]["label"] == "Body (Français), line 2"
+    assert body["problems"][0]["label"] == "Body (French), line 2"
     assert "html" not in body
 
 
@@ -231,7 +231,7 @@ def test_preview_page_uses_a_sandboxed_frame_with_a_strict_policy(
     assert "allow-scripts" not in iframe
     assert "allow-same-origin" not in iframe
     assert "w-375" in iframe
-    assert "Français" in html
+    assert "French" in html
     assert "Josée" in html
 
     frame = client.get(f"/campaigns/{campaign.id}/preview/frame?member={member.id}")

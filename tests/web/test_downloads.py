@@ -16,8 +16,11 @@ import sqlalchemy as sa
 from flask_migrate import upgrade
 
 from app.extensions import db
+from app.infra import spreadsheets
 from app.models import CampaignStatus, Member, Role, SubscriptionStatus
-from app.services import campaigns, export, imports, segments, users
+from app.services.audience import imports, segments
+from app.services.campaigns import authoring as campaigns
+from app.services.organization import users
 from tests import factories
 from tests.support.campaigns import sample_input, setup_org
 from tests.support.forms import login
@@ -264,6 +267,6 @@ def test_list_export_on_sqlite(other_app, tmp_path):
 def test_a_cell_with_a_semicolon_is_quoted_and_reads_back():
     """Both separators quote; Python's csv reader (the RFC) gets the cells back unchanged."""
     rows = [["a;b", "c"], ["d,e", "f"], ['g"h', "=1"]]
-    text = "".join(export.csv_chunks(["x", "y"], rows))
+    text = "".join(spreadsheets.csv_chunks(["x", "y"], rows))
     assert text == 'x,y\r\n"a;b","c"\r\n"d,e",f\r\n"g""h",\'=1\r\n'
     assert list(csv.reader(io.StringIO(text))) == [["x", "y"], *rows[:2], ['g"h', "'=1"]]

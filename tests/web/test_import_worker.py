@@ -13,7 +13,8 @@ from markupsafe import escape
 import workers.tasks  # noqa: F401 - registers the tasks with the app's Celery
 from app.extensions import db
 from app.models import Member, MemberImport, Role
-from app.services import imports, lists, users
+from app.services.audience import imports, lists
+from app.services.organization import users
 from tests.support.forms import csrf_token, login
 from tests.support.member_files import HOSTILE_CSV, WINDOWS_1252_CSV, WINDOWS_1252_MEMBERS
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 import sqlalchemy as sa
 
 from app.models import OrgSettings, Role, Sender
-from app.services import org_settings
-from app.services.org_settings import SettingsError
+from app.services.organization import settings as org_settings
+from app.services.organization.settings import SettingsError
+from tests import factories
 from tests.support.campaigns import sample_input, setup_org
 from tests.support.forms import csrf_token, submit
 
@@ -92,7 +95,7 @@ def test_senders_add_default_and_remove(client, login_as, db_session):
 
 
 def test_a_sender_in_use_by_a_scheduled_campaign_stays(db_session):
-    from app.services import campaigns
+    from app.services.campaigns import authoring as campaigns
     from tests import factories
 
     sender = setup_org(db_session)
@@ -106,3 +109,27 @@ def test_a_sender_in_use_by_a_scheduled_campaign_stays(db_session):
     campaigns.transition(db_session, campaign, "draft")
     org_settings.remove_sender(db_session, sender)
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Sender)) == 0
+
+
+def test_without_a_time_zone_the_dashboard_report_and_send_panel_show_the_same_one(
+    app, client, login_as, db_session, monkeypatch
+):
+    """No settings row yet: every page falls back to RALLYPOINT_TIMEZONE, never to UTC."""
+    monkeypatch.setitem(app.config, "TIMEZONE", "America/Halifax")
+    db_session.execute(sa.delete(OrgSettings))
+    sent = factories.campaign(
+        db_session,
+        name="Day of action, Jan. 15",
+        status="sent",
+        started_at=datetime(2026, 1, 15, 18, 0, tzinfo=UTC),
+        finished_at=datetime(2026, 1, 15, 18, 30, tzinfo=UTC),
+    )
+    db_session.commit()
+    login_as(Role.ORGANIZER)
+    dashboard = client.get("/dashboard").get_data(as_text=True)
+    report = client.get(f"/stats/campaigns/{sent.id}").get_data(as_text=True)
+    panel = client.get(f"/campaigns/{sent.id}/send").get_data(as_text=True)
+    # 18:00 UTC is 2:00 pm in Halifax (AST, UTC-4); UTC would say 6:00 pm.
+    assert "Jan 15, 2026, 2:00 pm" in dashboard
+    assert "Started Jan 15, 2026, 2:00 pm · finished Jan 15, 2026, 2:30 pm" in report
+    assert "Finished Thursday, January 15, 2026 at 2:30 PM AST." in panel

@@ -66,7 +66,7 @@ def test_behind_one_proxy_an_address_the_client_prepends_is_not_believed(other_a
 
 
 def test_a_forged_x_forwarded_for_does_not_dodge_the_sign_up_rate_limit(client, db_session):
-    from app.services import lists
+    from app.services.audience import lists
 
     public = lists.create_list(db_session, name="Solidarity news", is_public=True)
     db_session.commit()

@@ -11,7 +11,7 @@ import pytest
 
 from app.extensions import db
 from app.models import CampaignHourly, CampaignStats, Role
-from app.services import users
+from app.services.organization import users
 from app.web import report_view
 from tests import factories
 

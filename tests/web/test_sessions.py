@@ -11,7 +11,7 @@ from flask import Flask, g, request_started
 from flask.testing import FlaskClient
 
 from app.models import Role, User
-from app.services import users
+from app.services.organization import users
 from tests.conftest import PASSWORD
 from tests.support.forms import login, submit
 

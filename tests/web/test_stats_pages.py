@@ -10,7 +10,8 @@ import re
 import pytest
 
 from app.models import CampaignStats, Role
-from app.services import breakdown, stats
+from app.services.stats import breakdown
+from app.services.stats import counters as stats
 from tests import factories
 from tests.support import stats_scenario
 from tests.support.forms import csrf_token
@@ -139,6 +140,32 @@ def test_csv_download_is_streamed_and_formula_safe(client, login_as, db_session)
     rows = list(csv.DictReader(io.StringIO(response.get_data(as_text=True))))
     assert rows[0]["first_name"] == "'=1+2"
     assert rows[0]["last_name"] == "'@SUM(A1)"
+
+
+def test_the_list_export_and_the_outcome_csv_neutralise_a_member_alike(
+    client, login_as, db_session
+):
+    """One rule (app.infra.spreadsheets) for every download an organizer opens in a sheet."""
+    login_as(Role.ORGANIZER)
+    members = factories.mailing_list(db_session)
+    hostile = ["=1+2", "-2+3", "@SUM(A1)", "\tTab", "+1-800", "Ana - B"]
+    people = [
+        factories.member(db_session, first_name=name, last_name=name, local=name)
+        for name in hostile
+    ]
+    c = factories.campaign(db_session, lists=[members], status="sent")
+    for m in people:
+        factories.subscribe(db_session, m, members)
+        factories.delivery(db_session, c, m, local=m.local, status="sent")
+    db_session.commit()
+    exported = client.get(f"/lists/{members.id}/export.csv").get_data(as_text=True)
+    outcomes = client.get(f"/stats/campaigns/{c.id}/outcomes.csv").get_data(as_text=True)
+    in_export = {r["email"]: r for r in csv.DictReader(io.StringIO(exported))}
+    in_outcomes = {r["email"]: r for r in csv.DictReader(io.StringIO(outcomes))}
+    for m, name in zip(people, hostile, strict=True):
+        shown = name if name == "Ana - B" else "'" + name
+        for column in ("first_name", "last_name", "local"):
+            assert in_export[m.email][column] == in_outcomes[m.email][column] == shown
 
 
 def test_stats_section_lists_reported_campaigns(client, login_as, db_session, scenario):

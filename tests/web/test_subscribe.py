@@ -11,7 +11,7 @@ import redis
 import sqlalchemy as sa
 
 from app.models import Member, Subscription, SuppressionReason
-from app.services import lists, optin, subscriptions
+from app.services.audience import lists, optin, subscriptions
 from tests import factories as f
 from tests.support.forms import csrf_token
 

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from app.infra.tokens import Scope
 from app.models import Delivery, Event, Subscription
 from app.services.sending.rendering import BatchBuilder, ClaimedRow
-from app.services.tokens import Scope
-from app.services.tracking_runtime import runtime
+from app.services.tracking.runtime import runtime
 from tests.services.test_tokens import legacy_token
 from tests.support.tracking import sent_campaign
 

@@ -15,7 +15,7 @@ from app.models import (
     Subscription,
     SubscriptionStatus,
 )
-from app.services import tracking
+from app.services.tracking import hits as tracking
 from tests import factories
 from tests.support.tracking import sent_campaign
 

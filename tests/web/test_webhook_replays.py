@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import (
 )
 
 from app.models import WebhookBatch
-from app.services import webhooks
+from app.services.tracking import webhooks
 from tests.conftest import SENDGRID_TEST_PUBLIC_KEY
 from tests.support.tracking import webhook_examples
 

@@ -20,9 +20,12 @@ from app.models import (
     WebhookBatch,
 )
 from app.models.base import utcnow
-from app.services import stats, webhook_events, webhooks
+from app.services.audience import members, subscriptions
 from app.services.sending import ledger
-from app.services.webhook_events import CUSTOM_ARG_CAMPAIGN, CUSTOM_ARG_DELIVERY
+from app.services.stats import counters as stats
+from app.services.tracking import webhook_events, webhooks
+from app.services.tracking.webhook_events import CUSTOM_ARG_CAMPAIGN, CUSTOM_ARG_DELIVERY
+from tests import factories
 from tests.support.tracking import WebhookSigner, sent_campaign, webhook_examples
 
 URL = "/webhooks/sendgrid"
@@ -316,3 +319,35 @@ def test_processed_settles_a_row_in_flight_and_the_sender_does_not_count_it_agai
     # The worker's own outcome arrives afterwards: it skips rows already sent, so the
     # delivery is counted once.
     assert ledger.record_sent(db_session, [row.id], now=utcnow()) == 0
+
+
+def test_an_address_sendgrid_spells_differently_still_finds_its_member(db_session):
+    """Events without our custom_args name the address: found in any case or Unicode form.
+
+    The member was stored as "josé@example.org" (é as one character); SendGrid reports
+    "JOSE" + a combining accent in capitals. Trimming and lower-casing alone found nobody:
+    the unsubscribe was lost, the bounce suppressed an address no member has, and the
+    member went on being emailed.
+    """
+    jose = members.create_member(db_session, email="jos\u00e9@example.org")
+    rene = members.create_member(db_session, email="ren\u00e9@example.org")
+    news = factories.mailing_list(db_session)
+    for person in (jose, rene):
+        factories.subscribe(db_session, person, news)
+    campaign = factories.campaign(db_session, lists=[news], status="sent")
+    delivery = factories.delivery(db_session, campaign, jose, provider_message_id="msg1")
+    spelled = {jose.id: " JOSE\u0301@EXAMPLE.ORG", rene.id: "RENE\u0301@Example.org"}
+    events = [
+        {"email": spelled[jose.id], "event": "delivered", "sg_event_id": "n1",
+         "sg_message_id": "msg1.filter0001", "timestamp": int(time.time())},
+        {"email": spelled[jose.id], "event": "group_unsubscribe", "sg_event_id": "n2",
+         "timestamp": int(time.time())},
+        {"email": spelled[rene.id], "event": "bounce", "type": "bounce", "sg_event_id": "n3",
+         "reason": "550 no such user", "timestamp": int(time.time())},
+    ]  # fmt: skip
+    webhook_events.process_batch(db_session, _store(db_session, events))
+    db_session.expire_all()
+    assert db_session.get(Delivery, delivery.id).outcome == "delivered"
+    assert db_session.get(Subscription, (jose.id, news.id)).status == "unsubscribed"
+    assert subscriptions.is_suppressed(db_session, rene.email)
+    assert db_session.scalars(sa.select(Suppression.email)).all() == [rene.email]

@@ -29,7 +29,8 @@ from app.models import (
     SuppressionReason,
     UnsubscribeSource,
 )
-from app.services import sending, subscriptions
+from app.services import sending
+from app.services.audience import subscriptions
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.sendgrid_events import EventWebhookSender
 from tests.support.live import LiveServer
@@ -304,8 +305,8 @@ def test_a_worker_killed_with_a_request_in_flight_is_settled_by_sendgrids_events
 
 def test_restart_redis_mid_campaign(app, committed_db, fake, chaos_env, redis_server):
     campaign = _dispatched_campaign(app)
-    chaos_env("beat")
-    worker = chaos_env("worker")
+    beat = chaos_env("beat", LOG_LEVEL="INFO")
+    worker = chaos_env("worker", LOG_LEVEL="INFO")
     _wait(app, campaign.id, sent_at_least=MEMBERS // 5)
 
     # The broker loses every queued message (no persistence); recovery comes from the
@@ -313,11 +314,15 @@ def test_restart_redis_mid_campaign(app, committed_db, fake, chaos_env, redis_se
     redis_server.restart(down_seconds=0.5)
     restarted = time.monotonic()
     restarted_at = _sent_count(app, campaign.id)
-    resumed = _wait_for(
-        lambda: _sent_count(app, campaign.id) > restarted_at + 2 * BATCH_SIZE,
-        60,
-        "sending resumed after the Redis restart",
-    )
+    try:
+        resumed = _wait_for(
+            lambda: _sent_count(app, campaign.id) > restarted_at + 2 * BATCH_SIZE,
+            60,
+            "sending resumed after the Redis restart",
+        )
+    except AssertionError:
+        print("== worker\n", worker.log(), "\n== beat\n", beat.log())
+        raise
     status = _wait(app, campaign.id, timeout=120)
 
     assert restarted_at < len(campaign.eligible), "the restart came too late to test anything"

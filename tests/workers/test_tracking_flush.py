@@ -18,11 +18,12 @@ from celery.contrib.testing.worker import start_worker
 
 from app import jobs
 from app.extensions import db
+from app.infra.tokens import Scope
 from app.models import Delivery
-from app.services import hit_stream, stats
-from app.services.tokens import Scope
-from app.services.tracking import decode_hits
-from app.services.tracking_runtime import runtime
+from app.services.stats import counters as stats
+from app.services.tracking import hit_stream
+from app.services.tracking.hits import decode_hits
+from app.services.tracking.runtime import runtime
 from tests.support.servers import RedisServer, free_port
 from tests.support.tracking import (
     event_count,
@@ -79,7 +80,7 @@ def _counters_match(app, campaign_id):
 def _redis(app):
     # The app's own pool: closed with the app, so no socket is left for the GC to warn about.
     with app.app_context():
-        from app.services.redis_client import get_redis
+        from app.infra.redis_client import get_redis
 
         return get_redis()
 
@@ -111,7 +112,7 @@ def test_a_run_that_has_caught_up_leaves_new_arrivals_to_the_next_tick(
     """Hits keep arriving under load: a run that chased them would write dozens of tiny
     batches a second. Once a read of new entries comes back short it stops; the next beat
     tick writes what arrived meanwhile in one bulk batch."""
-    from app.services import tracking
+    from app.services.tracking import hits as tracking
 
     seed = _seed(app)
     rng = random.Random(3)
@@ -374,8 +375,8 @@ def test_gunicorn_worker_stop_flushes_the_buffer(test_environ, app, committed_db
 @pytest.mark.chaos
 def test_entries_redis_lost_are_added_again_from_the_web_process(other_app, committed_db):
     """Redis restarts between two flushes of an idle web process: its entries come back."""
-    from app.services.hit_buffer import HitBuffer
-    from app.services.tracking import OPEN
+    from app.services.tracking.hit_buffer import HitBuffer
+    from app.services.tracking.hits import OPEN
 
     server = RedisServer().start()
     try:
@@ -418,7 +419,7 @@ def test_entries_redis_lost_are_added_again_from_the_web_process(other_app, comm
 
 
 def test_an_entry_that_can_never_be_recorded_is_parked_not_blocking(app, client, clean):
-    from app.services.tracking import encode_hits
+    from app.services.tracking.hits import encode_hits
 
     seed = _seed(app, members=1)
     with app.app_context():
@@ -442,8 +443,8 @@ def test_through_a_redis_and_database_outage_hits_wait_on_disk_then_ship(
 ):
     """Both stores down: memory stays bounded (hits go to spill files past SPILL_AFTER, and at
     a graceful stop), and once Redis answers again an idle process sends them all on."""
-    from app.services.hit_buffer import HitBuffer
-    from app.services.tracking import OPEN
+    from app.services.tracking.hit_buffer import HitBuffer
+    from app.services.tracking.hits import OPEN
 
     monkeypatch.setattr(HitBuffer, "SPILL_AFTER", 5)
     monkeypatch.setattr(HitBuffer, "UNSPILL_EVERY", 0.0)

@@ -12,7 +12,8 @@ from celery.contrib.testing.worker import start_worker
 
 from app.extensions import db
 from app.models import Delivery, Event
-from app.services import campaigns, previews
+from app.services.campaigns import authoring as campaigns
+from app.services.campaigns import previews
 from tests.support.campaigns import sample_input, setup_org
 
 

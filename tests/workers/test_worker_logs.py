@@ -12,7 +12,7 @@ import pytest
 
 from app import jobs
 from app.extensions import db
-from app.services.tracking_runtime import runtime
+from app.services.tracking.runtime import runtime
 from config.log import BEAT_SENDING
 from tests.support.tracking import reset_tracking, sent_campaign
 from tests.support.workers import CeleryProcess, purge_queues, worker_environ

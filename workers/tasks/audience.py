@@ -8,7 +8,7 @@ from celery import shared_task
 
 from app import jobs
 from app.extensions import db
-from app.services import imports
+from app.services.audience import imports
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from flask import current_app
 
 from app import jobs
 from app.extensions import db
-from app.services import retention
-from app.services.redis_client import get_redis
+from app.infra.redis_client import get_redis
+from app.services.stats import retention
 
 
 @shared_task(name=jobs.HEALTH_PING)

@@ -9,8 +9,9 @@ from flask import current_app
 
 from app import jobs
 from app.extensions import db
+from app.infra import redis_client
 from app.models.base import utcnow
-from app.services import redis_client, sending
+from app.services import sending
 from app.services.sending import coordination
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,10 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app import jobs
 from app.extensions import db
-from app.services import hit_stream, machine_hits, tracking
-from app.services.redis_client import get_redis
-from app.services.tracking_runtime import runtime
+from app.infra.redis_client import get_redis
+from app.services.tracking import hit_stream, machine_hits
+from app.services.tracking import hits as tracking
+from app.services.tracking.runtime import runtime
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from flask import current_app
 
 from app import jobs
 from app.extensions import db
-from app.services import transactional
+from app.services.sending import transactional
 from app.services.transports import TransportError, get_transport
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from celery import shared_task
 
 from app import jobs
 from app.extensions import db
-from app.services import webhook_events, webhooks
+from app.services.tracking import webhook_events, webhooks
 
 log = logging.getLogger(__name__)
 

@@ -4,6 +4,12 @@ The delivery ledger (`deliveries`, UNIQUE campaign x member, a status per row) i
 truth; Celery only moves it. `tick` starts due campaigns, `freeze_audience` writes the
 ledger, `send_batch` claims and sends up to 1,000 rows, `sweep` recovers from crashes and
 lost broker messages, and `pause`/`resume`/`cancel` steer a running campaign.
+transactional.py sends one-off mail (test sends, opt-in confirmations) on its own queue.
+
+May call: services.campaigns, services.audience and services.stats through peers.py
+(transactional.py also calls the opt-in and test-send services whose mail it carries),
+services.organization (the time zone), services.transports, app.infra. Only tracking's
+webhook events call back into sending (the ledger they settle).
 """
 
 from app.services.sending.audience import FreezeResult, audience_count, freeze_audience
@@ -20,7 +26,6 @@ from app.services.sending.ledger import Settlement
 from app.services.sending.progress import Progress, progress, unknown_counts
 from app.services.sending.scheduling import (
     check_sendable,
-    org_timezone,
     schedule,
     send_now,
     tick,
@@ -42,7 +47,6 @@ __all__ = [
     "check_sendable",
     "finish_if_done",
     "freeze_audience",
-    "org_timezone",
     "pause",
     "progress",
     "resend_unknown",

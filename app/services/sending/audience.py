@@ -10,6 +10,7 @@ from typing import cast
 import sqlalchemy as sa
 
 from app import jobs
+from app.infra import sql
 from app.models import (
     Campaign,
     CampaignStatus,
@@ -23,11 +24,12 @@ from app.models import (
     campaign_lists,
 )
 from app.models.base import utcnow
-from app.services import DbSession, breakdown, sql
+from app.services import DbSession
 from app.services.sending import ledger, peers
 from app.services.sending.ledger import Settlement
 from app.services.sending.rate_limit import bucket_capacity
 from app.services.sending.status import finish_if_done
+from app.services.stats import breakdown
 
 log = logging.getLogger(__name__)
 

@@ -23,16 +23,17 @@ import redis
 import sqlalchemy as sa
 from flask import current_app
 
+from app.infra import redis_client
+from app.infra.sql import is_postgresql
+from app.infra.tokens import TokenSigner, signer_from_config
 from app.models import Campaign, CampaignStatus, OrgSettings
 from app.models.base import utcnow
-from app.services import DbSession, redis_client
+from app.services import DbSession
 from app.services.sending import coordination, ledger, peers, rendering
 from app.services.sending.ledger import BatchKey, Claim, Settlement
 from app.services.sending.rate_limit import TokenBucket
 from app.services.sending.rendering import BatchBuilder
 from app.services.sending.status import finish_if_done, pause_itself
-from app.services.sql import is_postgresql
-from app.services.tokens import TokenSigner, signer_from_config
 from app.services.transports import Transport, TransportError, get_transport
 
 log = logging.getLogger(__name__)

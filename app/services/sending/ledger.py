@@ -28,6 +28,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from flask import current_app
 
+from app.infra.sql import insert, is_postgresql, one_of
 from app.models import (
     BatchStatus,
     Campaign,
@@ -43,7 +44,6 @@ from app.models import (
 )
 from app.services import DbSession
 from app.services.sending.rendering import ClaimedRow
-from app.services.sql import insert, is_postgresql, one_of
 
 log = logging.getLogger(__name__)
 

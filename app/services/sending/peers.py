@@ -14,7 +14,10 @@ import sqlalchemy as sa
 from app.emails.content import EmailContent, Identity, Problem
 from app.emails.render import Skeleton
 from app.models import Campaign, CampaignStatus, Segment
-from app.services import DbSession, campaigns, consent, segments, stats
+from app.services import DbSession
+from app.services.audience import consent, segments
+from app.services.campaigns import authoring as campaigns
+from app.services.stats import counters as stats
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +77,7 @@ def segment_clause(session: DbSession, segment_id: int) -> sa.ColumnElement[bool
 
 def bump_campaign_stats(session: DbSession, campaign_id: int, **deltas: int) -> None:
     """Add to the campaign's counters (targeted, sent, failed) in the caller's transaction,
-    through app.services.stats.bump_campaign_stats (tracking, on main)."""
+    through app.services.stats.counters.bump_campaign_stats (tracking, on main)."""
     deltas = {name: value for name, value in deltas.items() if value}
     if deltas:
         stats.bump_campaign_stats(session, campaign_id, **deltas)

@@ -9,10 +9,10 @@ from typing import Any
 from app.emails.content import Recipient
 from app.emails.headers import list_unsubscribe_headers, message_id
 from app.emails.render import Skeleton
+from app.infra.tokens import Scope, TokenSigner
 from app.models import Campaign
 from app.services import DbSession
 from app.services.sending import peers
-from app.services.tokens import Scope, TokenSigner
 from app.services.transports import OutgoingBatch, OutgoingRecipient
 
 ONE_CLICK = "List-Unsubscribe=One-Click"

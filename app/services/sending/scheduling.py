@@ -7,13 +7,13 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import sqlalchemy as sa
-from flask import current_app
 
 from app import jobs
 from app.emails.content import Problem
-from app.models import Campaign, CampaignStatus, OrgSettings, User
+from app.models import Campaign, CampaignStatus, User
 from app.models.base import utcnow
 from app.services import DbSession
+from app.services.organization.settings import org_timezone
 from app.services.sending import peers
 from app.services.sending.audience import SegmentUnavailable, audience_count
 from app.services.sending.status import (
@@ -26,25 +26,9 @@ from app.services.sending.status import (
 log = logging.getLogger(__name__)
 
 MAX_AHEAD = timedelta(days=366)
-DEFAULT_TIMEZONE = "America/Edmonton"
 
 # The tick's UPDATE and the TRANSITIONS table must agree.
 assert allowed(CampaignStatus.SCHEDULED, CampaignStatus.SENDING)
-
-
-def org_timezone(session: DbSession, fallback: str | None = None) -> ZoneInfo:
-    """The organization's time zone (Settings), in which organizers pick send times.
-
-    Without one, `fallback`, else RALLYPOINT_TIMEZONE, else America/Edmonton.
-    """
-    settings = session.get(OrgSettings, 1)
-    if fallback is None:
-        fallback = str(current_app.config.get("TIMEZONE") or DEFAULT_TIMEZONE)
-    name = (settings.timezone if settings and settings.timezone else "") or fallback
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo(DEFAULT_TIMEZONE)
 
 
 def check_sendable(session: DbSession, campaign: Campaign) -> list[Problem]:

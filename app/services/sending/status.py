@@ -13,7 +13,7 @@ from app.emails.content import Problem
 from app.models import TRANSITIONS, Campaign, CampaignStatus, Delivery, DeliveryStatus
 from app.models.base import utcnow
 from app.services import DbSession
-from app.services.campaigns import TransitionRefused
+from app.services.campaigns.authoring import TransitionRefused
 from app.services.sending import ledger, peers
 from app.services.sending.ledger import Settlement
 

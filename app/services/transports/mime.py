@@ -6,7 +6,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
 
-from app.services.transports import OutgoingBatch, OutgoingRecipient
+from app.services.transports.base import OutgoingBatch, OutgoingRecipient
 
 
 def build_message(batch: OutgoingBatch, to: OutgoingRecipient) -> EmailMessage:

@@ -7,7 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
-from app.services.transports import BatchResult, OutgoingBatch
+from app.services.transports.base import BatchResult, OutgoingBatch
 from app.services.transports.mime import build_message
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")

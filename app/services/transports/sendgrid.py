@@ -19,7 +19,7 @@ import python_http_client
 from python_http_client.exceptions import HTTPError, handle_error
 from sendgrid import SendGridAPIClient
 
-from app.services.transports import BatchResult, OutgoingBatch, TransportError
+from app.services.transports.base import BatchResult, OutgoingBatch, TransportError
 
 MAIL_SEND_LIMIT = 1000  # recipients per request (to + cc + bcc): SendGrid's hard limit
 MAX_ERROR_CHARS = 1000

@@ -7,7 +7,7 @@ import ssl
 from collections.abc import Mapping
 from typing import Any
 
-from app.services.transports import BatchResult, OutgoingBatch, TransportError
+from app.services.transports.base import BatchResult, OutgoingBatch, TransportError
 from app.services.transports.mime import build_message
 
 SECURITY_MODES = ("starttls", "ssl", "none")

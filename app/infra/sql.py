@@ -1,0 +1,66 @@
+"""Small SQL helpers shared by the bulk paths (sender, tracking flusher, breakdown)."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
+
+if TYPE_CHECKING:  # the session type only: infra sits below the services
+    from app.services import DbSession
+
+
+def is_postgresql(session: DbSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
+
+
+def insert(session: DbSession, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT with the dialect's ON CONFLICT clauses (PostgreSQL, or SQLite in development)."""
+    return (postgresql.insert if is_postgresql(session) else sqlite.insert)(table)
+
+
+def one_of(
+    session: DbSession,
+    column: Any,
+    values: Collection[Any],
+    *,
+    name: str = "ids",
+    type_: type[sa.types.TypeEngine[Any]] | sa.types.TypeEngine[Any] = sa.BigInteger,
+) -> Any:
+    """`column` is one of `values`: ``= ANY(:name)`` with one array parameter on PostgreSQL.
+
+    A thousand-value IN list costs SQLAlchemy and psycopg a fresh statement to render and
+    parse every time; the array is one bound value and the same statement text. SQLite
+    (development) gets a plain IN.
+    """
+    if is_postgresql(session):
+        return column == sa.any_(sa.bindparam(name, list(values), type_=ARRAY(type_)))
+    return column.in_(list(values))
+
+
+# A write of at least this many rows, and a tenth of the table (autovacuum's own rule for
+# analyzing), refreshes the table's planner statistics at once.
+ANALYZE_MIN_ROWS = 1000
+
+
+def refresh_statistics(session: DbSession, table: str, changed: int) -> bool:
+    """ANALYZE `table` (PostgreSQL) after a bulk write that changed much of it.
+
+    Autovacuum analyzes a table a while after a big write; a query planned before that
+    runs on no statistics, and picks plans that are 5-10 times slower (a first send right
+    after an import, or a campaign's first batches right after its freeze). ANALYZE inside
+    the writing transaction samples its own new rows, and its statistics commit with them.
+    Returns whether it ran.
+    """
+    if changed < ANALYZE_MIN_ROWS or not is_postgresql(session):
+        return False
+    known = session.scalar(
+        sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:t AS regclass)"), {"t": table}
+    )
+    if known is not None and known > 0 and changed < 0.1 * float(known):
+        return False
+    session.execute(sa.text(f"ANALYZE {sa.table(table).name}"))
+    return True

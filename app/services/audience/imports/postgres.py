@@ -1,0 +1,528 @@
+"""The PostgreSQL import: the file COPYed into a staging table chunk by chunk, then set-based SQL.
+
+The statements are named in statements.py; this module runs them: the parse-ahead thread
+that turns rows into COPY data, the COPY itself, and the per-chunk steps in their order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+
+from app.models import ConsentBasis, ImportIssueKind, SubscriptionSource, SubscriptionStatus
+from app.services.audience.consent import import_replaces_sql
+from app.services.audience.imports import statements as sql
+from app.services.audience.imports.progress import ImportProgress
+from app.services.audience.imports.run import (
+    FIELD_LIMITS,
+    SUPPRESSED_REASON,
+    UNSUBSCRIBED_REASON,
+    ImportReport,
+    ImportRun,
+    batched,
+    within_limits,
+)
+from app.services.audience.member_csv import ParsedRow
+from app.services.audience.members import MEMBER_INSERT_LOCK
+
+log = logging.getLogger(__name__)
+
+_COPY_PIECE_CHARS = 1 << 20
+_CHUNK_ROWS = 50_000  # rows per COPY + SQL round; a whole chunk fits the parse-ahead queue
+_QUEUED_PIECES = 8  # about 8 MB of COPY data parsed ahead at most (memory stays flat)
+_BATCH_ROWS = 1000  # rows the parser formats at a time
+_END = object()
+_BLOOM_BYTES = 1 << 24  # must be a power of two
+# A duplicate of an earlier chunk's row while its first line is not known yet; the import
+# names the line before it ends (CopyImport._name_earlier_lines).
+_EARLIER_LINE = "duplicate of an earlier line"
+
+
+@dataclass(frozen=True)
+class _ChunkEnd:
+    """Marks the end of a chunk's COPY data; carries its maybe-seen (line, email) pairs and
+    its rows' warnings (line, email, reason)."""
+
+    maybe_seen: list[tuple[int, str]]
+    warnings: list[tuple[int, str, str]] = field(default_factory=list)
+
+
+class CopyImport(ImportRun):
+    """The PostgreSQL import: chunks of the file COPYed into a staging table, then set-based SQL.
+
+    A producer thread parses the file and formats COPY data (pure Python, one core) while this
+    thread runs each chunk's SQL (PostgreSQL works on the other core; psycopg releases the GIL
+    while it waits), so parsing chunk k+1 overlaps the database work on chunk k. The queue
+    between them is bounded: memory stays flat whatever the size of the file.
+
+    Per chunk, every step is one statement over the chunk's rows:
+    1. COPY into import_chunk (a temporary table: no WAL); the parser has already marked
+       values too long and duplicates within the chunk (_stage_rows);
+    2. mark the rest in place (_classify_chunk): duplicates of earlier chunks, and each
+       row's existing member;
+    3. record skipped rows as issues; remember the chunk's addresses in import_seen;
+    4. update existing members whose values change; subscribe existing members (ON CONFLICT
+       DO NOTHING keeps existing subscribed/pending/unsubscribed rows as they are);
+    5. insert new members and their subscriptions in one statement (a data-modifying CTE).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.attribute_keys = [key for key, _ in self.member_csv.columns.attributes]
+        self.rows_staged = 0
+        self.skip_fk_checks = False
+        self.chunks_done = 0
+        self.earlier_lines_unnamed = 0
+        self.members_were_empty = False
+        # Fixed size whatever the file (16 MiB, two bits an address): about 2 false "maybe"s
+        # in 10,000 rows at a million addresses, 2 in 100 at ten million. A "maybe" is only
+        # looked up in import_seen; nothing is skipped without the database saying so.
+        self._bloom = bytearray(_BLOOM_BYTES)
+        self._chunk_first: dict[str, int] = {}
+        self._maybe_seen: list[tuple[int, str]] = []
+        self.chunk_maybe_seen: list[tuple[int, str]] = []
+        self._warnings: list[tuple[int, str, str]] = []
+        self.chunk_warnings: list[tuple[int, str, str]] = []
+        self._timings: dict[str, float] = {}
+
+    def _exec(self, statement: str, **params: Any) -> sa.CursorResult[Any]:
+        return self.session.execute(sa.text(statement), params)  # type: ignore[return-value]
+
+    def _timed(self, name: str, statement: str, **params: Any) -> sa.CursorResult[Any]:
+        started = time.perf_counter()
+        result = self._exec(statement, **params)
+        self._timings[name] = self._timings.get(name, 0.0) + time.perf_counter() - started
+        return result
+
+    def run(self) -> ImportReport:
+        report = self.report
+        # Imports run one at a time; creating single members takes the same lock shared
+        # (members.lock_member_inserts), so no other transaction can add an address between
+        # our lookup and our insert, and the inserts need no ON CONFLICT (speculative insertion
+        # costs about half as much again per row).
+        self._exec(sql.LOCK_MEMBER_INSERTS, key=MEMBER_INSERT_LOCK)
+        # Sorts and hashes of a chunk stay in memory; JIT compiling costs more than it saves.
+        self._exec(sql.CHUNK_WORK_MEM)
+        self._exec(sql.NO_JIT)
+        self._raise_temp_buffers()
+        # The list cannot be deleted under us (its subscriptions are being written).
+        self._exec(sql.LOCK_LIST, list_id=self.job.list_id)
+        self.skip_fk_checks = self._may_skip_fk_checks()
+        if not self.skip_fk_checks:
+            log.warning(
+                "import %s: this database role may not set session_replication_role, so new "
+                "subscriptions pay their foreign-key checks (about a third slower); a superuser "
+                "can run: GRANT SET ON PARAMETER session_replication_role TO <role>",
+                self.job.id,
+            )
+        self.members_were_empty = not self._exec(sql.ANY_MEMBERS).scalar()
+        self._create_tables()
+        chunks: queue.Queue[Any] = queue.Queue(maxsize=_QUEUED_PIECES)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=self._produce, args=(chunks, stop), name="import-parse", daemon=True
+        )
+        producer.start()
+        try:
+            while self._copy_chunk(chunks):
+                self._process_chunk()
+                self.progress(
+                    ImportProgress(
+                        "reading", self.stream.bytes_read, self.stream.size, self.rows_staged
+                    )
+                )
+        finally:
+            stop.set()
+            producer.join(timeout=30)
+        good = report.added + report.updated + report.unchanged
+        report.already_on_list = good - report.subscribed - report.not_subscribed
+        self.progress(ImportProgress("saving", 1, 2, report.rows), force=True)
+        if self.earlier_lines_unnamed:
+            self._name_earlier_lines()
+        report.skip_reasons, report.not_subscribed_reasons, report.warning_reasons = (
+            self._reason_counts()
+        )
+        for name in sql.STAGING_TABLES:
+            self._exec(sql.drop_table(name))
+        log.debug(
+            "import %s: %s s in SQL steps %s",
+            self.job.id,
+            round(sum(self._timings.values()), 2),
+            {k: round(v, 2) for k, v in self._timings.items()},
+        )
+        return report
+
+    def _raise_temp_buffers(self) -> None:
+        """Keep the staging tables in memory: 8 MB of temporary buffers (the default) would
+        write a 100,000-row chunk out to disk and read it back on every statement.
+
+        PostgreSQL accepts the change only before the connection first uses a temporary table,
+        so it is set for the session (a pooled connection keeps it for its next import) and
+        tried in a savepoint: refused, the import goes on, slower.
+        """
+        try:
+            with self.session.begin_nested():
+                self._exec(sql.RAISE_TEMP_BUFFERS)
+        except sa.exc.DBAPIError:
+            log.info("import %s: temp_buffers stays at %s", self.job.id, self._show("temp_buffers"))
+
+    def _show(self, name: str) -> str:
+        return str(self._exec(f"SHOW {name}").scalar())
+
+    def _may_skip_fk_checks(self) -> bool:
+        """Whether this role may turn off foreign-key triggers for a statement.
+
+        Checking the subscriptions' two foreign keys costs about 7 µs a row (one SPI query and
+        a row lock each), about a third of the import. The one statement that skips them
+        inserts subscriptions of members created by that very statement, for a list locked
+        above: their references are valid by construction. Only roles allowed to SET
+        session_replication_role may (superusers, GRANT SET ON PARAMETER on PostgreSQL 15+,
+        and managed services' admin roles that have their own rules), so it is simply tried,
+        in a savepoint; refused, the import keeps the checks and runs more slowly.
+        """
+        try:
+            with self.session.begin_nested():
+                self._exec(sql.SKIP_FK_CHECKS)
+                self._exec(sql.KEEP_FK_CHECKS)
+        except sa.exc.DBAPIError:
+            return False
+        return True
+
+    def _create_tables(self) -> None:
+        for name in sql.STAGING_TABLES:
+            self._exec(sql.drop_table(name))
+        # Temporary tables: no WAL, private to this connection, dropped at the end.
+        self._exec(sql.create_chunk_table(len(self.attribute_keys)))
+        # No index: each chunk hash-joins against it, cheaper than a btree insert per row.
+        self._exec(sql.CREATE_SEEN_TABLE)
+
+    def _stage_columns(self) -> list[str]:
+        return [
+            "line",
+            *sql.STAGE_FIELDS,
+            *(f"a{i}" for i in range(len(self.attribute_keys))),
+            "skip",
+        ]
+
+    def _copy_chunk(self, chunks: queue.Queue[Any]) -> bool:
+        """COPY the next chunk into import_chunk; False when the file is done."""
+        first = chunks.get()
+        if first is _END:
+            return False
+        copy_sql = sql.copy_chunk(self._stage_columns())
+        self._exec(sql.EMPTY_CHUNK)
+        driver = self.session.connection().connection.driver_connection
+        assert driver is not None
+        started = time.perf_counter()
+        piece = first
+        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            while not isinstance(piece, _ChunkEnd):
+                if isinstance(piece, BaseException):
+                    raise piece
+                copy.write(piece)
+                piece = chunks.get()
+        self.chunk_maybe_seen = piece.maybe_seen
+        self.chunk_warnings = piece.warnings
+        self._timings["copy"] = self._timings.get("copy", 0.0) + time.perf_counter() - started
+        return True
+
+    def _produce(self, chunks: queue.Queue[Any], stop: threading.Event) -> None:
+        def put(item: Any) -> bool:
+            while not stop.is_set():
+                try:
+                    chunks.put(item, timeout=0.2)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def new_writer() -> tuple[io.StringIO, Any]:
+            buffer = io.StringIO()
+            # QUOTE_ALL with FORCE_NULL: a None is written "" and read back as NULL (the reader
+            # never yields empty strings), and a lone "\." can never end the COPY data.
+            return buffer, csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\n")
+
+        try:
+            buffer, writer = new_writer()
+            in_chunk = 0
+            for rows in batched(self._stage_rows(), _BATCH_ROWS):
+                writer.writerows(rows)
+                in_chunk += len(rows)
+                self.rows_staged += len(rows)
+                if buffer.tell() >= _COPY_PIECE_CHARS or in_chunk >= _CHUNK_ROWS:
+                    if not put(buffer.getvalue()):
+                        return
+                    buffer, writer = new_writer()
+                if in_chunk >= _CHUNK_ROWS:
+                    # The generator is paused between batches: the next chunk starts clean.
+                    if not put(self._end_chunk()):
+                        return
+                    in_chunk = 0
+            if buffer.tell():
+                put(buffer.getvalue())
+            if in_chunk:
+                put(self._end_chunk())
+            put(_END)
+        except BaseException as exc:  # handed to the consuming thread, which raises it
+            put(exc)
+            put(_ChunkEnd([]))
+
+    def _end_chunk(self) -> _ChunkEnd:
+        end = _ChunkEnd(self._maybe_seen, self._warnings)
+        self._maybe_seen = []
+        self._warnings = []
+        self._chunk_first.clear()
+        return end
+
+    def _stage_rows(self) -> Iterator[tuple[Any, ...]]:
+        """Rows as COPY tuples, with the checks that need no database done here, on the
+        parsing core: duplicates within the chunk (a dict of the chunk's addresses), and
+        values too long for their column (left out, with a warning). Addresses an earlier
+        chunk may have had (the Bloom filter says so) are listed for _process_chunk to look up
+        in import_seen; warnings are listed for it to record if their row is not skipped."""
+        keys = self.attribute_keys
+        skipped_tail = (None,) * (len(sql.STAGE_FIELDS) - 1 + len(keys))
+        parsed = ParsedRow
+        chunk_first = self._chunk_first
+        bloom = self._bloom
+        mask = len(bloom) * 8 - 1
+        limit_first = FIELD_LIMITS["first_name"]
+        limit_last = FIELD_LIMITS["last_name"]
+        limit_postal = FIELD_LIMITS["postal_code"]
+        limit_local = FIELD_LIMITS["local"]
+        # `row.__class__ is parsed` rather than isinstance: this loop runs a million times.
+        rows: Iterable[Any] = self.member_csv
+        for row in rows:
+            if row.__class__ is not parsed:
+                yield (row.line, row.email, *skipped_tail, row.reason)
+                continue
+            line, email, first_name, last_name, _, postal_code, local, attributes, _ = row
+            if (
+                (first_name and len(first_name) > limit_first)
+                or (last_name and len(last_name) > limit_last)
+                or (postal_code and len(postal_code) > limit_postal)
+                or (local and len(local) > limit_local)
+            ):
+                row = within_limits(row)
+            first = chunk_first.get(email)
+            if first is not None:
+                yield (line, email, *skipped_tail, f"duplicate of line {first}")
+                continue
+            chunk_first[email] = line
+            # Two bit positions from one 64-bit hash (Python's str hash, stable in a process).
+            h = hash(email)
+            i, j = h & mask, (h >> 31) & mask
+            if bloom[i >> 3] & (1 << (i & 7)) and bloom[j >> 3] & (1 << (j & 7)):
+                self._maybe_seen.append((line, email))
+            else:
+                bloom[i >> 3] |= 1 << (i & 7)
+                bloom[j >> 3] |= 1 << (j & 7)
+            if row[8]:
+                self._warnings.extend((line, email, warning) for warning in row[8])
+            if keys:
+                yield (*row[:7], *[attributes.get(key) for key in keys], None)
+            else:
+                yield (*row[:7], None)
+
+    def _process_chunk(self) -> None:
+        report = self.report
+        self._classify_chunk()
+        counts = self._exec(sql.COUNT_CHUNK).one()
+        rows, good, existing = int(counts[0]), int(counts[1]), int(counts[2])
+        report.rows += rows
+        report.skipped += rows - good
+        if rows - good:
+            self._timed(
+                "issues",
+                sql.RECORD_SKIPPED,
+                import_id=self.job.id,
+                kind=ImportIssueKind.SKIPPED.value,
+            )
+        if self.chunk_warnings:
+            report.warnings += self._warning_issues()
+        self._timed("seen", sql.REMEMBER_SEEN)
+        if existing:
+            updated = self._update_members()
+            report.updated += updated
+            report.unchanged += existing - updated
+            report.not_subscribed += self._not_subscribed_issues()
+            report.subscribed += self._subscribe_existing()
+        added, subscribed = self._insert_members()
+        report.added += added
+        report.subscribed += subscribed
+        if added - subscribed:
+            # New members whose address is suppressed: kept, not subscribed.
+            report.not_subscribed += self._suppressed_new_issues()
+
+    def _warning_issues(self) -> int:
+        """Record the chunk's warnings whose rows were imported (statements.RECORD_WARNINGS)."""
+        warnings = self.chunk_warnings
+        result = self._timed(
+            "issues",
+            sql.RECORD_WARNINGS,
+            import_id=self.job.id,
+            kind=ImportIssueKind.WARNING.value,
+            lines=[line for line, _, _ in warnings],
+            emails=[email for _, email, _ in warnings],
+            reasons=[reason for _, _, reason in warnings],
+        )
+        return int(result.rowcount or 0)
+
+    def _classify_chunk(self) -> None:
+        """Finish deciding the chunk's rows in the database.
+
+        The parser already skipped values too long for their column and duplicates within
+        the chunk. Left: duplicates of earlier chunks, among the few rows the Bloom filter
+        flagged, and, when the members table was not empty as the import began, the existing
+        member of each address (one probe of the unique email index per row).
+
+        Into an empty members table, an address an earlier chunk took is simply a member
+        now: a probe of the unique index each, and their first lines are filled in once, at
+        the end (_name_earlier_lines). Otherwise the first line comes from import_seen at
+        once: one scan of it, growing with the file, with a hashed IN list.
+        """
+        maybe = self.chunk_maybe_seen
+        if maybe and self.chunks_done and self.members_were_empty:
+            marked = self._timed(
+                "earlier duplicates",
+                sql.MARK_DUPLICATES_OF_NEW_MEMBERS,
+                placeholder=_EARLIER_LINE,
+                lines=[line for line, _ in maybe],
+            )
+            self.earlier_lines_unnamed += int(marked.rowcount or 0)
+        elif maybe and self.chunks_done:
+            firsts = dict(
+                self._timed(
+                    "earlier duplicates",
+                    sql.FIRST_LINES_SEEN,
+                    emails=[email for _, email in maybe],
+                )
+                .tuples()
+                .all()
+            )
+            pairs = [(line, firsts[email]) for line, email in maybe if email in firsts]
+            if pairs:
+                self._timed(
+                    "earlier duplicates",
+                    sql.MARK_EARLIER_DUPLICATES,
+                    lines=[line for line, _ in pairs],
+                    firsts=[first for _, first in pairs],
+                )
+        if not self.members_were_empty:
+            self._timed("match", sql.MATCH_MEMBERS)
+        self.chunks_done += 1
+
+    def _name_earlier_lines(self) -> None:
+        """Replace the placeholder of duplicates of earlier chunks by their first line: one
+        hash join of import_seen with the (few) duplicated addresses."""
+        self._timed(
+            "earlier duplicates",
+            sql.NAME_EARLIER_LINES,
+            import_id=self.job.id,
+            placeholder=_EARLIER_LINE,
+        )
+
+    def _consent_params(self) -> dict[str, Any]:
+        c = self.consent
+        return {
+            "c_basis": c.basis,
+            "c_source": c.source if c.basis else "",
+            "c_at": c.at if c.basis else None,
+            "c_expires": c.expires_at,
+            "c_detail": _json(c.detail),
+        }
+
+    def _update_members(self) -> int:
+        attributes, params = sql.attributes_json(self.attribute_keys)
+        basis = self.consent.basis
+        statement = sql.update_members(
+            attributes,
+            import_replaces_sql(basis, self.consent.expires_at) if basis is not None else None,
+            renews_membership=basis == ConsentBasis.IMPLIED_MEMBERSHIP.value,
+        )
+        result = self._timed("update", statement, now=self.now, **params, **self._consent_params())
+        return int(result.rowcount or 0)
+
+    def _not_subscribed_issues(self) -> int:
+        result = self._timed(
+            "not subscribed",
+            sql.NOT_SUBSCRIBED_ISSUES,
+            import_id=self.job.id,
+            kind=ImportIssueKind.NOT_SUBSCRIBED.value,
+            suppressed=SUPPRESSED_REASON,
+            unsubscribed=UNSUBSCRIBED_REASON,
+            list_id=self.job.list_id,
+            unsubscribed_status=SubscriptionStatus.UNSUBSCRIBED.value,
+        )
+        return int(result.rowcount or 0)
+
+    def _subscribe_existing(self) -> int:
+        result = self._timed(
+            "subscribe existing",
+            sql.SUBSCRIBE_EXISTING,
+            list_id=self.job.list_id,
+            status=SubscriptionStatus.SUBSCRIBED.value,
+            source=SubscriptionSource.IMPORT.value,
+            now=self.now,
+        )
+        return int(result.rowcount or 0)
+
+    def _insert_members(self) -> tuple[int, int]:
+        attributes, params = sql.attributes_json(self.attribute_keys)
+        if self.skip_fk_checks:
+            self._exec(sql.SKIP_FK_CHECKS)
+        # No try/finally: if the statement fails the transaction is rolled back, which
+        # restores the setting (SET LOCAL), and a reset here would only hide the error.
+        row = self._timed(
+            "insert",
+            sql.insert_members(attributes),
+            now=self.now,
+            list_id=self.job.list_id,
+            status=SubscriptionStatus.SUBSCRIBED.value,
+            source=SubscriptionSource.IMPORT.value,
+            **params,
+            **self._consent_params(),
+        ).one()
+        if self.skip_fk_checks:
+            self._exec(sql.KEEP_FK_CHECKS)
+        return int(row[0]), int(row[1])
+
+    def _suppressed_new_issues(self) -> int:
+        result = self._timed(
+            "not subscribed",
+            sql.SUPPRESSED_NEW_ISSUES,
+            import_id=self.job.id,
+            kind=ImportIssueKind.NOT_SUBSCRIBED.value,
+            suppressed=SUPPRESSED_REASON,
+        )
+        return int(result.rowcount or 0)
+
+    def _reason_counts(self) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        rows = self._exec(sql.REASON_COUNTS, import_id=self.job.id).all()
+        counters: dict[str, Counter[str]] = {kind.value: Counter() for kind in ImportIssueKind}
+        for kind, group, count in rows:
+            counters[kind][group] += count
+        skipped, not_subscribed, warned = (
+            dict(counters[kind.value].most_common())
+            for kind in (
+                ImportIssueKind.SKIPPED,
+                ImportIssueKind.NOT_SUBSCRIBED,
+                ImportIssueKind.WARNING,
+            )
+        )
+        return skipped, not_subscribed, warned
+
+
+def _json(value: dict[str, Any]) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)

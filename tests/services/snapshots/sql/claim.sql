@@ -1,0 +1,23 @@
+SELECT send_batches.language
+FROM send_batches
+WHERE send_batches.campaign_id = %(campaign_id_1)s::INTEGER AND send_batches.batch_no = %(batch_no_1)s::INTEGER AND send_batches.status = %(status_1)s::VARCHAR AND (EXISTS (SELECT *
+FROM campaigns
+WHERE campaigns.id = %(id_1)s::INTEGER AND campaigns.status = %(status_2)s::VARCHAR)) FOR UPDATE SKIP LOCKED;
+
+SET LOCAL random_page_cost = 1.1;
+
+SELECT campaign_lists.list_id
+FROM campaign_lists
+WHERE campaign_lists.campaign_id = %(campaign_id_1)s::INTEGER;
+
+SELECT NOT (EXISTS (SELECT *
+FROM suppressions
+WHERE suppressions.email = deliveries.email)) AND (EXISTS (SELECT %(param_1)s::INTEGER AS anon_1
+FROM subscriptions
+WHERE subscriptions.member_id = deliveries.member_id AND subscriptions.list_id + %(list_id_1)s::INTEGER = ANY (%(list_ids)s::INTEGER[]) AND subscriptions.status = %(status_1)s::VARCHAR
+ LIMIT ALL OFFSET %(param_2)s::INTEGER)) AS ok, deliveries.id, deliveries.email, deliveries.language, members.first_name, members.last_name, members.local, members.language AS language_1, members.postal_code, members.attributes
+FROM deliveries JOIN members ON members.id = deliveries.member_id
+WHERE deliveries.campaign_id = %(campaign_id_1)s::INTEGER AND deliveries.batch_no = %(batch_no_1)s::INTEGER AND deliveries.status = %(status_2)s::VARCHAR ORDER BY deliveries.id
+ LIMIT %(param_3)s::INTEGER;
+
+UPDATE send_batches SET status=%(status)s::VARCHAR, attempts=(send_batches.attempts + %(attempts_1)s::INTEGER), claimed_at=%(claimed_at)s::TIMESTAMP WITH TIME ZONE, claimed_upto=%(claimed_upto)s::BIGINT, lease=%(lease)s::VARCHAR, error=%(error)s::VARCHAR WHERE send_batches.campaign_id = %(campaign_id_1)s::INTEGER AND send_batches.batch_no = %(batch_no_1)s::INTEGER AND send_batches.status = %(status_1)s::VARCHAR;
