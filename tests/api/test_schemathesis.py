@@ -25,10 +25,9 @@ from schemathesis.specs.openapi.checks import (
 )
 from sqlalchemy.engine import make_url
 
-from app import create_app
+from app import create_app, demo
 from app.extensions import db, limiter
 from app.models import Role
-from app import demo
 from app.services.organization import users
 from config.settings import TestingConfig
 
