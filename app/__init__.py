@@ -116,7 +116,7 @@ def celery_init_app(app: Flask) -> Celery:
 
 def _register_blueprints(app: Flask) -> None:
     from app.api import init_api  # noqa: PLC0415 - a layer above the services, see the top
-    from app.bounds import IdConverter  # noqa: PLC0415 - a layer above the services
+    from app.infra.bounds import IdConverter  # noqa: PLC0415 - a layer above the services
     from app.public import init_public  # noqa: PLC0415 - a layer above the services
     from app.web import init_web  # noqa: PLC0415 - a layer above the services
 

@@ -13,11 +13,11 @@ import flask_smorest
 from marshmallow import ValidationError
 from webargs.flaskparser import FlaskParser
 
-from app.bounds import storage_problems
+from app.infra.bounds import storage_problems
 
 
 class StorableArgumentsParser(FlaskParser):
-    """webargs' Flask parser, then a check of the loaded values (see app/bounds.py)."""
+    """webargs' Flask parser, then a check of the loaded values (see app/infra/bounds.py)."""
 
     def parse(
         self, argmap: Any, req: Any = None, *, location: str | None = None, **kwargs: Any

@@ -7,8 +7,8 @@ from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import CSRFError
 from werkzeug.exceptions import HTTPException
 
-from app.bounds import NUL
 from app.extensions import db, login_manager
+from app.infra.bounds import NUL
 from app.models import Role, User
 from app.web import (
     archive,

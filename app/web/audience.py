@@ -22,8 +22,8 @@ from flask.typing import ResponseReturnValue
 from flask_login import current_user
 from wtforms.fields.choices import SelectChoice
 
-from app.bounds import as_int
 from app.extensions import db
+from app.infra.bounds import as_int
 from app.models import (
     ConsentBasis,
     MailingList,

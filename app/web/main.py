@@ -6,8 +6,8 @@ from flask import Blueprint, abort, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from flask_login import current_user
 
-from app.bounds import as_int
 from app.extensions import db
+from app.infra.bounds import as_int
 from app.models import Role
 from app.services.organization import settings as org_settings
 from app.services.stats import reports

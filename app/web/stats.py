@@ -17,8 +17,8 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from app.bounds import as_int
 from app.extensions import db
+from app.infra.bounds import as_int
 from app.models import Role
 from app.services.organization import settings as org_settings
 from app.services.stats import reports

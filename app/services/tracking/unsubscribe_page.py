@@ -9,8 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from app.bounds import as_int
 from app.emails.content import Recipient
+from app.infra.bounds import as_int
 from app.models import (
     Campaign,
     Delivery,
