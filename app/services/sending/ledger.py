@@ -623,20 +623,20 @@ def open_batches(campaign_id: int) -> sa.ColumnElement[bool]:
     )
 
 
-def confirm(session: DbSession, delivery_ids: Collection[int], now: datetime) -> list[BatchKey]:
-    """SendGrid reported on these deliveries: their batches' requests reached it.
+def confirm(session: DbSession, batches: Collection[BatchKey], now: datetime) -> list[BatchKey]:
+    """SendGrid reported on deliveries of these batches: their requests reached it.
 
     Marks each batch confirmed (which moves the watermark) and returns the batches among
     them that are in doubt: SendGrid takes or refuses a request whole, so one event speaks
     for every row of it (the caller settles them with `settle_unknown`).
     """
-    if not delivery_ids:
+    if not batches:
         return []
-    d, b = DELIVERIES, BATCHES
-    keys = sa.select(d.c.campaign_id, d.c.batch_no).where(one_of(session, d.c.id, delivery_ids))
+    b = BATCHES
+    pairs = sorted({(key.campaign_id, key.batch_no) for key in batches})
     touched = session.execute(
         sa.update(b)
-        .where(sa.tuple_(b.c.campaign_id, b.c.batch_no).in_(keys))
+        .where(sa.tuple_(b.c.campaign_id, b.c.batch_no).in_(pairs))
         .values(confirmed_at=sa.func.coalesce(b.c.confirmed_at, now))
         .returning(b.c.campaign_id, b.c.batch_no, b.c.status)
     ).all()

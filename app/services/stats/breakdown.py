@@ -227,7 +227,10 @@ def record_engagement_changes(
 
 
 def record_outcome_changes(
-    session: DbSession, changes: Iterable[tuple[int, str | None, str | None]]
+    session: DbSession,
+    changes: Iterable[tuple[int, str | None, str | None]],
+    *,
+    where: Mapping[int, tuple[int, str, str]] | None = None,
 ) -> None:
     """Move deliveries between the breakdown's delivered/bounced counts.
 
@@ -235,6 +238,8 @@ def record_outcome_changes(
         changes: (delivery id, outcome before, outcome after) for each delivery whose
             `outcome` column the webhook processor changed in this transaction; outcomes the
             breakdown does not count (deferred, dropped, None) are fine on either side.
+        where: each delivery's (campaign id, local, language) when the caller has read
+            them already; the others are read here.
 
     Flushes, never commits.
     """
@@ -243,7 +248,9 @@ def record_outcome_changes(
         for outcome in (old, new):
             if outcome is not None and outcome not in _OUTCOME_RANK:
                 raise BreakdownError(f"unknown outcome: {outcome}")
-    keys = _delivery_keys(session, (d for d, _, _ in listed))
+    known = where or {}
+    keys = {d: _keys(*known[d]) for d, _, _ in listed if d in known}
+    keys.update(_delivery_keys(session, (d for d, _, _ in listed if d not in known)))
     deltas: dict[Key, Counts] = defaultdict(lambda: defaultdict(int))
     for delivery_id, old, new in listed:
         for key in keys.get(delivery_id, ()):

@@ -150,7 +150,9 @@ class _Row:
     campaign_id: int
     member_id: int
     email: str
-    outcome: str | None
+    batch_no: int
+    local: str
+    language: str
 
 
 def _has_nul(value: Any) -> bool:
@@ -328,7 +330,17 @@ def _deliveries(session: DbSession, items: list[_Parsed]) -> dict[Any, _Row]:
     (SendGrid message id, address). Read without a lock: every change made from them is a
     conditional UPDATE that re-checks the row it changes."""
     d = DELIVERIES
-    columns = (d.c.id, d.c.campaign_id, d.c.member_id, d.c.email, d.c.outcome)
+    # Everything the batch needs of a delivery, read once (pk_deliveries): its batch for the
+    # ledger, its local and language for the breakdown.
+    columns = (
+        d.c.id,
+        d.c.campaign_id,
+        d.c.member_id,
+        d.c.email,
+        d.c.batch_no,
+        d.c.local,
+        d.c.language,
+    )
     ids = sorted({i.delivery_id for i in items if i.delivery_id is not None})
     found: dict[Any, _Row] = {}
     if ids:
@@ -444,7 +456,8 @@ def _settle(
         ).scalars()
         for campaign_id in changed:
             counters[campaign_id]["sent"] += 1
-    for key in ledger.confirm(session, sorted({row.id for _, row in matched}), now):
+    batches = {ledger.BatchKey(row.campaign_id, row.batch_no) for _, row in matched}
+    for key in ledger.confirm(session, batches, now):
         settled = ledger.settle_unknown(session, key, now)
         counters[key.campaign_id]["sent"] += settled
         if settled:
@@ -507,7 +520,8 @@ def _outcomes(
                 counters[campaign_id][OUTCOME_COUNTER[before]] -= 1
             changes.append((delivery_id, before, outcome))
     if changes:
-        breakdown.record_outcome_changes(session, changes)
+        where = {row.id: (row.campaign_id, row.local, row.language) for _, row in matched}
+        breakdown.record_outcome_changes(session, changes, where=where)
 
 
 def _spam_reports(
