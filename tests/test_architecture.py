@@ -47,6 +47,7 @@ ALLOWED = {
         "services.sending",
         "services.stats",
     },
+    "services.actions": BELOW_SERVICES | {"services.audience", "services.organization"},
     "demo": {
         "models",
         "services",

@@ -133,3 +133,66 @@ def signer_from_config(config: object) -> TokenSigner:
     secret = getattr(config, "SECRET_KEY", None) or ""
     fallbacks = list(getattr(config, "SECRET_KEY_FALLBACKS", []) or [])
     return TokenSigner([secret, *fallbacks])
+
+
+# --- action references -------------------------------------------------------------------------
+# A tracked click that lands on a hosted action (/a/<slug>) carries one of these, so the page
+# knows which delivery (campaign, member, local) brought the visitor without an address in the
+# URL. ``<campaign>.<delivery>.<link>.<expires>.<mac>``: ids and the expiry (Unix seconds) in
+# base 36, and an HMAC over them *and the action's slug*, with a key of its own purpose: a
+# reference minted for one action is refused by every other (a "foreign" reference), and
+# nothing else signed by this server (a click or unsubscribe token) passes for one.
+
+_ACTION_REF_PURPOSE = b"rallypoint.action-ref.v1"
+ACTION_REF_SECONDS = 2 * 3600  # long enough to read the alert and sign; short enough to forward
+_ACTION_REF_SHAPE = re.compile(
+    rf"([0-9a-z]{{1,{_MAX_ID_CHARS}}})\.([0-9a-z]{{1,{_MAX_ID_CHARS}}})\."
+    rf"([0-9a-z]{{1,{_MAX_ID_CHARS}}})\.([0-9a-z]{{1,8}})\.([A-Za-z0-9_-]{{{_MAC_CHARS}}})"
+)
+
+
+@dataclass(frozen=True)
+class ActionRef:
+    campaign_id: int
+    delivery_id: int
+    link_id: int
+    expires_at: int
+
+
+class ActionRefSigner:
+    """Signs action references with the first secret, verifies with any (rotation)."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        if not secrets:
+            raise ValueError("at least one secret is needed")
+        self.keys = [
+            hmac.new(s.encode(), _ACTION_REF_PURPOSE, hashlib.sha256).digest() for s in secrets
+        ]
+
+    def sign(self, slug: str, campaign_id: int, delivery_id: int, link_id: int, now: float) -> str:
+        """A reference to one delivery for the action `slug`, good for ACTION_REF_SECONDS."""
+        body = ".".join(
+            _base36(n) for n in (campaign_id, delivery_id, link_id, int(now) + ACTION_REF_SECONDS)
+        )
+        return f"{body}.{_mac(self.keys[0], f'{body}|{slug}')}"
+
+    def verify(self, token: str, slug: str, now: float) -> ActionRef | None:
+        """The reference's delivery, or None for anything forged, expired, malformed or minted
+        for another action."""
+        shape = _ACTION_REF_SHAPE.fullmatch(token or "")
+        if shape is None:
+            return None
+        *numbers, mac = shape.groups()
+        body = ".".join(numbers)
+        if not any(hmac.compare_digest(_mac(key, f"{body}|{slug}"), mac) for key in self.keys):
+            return None
+        campaign, delivery, link, expires = (int(n, 36) for n in numbers)
+        if expires < now:
+            return None
+        return ActionRef(campaign, delivery, link, expires)
+
+
+def action_ref_signer_from_config(config: object) -> ActionRefSigner:
+    secret = getattr(config, "SECRET_KEY", None) or ""
+    fallbacks = list(getattr(config, "SECRET_KEY_FALLBACKS", []) or [])
+    return ActionRefSigner([secret, *fallbacks])

@@ -1,5 +1,17 @@
 """All models, imported here so Alembic and the app see one metadata."""
 
+from app.models.actions import (
+    ACTION_TRANSITIONS,
+    Action,
+    ActionKind,
+    ActionResponse,
+    ActionStatus,
+    ActionTally,
+    ActionVersion,
+    ResponseSource,
+    TallyDimension,
+    action_lists,
+)
 from app.models.base import Base
 from app.models.breakdown import BreakdownDimension, CampaignBreakdown
 from app.models.campaigns import (
@@ -46,10 +58,17 @@ from app.models.stats import CampaignHourly, CampaignStats, LinkStats
 from app.models.users import ApiToken, Role, User
 
 __all__ = [
+    "ACTION_TRANSITIONS",
     "IMPORT_TRANSITIONS",
     "LANGUAGE_NAMES",
     "OPEN_BATCH_STATUSES",
     "TRANSITIONS",
+    "Action",
+    "ActionKind",
+    "ActionResponse",
+    "ActionStatus",
+    "ActionTally",
+    "ActionVersion",
     "ApiToken",
     "Base",
     "BatchStatus",
@@ -75,6 +94,7 @@ __all__ = [
     "Member",
     "MemberImport",
     "OrgSettings",
+    "ResponseSource",
     "Role",
     "Segment",
     "SendBatch",
@@ -84,8 +104,10 @@ __all__ = [
     "SubscriptionStatus",
     "Suppression",
     "SuppressionReason",
+    "TallyDimension",
     "UnsubscribeSource",
     "User",
     "WebhookBatch",
+    "action_lists",
     "campaign_lists",
 ]

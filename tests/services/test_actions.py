@@ -1,0 +1,357 @@
+"""Hosted petitions: writing, opening, signing once per address, attribution, consent, tallies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+import sqlalchemy as sa
+
+from app.infra.redis_client import get_redis
+from app.infra.tokens import ActionRefSigner
+from app.models import (
+    ActionResponse,
+    ActionStatus,
+    ActionTally,
+    Member,
+    ResponseSource,
+    Subscription,
+    Suppression,
+)
+from app.services import actions
+from app.services.actions import abuse, counts, reports, signing
+from app.services.actions.petitions import ActionError, PetitionData, SlugTaken
+from tests import factories
+
+
+def _petition(session, **changes):
+    data = PetitionData(
+        title="Free Amar Fayaz",
+        versions={
+            "en": {
+                "headline": "Bring Amar home",
+                "description": "Amar is a **trade unionist** <script>x</script>",
+                "target": "His Excellency, the High Commissioner",
+                "petition_text": "We call on you to release Amar Fayaz.",
+            },
+            "fr": {"title": "Libérez Amar Fayaz", "petition_text": "Nous demandons..."},
+        },
+    )
+    for key, value in changes.items():
+        setattr(data, key, value)
+    action = actions.create_petition(session, data, owner_id=None)
+    actions.transition(session, action, ActionStatus.OPEN)
+    return action
+
+
+def test_create_petition_makes_a_slug_and_versions(db_session):
+    action = _petition(db_session)
+    assert action.slug == "free-amar-fayaz"
+    assert action.version("fr").title == "Libérez Amar Fayaz"
+    assert action.version("en").title == "Free Amar Fayaz"
+    assert action.status == "open"
+    again = actions.create_petition(
+        db_session, PetitionData(title="Free Amar Fayaz"), owner_id=None
+    )
+    assert again.slug == "free-amar-fayaz-2"
+
+
+def test_bad_petition_input_is_refused_and_changes_nothing(db_session):
+    with pytest.raises(ActionError) as exc:
+        actions.create_petition(db_session, PetitionData(title=""), owner_id=None)
+    assert exc.value.field == "title"
+    with pytest.raises(ActionError):
+        actions.create_petition(db_session, PetitionData(title="x", goal=0), owner_id=None)
+    with pytest.raises(ActionError):
+        actions.create_petition(
+            db_session, PetitionData(title="x", image_url="javascript:alert(1)"), owner_id=None
+        )
+    _petition(db_session)
+    with pytest.raises(SlugTaken):
+        actions.create_petition(
+            db_session, PetitionData(title="y", slug="free-amar-fayaz"), owner_id=None
+        )
+
+
+def test_a_draft_without_text_cannot_open_and_transitions_follow_the_table(db_session):
+    draft = actions.create_petition(db_session, PetitionData(title="Empty"), owner_id=None)
+    with pytest.raises(ActionError):
+        actions.transition(db_session, draft, ActionStatus.OPEN)
+    action = _petition(db_session)
+    with pytest.raises(ActionError):
+        actions.transition(db_session, action, ActionStatus.DRAFT)
+    actions.transition(db_session, action, ActionStatus.CLOSED)
+    with pytest.raises(signing.SignError):
+        actions.sign(
+            db_session, action, signing.Signature("a@example.org", "A"), signing.Attribution()
+        )
+
+
+def test_description_markdown_is_sanitised():
+    html = actions.petitions.render_markdown("**hi** <script>alert(1)</script> [x](javascript:y)")
+    assert "<strong>hi</strong>" in html
+    assert "<script" not in html
+    assert "javascript:" not in html
+
+
+def test_signing_twice_updates_and_never_counts_twice(db_session):
+    action = _petition(db_session)
+    first = actions.sign(
+        db_session, action, signing.Signature(" Ana@Example.org ", "Ana"), signing.Attribution()
+    )
+    again = actions.sign(
+        db_session,
+        action,
+        signing.Signature("ana@example.org", "Ana", "Roy"),
+        signing.Attribution(),
+    )
+    assert first.created
+    assert first.counted
+    assert not again.created
+    assert not again.counted
+    assert again.response.id == first.response.id
+    assert again.response.last_name == "Roy"
+    assert counts.count_responses(db_session, action.id) == 1
+
+
+def test_required_fields_and_bounds(db_session):
+    action = _petition(db_session, fields={"postal_code": "required", "comment": "optional"})
+    with pytest.raises(signing.SignError) as exc:
+        actions.sign(
+            db_session, action, signing.Signature("b@example.org", "B"), signing.Attribution()
+        )
+    assert exc.value.field == "postal_code"
+    with pytest.raises(signing.SignError) as exc:
+        actions.sign(
+            db_session,
+            action,
+            signing.Signature("b@example.org", "B", postal_code="T5J", comment="x" * 1001),
+            signing.Attribution(),
+        )
+    assert exc.value.field == "comment"
+    with pytest.raises(signing.SignError) as exc:
+        actions.sign(
+            db_session, action, signing.Signature("not-an-email", "B"), signing.Attribution()
+        )
+    assert exc.value.field == "email"
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(ActionResponse)) == 0
+
+
+def test_alert_attribution_records_campaign_delivery_local_and_tallies(db_session):
+    action = _petition(db_session)
+    member = factories.member(
+        db_session, email="amelie@example.org", first_name="Amélie", last_name="Roy"
+    )
+    campaign = factories.campaign(db_session)
+    delivery = factories.delivery(db_session, campaign, member, local="Local 30", language="fr")
+    attribution = signing.attribution_for(
+        db_session, action, delivery=(campaign.id, delivery.id, 0)
+    )
+    assert attribution.source is ResponseSource.ALERT
+    outcome = actions.sign(
+        db_session, action, signing.Signature("amelie@example.org", "Amélie"), attribution
+    )
+    response = outcome.response
+    assert (response.campaign_id, response.delivery_id, response.member_id) == (
+        campaign.id,
+        delivery.id,
+        member.id,
+    )
+    assert response.local == "Local 30"
+    signed = reports.campaign_signed(db_session, campaign.id)
+    assert signed.signed == 1
+    assert signed.by_local == {"Local 30": 1}
+    assert signed.by_language == {"fr": 1}
+    # Signing again through the alert counts nothing more.
+    actions.sign(db_session, action, signing.Signature("amelie@example.org", "Amélie"), attribution)
+    assert reports.campaign_signed(db_session, campaign.id).signed == 1
+
+
+def test_not_you_signs_for_the_alert_but_not_as_the_member(db_session):
+    action = _petition(db_session)
+    member = factories.member(db_session, email="amelie@example.org", first_name="Amélie")
+    campaign = factories.campaign(db_session)
+    delivery = factories.delivery(db_session, campaign, member)
+    attribution = signing.attribution_for(
+        db_session, action, delivery=(campaign.id, delivery.id, 0)
+    )
+    outcome = actions.sign(
+        db_session, action, signing.Signature("friend@example.org", "Friend"), attribution
+    )
+    assert outcome.response.member_id is None
+    assert outcome.response.campaign_id == campaign.id
+
+
+def test_a_reference_of_another_campaign_is_ignored(db_session):
+    action = _petition(db_session)
+    member = factories.member(db_session)
+    campaign, other = factories.campaign(db_session), factories.campaign(db_session)
+    delivery = factories.delivery(db_session, campaign, member)
+    attribution = signing.attribution_for(db_session, action, delivery=(other.id, delivery.id, 0))
+    assert attribution.source is ResponseSource.DIRECT
+    assert signing.delivery_prefill(db_session, other.id, delivery.id) is None
+    assert signing.delivery_prefill(db_session, campaign.id, delivery.id).email == member.email
+
+
+def test_share_credits_the_referrer_and_the_alert_second_order(db_session):
+    action = _petition(db_session)
+    member = factories.member(db_session, email="amelie@example.org")
+    campaign = factories.campaign(db_session)
+    delivery = factories.delivery(db_session, campaign, member, local="Local 30")
+    first = actions.sign(
+        db_session,
+        action,
+        signing.Signature("amelie@example.org", "Amélie"),
+        signing.attribution_for(db_session, action, delivery=(campaign.id, delivery.id, 0)),
+    ).response
+    via = signing.attribution_for(db_session, action, referral_code=first.referral_code)
+    second = actions.sign(
+        db_session, action, signing.Signature("bo@example.org", "Bo"), via
+    ).response
+    assert second.source == "share"
+    assert second.referrer_id == first.id
+    assert reports.referral_count(db_session, first.id) == 1
+    signed = reports.campaign_signed(db_session, campaign.id)
+    assert (signed.signed, signed.shared) == (1, 1)
+    unknown = signing.attribution_for(db_session, action, referral_code="nope")
+    assert unknown.source is ResponseSource.DIRECT
+
+
+def test_consent_subscribes_with_express_consent_but_never_a_suppressed_or_unsubscribed_address(
+    db_session,
+):
+    lst = factories.mailing_list(db_session)
+    action = _petition(db_session, list_ids=[lst.id])
+    outcome = actions.sign(
+        db_session,
+        action,
+        signing.Signature("new@example.org", "New", consent=True),
+        signing.Attribution(),
+        ip="203.0.113.5",
+    )
+    member = db_session.scalar(sa.select(Member).where(Member.email == "new@example.org"))
+    assert outcome.subscriptions == {lst.id: "subscribed"}
+    assert member.consent_basis == "express"
+    assert member.consent_detail["ip"] == "203.0.113.5"
+    assert "unsubscribe" in member.consent_detail["wording"]
+    assert outcome.response.consent_given
+    assert outcome.response.consent_wording
+
+    gone = factories.member(db_session, email="gone@example.org")
+    factories.subscribe(db_session, gone, lst, status="unsubscribed")
+    actions.sign(
+        db_session,
+        action,
+        signing.Signature("gone@example.org", "G", consent=True),
+        signing.Attribution(),
+    )
+    assert db_session.get(Subscription, (gone.id, lst.id)).status == "unsubscribed"
+
+    db_session.add(Suppression(email="blocked@example.org", reason="spam_report"))
+    db_session.flush()
+    blocked = actions.sign(
+        db_session,
+        action,
+        signing.Signature("blocked@example.org", "B", consent=True),
+        signing.Attribution(),
+    )
+    assert blocked.counted
+    assert blocked.subscriptions == {}
+    assert db_session.scalar(sa.select(Member).where(Member.email == "blocked@example.org")) is None
+
+
+def test_unticked_consent_subscribes_nobody(db_session):
+    lst = factories.mailing_list(db_session)
+    action = _petition(db_session, list_ids=[lst.id])
+    actions.sign(
+        db_session, action, signing.Signature("quiet@example.org", "Q"), signing.Attribution()
+    )
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(Subscription)) == 0
+
+
+def test_remove_takes_a_signature_out_of_the_count_and_the_tallies(db_session):
+    action = _petition(db_session)
+    member = factories.member(db_session)
+    campaign = factories.campaign(db_session)
+    delivery = factories.delivery(db_session, campaign, member)
+    response = actions.sign(
+        db_session,
+        action,
+        signing.Signature(member.email, "M"),
+        signing.attribution_for(db_session, action, delivery=(campaign.id, delivery.id, 0)),
+        flag_reason="many",
+    ).response
+    assert response.flagged
+    actions.remove_response(db_session, response)
+    actions.remove_response(db_session, response)
+    assert counts.count_responses(db_session, action.id) == 0
+    assert reports.campaign_signed(db_session, campaign.id).signed == 0
+    rows = db_session.scalars(sa.select(ActionTally).where(ActionTally.campaign_id == campaign.id))
+    assert all(row.signed == 0 for row in rows)
+
+
+def test_confirm_by_email_counts_only_once_confirmed(db_session):
+    action = _petition(db_session, require_confirmation=True)
+    outcome = actions.sign(
+        db_session, action, signing.Signature("c@example.org", "C"), signing.Attribution()
+    )
+    assert not outcome.counted
+    assert counts.count_responses(db_session, action.id) == 0
+    assert signing.confirm_response(db_session, outcome.response)
+    assert not signing.confirm_response(db_session, outcome.response)
+    assert counts.count_responses(db_session, action.id) == 1
+
+
+def test_live_count_is_cached_briefly_then_exact(db_session, app_ctx):
+    action = _petition(db_session)
+    client = get_redis()
+    counts.forget_count(client, action.id)
+    assert counts.live_count(db_session, client, action.id) == 0
+    actions.sign(db_session, action, signing.Signature("d@example.org", "D"), signing.Attribution())
+    assert counts.live_count(db_session, client, action.id) == 0  # cached
+    counts.forget_count(client, action.id)
+    assert counts.live_count(db_session, client, action.id) == 1
+
+
+def test_ip_limit_flags_above_the_threshold_never_refuses(app_ctx):
+    client = get_redis()
+    reasons = [
+        abuse.ip_flag_reason(client, 999_001, "198.51.100.7", threshold=3, now=1_000_000.0)
+        for _ in range(5)
+    ]
+    assert reasons[:3] == ["", "", ""]
+    assert all(reasons[3:])
+    assert abuse.ip_flag_reason(None, 1, "x", threshold=1) == ""
+
+
+def test_action_references_are_bound_to_action_and_expire():
+    signer = ActionRefSigner(["secret"])
+    token = signer.sign("free-amar", 3, 40, 7, now=1000.0)
+    ref = signer.verify(token, "free-amar", now=1001.0)
+    assert (ref.campaign_id, ref.delivery_id, ref.link_id) == (3, 40, 7)
+    assert signer.verify(token, "other-petition", now=1001.0) is None
+    assert signer.verify(token, "free-amar", now=1000.0 + 3 * 3600) is None
+    assert (
+        signer.verify(token[:-1] + ("A" if token[-1] != "A" else "B"), "free-amar", 1001.0) is None
+    )
+    assert ActionRefSigner(["other"]).verify(token, "free-amar", now=1001.0) is None
+    assert signer.verify("garbage", "free-amar", now=0) is None
+    rotated = ActionRefSigner(["new", "secret"])
+    assert rotated.verify(token, "free-amar", now=1001.0) is not None
+
+
+def test_petition_report_and_csv_neutralise_formulas(db_session):
+    action = _petition(db_session, goal=10)
+    actions.sign(
+        db_session,
+        action,
+        signing.Signature("e@example.org", "=HYPERLINK(1)", city="Edmonton"),
+        signing.Attribution(),
+    )
+
+    report = reports.petition_report(db_session, action, now=datetime.now(UTC))
+    assert report.total == 1
+    assert report.goal_ratio == 0.1
+    assert [r.source for r in report.by_source] == ["direct"]
+    text = "".join(reports.responses_csv(db_session, action))
+    assert "'=HYPERLINK(1)" in text
