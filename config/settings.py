@@ -172,6 +172,10 @@ class BaseConfig:
         self.IMPORT_DIR = env.get("IMPORT_DIR") or str(VAR_DIR / "imports")
         # Public subscribe forms, per client address.
         self.SUBSCRIBE_RATE_LIMIT = env.get("SUBSCRIBE_RATE_LIMIT") or "5 per minute;30 per hour"
+        # Hosted petitions never refuse a signature for its address (a union hall signs from
+        # one): past this many signatures of one petition from one address in an hour, the
+        # rest are flagged for review (app/services/actions/abuse.py). 0 turns it off.
+        self.ACTION_IP_FLAG_THRESHOLD = _int(env, "ACTION_IP_FLAG_THRESHOLD", 200)
         self.TIMEZONE = env.get("RALLYPOINT_TIMEZONE") or "America/Edmonton"
         self.LOG_LEVEL = (env.get("LOG_LEVEL") or "INFO").upper()
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 from flask import Flask, request
 
 from app.extensions import csrf, limiter
-from app.public import bench, tracking, unsubscribe, webhooks
+from app.public import actions, bench, tracking, unsubscribe, webhooks
 from app.services.tracking import runtime as tracking_runtime
 
-_UNLIMITED = frozenset(bp.name for bp in (tracking.bp, unsubscribe.bp, webhooks.bp, bench.bp))
+# Hosted actions flag rather than refuse a busy address (a union hall): no limit either.
+_UNLIMITED = frozenset(
+    bp.name for bp in (tracking.bp, unsubscribe.bp, webhooks.bp, bench.bp, actions.bp)
+)
 
 
 # Registered once, at import: one limiter serves every app of the process. A request filter
@@ -29,6 +32,9 @@ def init_public(app: Flask) -> None:
     for blueprint in (tracking.bp, unsubscribe.bp, webhooks.bp):
         csrf.exempt(blueprint)
         app.register_blueprint(blueprint)
+    # The hosted action page keeps CSRF (its form is ours); the embed route is exempt itself.
+    actions.init_app(app)
+    app.register_blueprint(actions.bp)
     if app.config.get("BENCH_ROUTES"):
         csrf.exempt(bench.bp)
         app.register_blueprint(bench.bp)

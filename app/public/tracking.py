@@ -8,11 +8,13 @@ hits to Redis (or the database).
 from __future__ import annotations
 
 import base64
+import time
 
 from flask import Blueprint, Response, abort, render_template, request
 from flask.typing import ResponseReturnValue
 
 from app.infra.tokens import Scope
+from app.public.actions import ref_signer
 from app.services.tracking import unsubscribe_page
 from app.services.tracking.hits import CLICK, OPEN
 from app.services.tracking.runtime import runtime
@@ -84,12 +86,27 @@ def click(link_id: int, token: str) -> Response:
         request.user_agent.string,
         request.method == "HEAD",
     )
+    location = link.url
+    if link.action_slug is not None:
+        # A hosted action of ours: hand it a short-lived signed reference to this delivery,
+        # so the page can greet the member and credit the alert (never the address itself).
+        action_ref = ref_signer().sign(
+            link.action_slug, ref.campaign_id, ref.delivery_id, link_id, time.time()
+        )
+        location = _with_param(location, "r", action_ref)
     return Response(
         status=302,
         headers={
-            "Location": link.url,
+            "Location": location,
             "Cache-Control": _NO_CACHE,
             "Referrer-Policy": "no-referrer",
             "X-Robots-Tag": "noindex, nofollow",
         },
     )
+
+
+def _with_param(url: str, name: str, value: str) -> str:
+    """`url` with ?name=value added before any #fragment (value is URL-safe already)."""
+    url, hash_mark, fragment = url.partition("#")
+    joiner = "&" if "?" in url else "?"
+    return f"{url}{joiner}{name}={value}{hash_mark}{fragment}"

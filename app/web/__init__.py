@@ -11,6 +11,7 @@ from app.extensions import db, login_manager
 from app.infra.bounds import NUL
 from app.models import Role, User
 from app.web import (
+    actions,
     archive,
     audience,
     auth,
@@ -55,6 +56,7 @@ def init_web(app: Flask) -> None:
     app.register_blueprint(sending.bp)
     app.register_blueprint(dev.bp)
     app.register_blueprint(stats.bp)
+    app.register_blueprint(actions.bp)
     app.register_blueprint(favicon.bp)
 
     @app.context_processor

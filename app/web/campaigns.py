@@ -28,6 +28,7 @@ from app.emails.sandbox import MEMBER_FIELDS
 from app.extensions import db, limiter
 from app.models import LANGUAGE_NAMES, Campaign, Member, Role, Segment, Sender
 from app.services import sending
+from app.services.actions import petitions as action_petitions
 from app.services.campaigns import authoring as service
 from app.services.campaigns import previews
 from app.services.campaigns.authoring import (
@@ -289,6 +290,16 @@ def _links_for_form(data: CampaignInput, campaign: Campaign | None) -> list[dict
     return [{"url": url, "petition": flag, "default": url in defaults} for url, flag in flags]
 
 
+def _hosted_actions() -> list[tuple[str, str, str]]:
+    """(title, public address, status) of every petition, for "link to an action"."""
+    base = service.base_url()
+    return [
+        (a.title, f"{base}/a/{a.slug}", a.status)
+        for a in action_petitions.all_actions(db.session)
+        if a.status != "closed"
+    ]
+
+
 def _render_editor(
     data: CampaignInput,
     *,
@@ -318,6 +329,7 @@ def _render_editor(
         senders=org_settings.allowed_senders(db.session),
         mailing_lists=service.all_lists(db.session),
         segments=service.all_segments(db.session),
+        hosted_actions=_hosted_actions(),
         timezones=org_settings.timezone_choices(),
         default_timezone=tz_default,
         merge_fields=MERGE_FIELDS,

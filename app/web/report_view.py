@@ -131,6 +131,7 @@ def timeline_parts(
                 "clicked": b.counts["clicks_human_unique"],
                 "clicks_total": b.counts["clicks_total"],
                 "petition": b.counts["petition_clicks_human_unique"],
+                "signed": b.counts.get("signed", 0),
             }
             for label, b in zip(labels, chosen, strict=True)
         ]

@@ -33,6 +33,7 @@ StatsFunnelRatesSchema = _rates_schema(
         "unsubscribed",
         "spam_reported",
         "click_to_open",
+        "signed",
     ),
 )
 StatsHourlyCountsSchema = _counts_schema("StatsTimelineCounts", reports.HOURLY_COUNTERS)
@@ -40,7 +41,14 @@ StatsLinkCountsSchema = _counts_schema("StatsLinkCounts", reports.LINK_COUNTERS)
 StatsBreakdownCountsSchema = _counts_schema("StatsBreakdownCounts", reports.BREAKDOWN_FIGURES)
 StatsBreakdownRatesSchema = _rates_schema(
     "StatsBreakdownRates",
-    ("opened", "opened_human", "clicked_human", "petition_clicked_human", "unsubscribed"),
+    (
+        "opened",
+        "opened_human",
+        "clicked_human",
+        "petition_clicked_human",
+        "unsubscribed",
+        "signed",
+    ),
 )
 
 

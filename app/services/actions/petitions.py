@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
+from itsdangerous import BadSignature, URLSafeSerializer
 from markupsafe import Markup
 
 from app.emails.body import render_body
@@ -37,6 +38,7 @@ LIMITS = {
     "thank_you": 5_000,
 }
 MAX_GOAL = 10_000_000
+EMBED_SALT = "rallypoint.action-embed.v1"
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
@@ -304,3 +306,18 @@ def merge(data: PetitionData, changes: Mapping[str, Any]) -> PetitionData:
     """A copy of `data` with the given attributes replaced (the API's PUT of some fields)."""
     values = {**data.__dict__, **{k: v for k, v in changes.items() if k in data.__dict__}}
     return PetitionData(**values)
+
+
+def embed_token(secret_key: str, action_id: int) -> str:
+    """The token the embeddable form posts instead of a session CSRF token (per action, no
+    expiry; rotating SECRET_KEY revokes every snippet), like the subscribe snippet's."""
+    return str(URLSafeSerializer(secret_key, salt=EMBED_SALT).dumps({"a": action_id}))
+
+
+def check_embed_token(secret_key: str, token: str, action_id: int) -> bool:
+    """True when `token` was issued by this server for this action's embeddable form."""
+    try:
+        data = URLSafeSerializer(secret_key, salt=EMBED_SALT).loads(token or "")
+    except BadSignature:
+        return False
+    return isinstance(data, dict) and data.get("a") == action_id

@@ -699,6 +699,11 @@ def _default_petition_urls(campaign: Campaign) -> set[str]:
     return button_urls(v.fields for v in campaign.variants)
 
 
+def is_hosted_action_url(url: str) -> bool:
+    """A link to one of this instance's hosted actions (/a/<slug>): an action link always."""
+    return url.startswith(base_url() + "/a/")
+
+
 def sync_links(
     session: DbSession, campaign: Campaign, *, petition_flags: Mapping[str, bool] | None = None
 ) -> list[Link]:
@@ -728,7 +733,7 @@ def sync_links(
     for position, url in enumerate(urls):
         existing = by_url.get(url)
         if existing is None:
-            link = Link(url=url, is_petition=url in defaults)
+            link = Link(url=url, is_petition=url in defaults or is_hosted_action_url(url))
             campaign.links.append(link)
         else:
             link = existing

@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 from app.infra import spreadsheets
 from app.models import (
     LANGUAGE_NAMES,
+    ActionTally,
     BreakdownDimension,
     Campaign,
     CampaignBreakdown,
@@ -34,6 +35,7 @@ from app.models import (
     LinkStats,
     Member,
     Subscription,
+    TallyDimension,
 )
 from app.models.base import utcnow
 from app.models.deliveries import PROBLEM_SQL
@@ -45,17 +47,24 @@ from app.services.stats.counters import hour_of
 FUNNEL_COUNTERS: tuple[str, ...] = tuple(
     c.name for c in CampaignStats.__table__.columns if c.name not in ("campaign_id", "updated_at")
 )
-HOURLY_COUNTERS: tuple[str, ...] = tuple(
-    c.name for c in CampaignHourly.__table__.columns if c.name not in ("campaign_id", "hour")
+# Signatures on hosted actions the campaign brought (action_tallies, kept by the actions
+# domain in each signature's transaction): `signed` through the alert's own tracked click,
+# `shared` through a share by someone it brought (second-order reach).
+ACTION_COUNTERS: tuple[str, ...] = ("signed", "shared")
+FUNNEL_COUNTERS = (*FUNNEL_COUNTERS, *ACTION_COUNTERS)
+HOURLY_COUNTERS: tuple[str, ...] = (
+    *(c.name for c in CampaignHourly.__table__.columns if c.name not in ("campaign_id", "hour")),
+    "signed",
 )
 LINK_COUNTERS: tuple[str, ...] = (
     "clicks_total",
     "clicks_unique",
     "clicks_human",
     "clicks_human_unique",
+    "signed",
 )
-# The breakdown's figures are exactly the counters its rollup keeps.
-BREAKDOWN_FIGURES: tuple[str, ...] = BREAKDOWN_COUNTERS
+# The breakdown's figures: the counters its rollup keeps, and the signatures per group.
+BREAKDOWN_FIGURES: tuple[str, ...] = (*BREAKDOWN_COUNTERS, "signed")
 # Campaigns that have begun sending: the ones with figures to report.
 REPORTED_STATUSES = (
     CampaignStatus.SENDING.value,
@@ -143,12 +152,25 @@ def funnel_from_counts(counts: Mapping[str, int]) -> Funnel:
         "unsubscribed": _rate(c["unsubscribes"], base),
         "spam_reported": _rate(c["spam_reports"], base),
         "click_to_open": _rate(c["clicks_human_unique"], c["opens_human_unique"]),
+        "signed": _rate(c["signed"], base),
     }
     return Funnel(c, denominator, base, rates)
 
 
 def _stats_counts(row: CampaignStats | None) -> dict[str, int]:
-    return {name: int(getattr(row, name)) if row else 0 for name in FUNNEL_COUNTERS}
+    return {name: int(getattr(row, name, 0)) if row else 0 for name in FUNNEL_COUNTERS}
+
+
+def action_tallies(
+    session: DbSession, campaign_id: int, dimension: str
+) -> dict[str, tuple[int, int]]:
+    """value -> (signed, shared) from action_tallies: a few rows per campaign, by primary key."""
+    rows = session.execute(
+        sa.select(ActionTally.value, ActionTally.signed, ActionTally.shared).where(
+            ActionTally.campaign_id == campaign_id, ActionTally.dimension == dimension
+        )
+    )
+    return {value: (int(signed), int(shared)) for value, signed, shared in rows}
 
 
 @dataclass(frozen=True)
@@ -206,8 +228,12 @@ def campaign_header(session: DbSession, campaign_id: int) -> CampaignHeader:
 
 
 def campaign_funnel(session: DbSession, campaign_id: int) -> Funnel:
-    """The campaign's funnel: one primary-key read of campaign_stats."""
-    return funnel_from_counts(_stats_counts(session.get(CampaignStats, campaign_id)))
+    """The campaign's funnel: primary-key reads of campaign_stats and its action tallies."""
+    counts = _stats_counts(session.get(CampaignStats, campaign_id))
+    counts["signed"], counts["shared"] = action_tallies(
+        session, campaign_id, TallyDimension.TOTAL.value
+    ).get("", (0, 0))
+    return funnel_from_counts(counts)
 
 
 # --- the timeline -----------------------------------------------------------------------------
@@ -292,7 +318,12 @@ def campaign_timeline(
     rows = session.scalars(
         sa.select(CampaignHourly).where(CampaignHourly.campaign_id == campaign_id)
     )
-    hourly = {r.hour: {name: int(getattr(r, name)) for name in HOURLY_COUNTERS} for r in rows}
+    hourly = {r.hour: {name: int(getattr(r, name, 0)) for name in HOURLY_COUNTERS} for r in rows}
+    for text, (signed, _shared) in action_tallies(
+        session, campaign_id, TallyDimension.HOUR.value
+    ).items():
+        hour = hour_of(datetime.fromisoformat(text))
+        hourly.setdefault(hour, dict.fromkeys(HOURLY_COUNTERS, 0))["signed"] += signed
     return timeline_buckets(hourly, campaign.started_at, now or utcnow())
 
 
@@ -319,6 +350,7 @@ class LinkRow:
 
 def campaign_links(session: DbSession, campaign_id: int) -> list[LinkRow]:
     """Clicks per link (petition links flagged), in the order the links appear in the email."""
+    signed = action_tallies(session, campaign_id, TallyDimension.LINK.value)
     rows = session.execute(
         sa.select(Link, LinkStats)
         .outerjoin(LinkStats, LinkStats.link_id == Link.id)
@@ -331,7 +363,8 @@ def campaign_links(session: DbSession, campaign_id: int) -> list[LinkRow]:
             link.url,
             link.position,
             link.is_petition,
-            {name: int(getattr(stats, name)) if stats else 0 for name in LINK_COUNTERS},
+            {name: int(getattr(stats, name, 0)) if stats else 0 for name in LINK_COUNTERS}
+            | {"signed": signed.get(str(link.id), (0, 0))[0]},
         )
         for link, stats in rows
     ]
@@ -378,9 +411,11 @@ def campaign_breakdown(
         )
         .order_by(CampaignBreakdown.targeted.desc(), CampaignBreakdown.value)
     )
+    signed = action_tallies(session, campaign_id, dimension)
     result = []
     for row in rows:
-        counts = {name: int(getattr(row, name)) for name in BREAKDOWN_FIGURES}
+        counts = {name: int(getattr(row, name, 0)) for name in BREAKDOWN_FIGURES}
+        counts["signed"] = signed.get(row.value, (0, 0))[0]
         base = counts["targeted"] if use_sent else counts["delivered"]
         rates = {
             "opened": _rate(counts["opens_unique"], base),
@@ -388,6 +423,7 @@ def campaign_breakdown(
             "clicked_human": _rate(counts["clicks_human_unique"], base),
             "petition_clicked_human": _rate(counts["petition_clicks_human_unique"], base),
             "unsubscribed": _rate(counts["unsubscribes"], base),
+            "signed": _rate(counts["signed"], base),
         }
         result.append(
             BreakdownRow(dimension, row.value, breakdown_label(dimension, row.value), counts, rates)

@@ -6,6 +6,7 @@ key derivation, no connection set-up and, for clicks, no database query once a l
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +30,21 @@ _EXT = "rallypoint.tracking"
 class CachedLink:
     campaign_id: int
     url: str
+    # The slug when the URL is a hosted action of this instance (/a/<slug>): the redirect
+    # then carries a signed reference to the delivery (app.infra.tokens.ActionRefSigner).
+    action_slug: str | None = None
+
+
+_ACTION_PATH = re.compile(r"/a/([a-z0-9]+(?:-[a-z0-9]+)*)/?(?:[?#].*)?")
+
+
+def hosted_action_slug(url: str, base_url: str) -> str | None:
+    """The action slug of `url` if it is this instance's /a/<slug> page, else None."""
+    base = base_url.rstrip("/")
+    if not base or not url.startswith(base + "/a/"):
+        return None
+    match = _ACTION_PATH.fullmatch(url[len(base) :])
+    return match.group(1) if match else None
 
 
 class LinkCache:
@@ -72,7 +88,8 @@ def _load_link(link_id: int) -> CachedLink | None:
     # Only web addresses: a stored javascript: or data: URL must never become a redirect.
     if not url.lower().startswith(("http://", "https://")):
         return None
-    return CachedLink(row.campaign_id, url)
+    base = str(current_app.config.get("PUBLIC_BASE_URL") or "")
+    return CachedLink(row.campaign_id, url, hosted_action_slug(url, base))
 
 
 class TrackingRuntime:

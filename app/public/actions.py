@@ -1,0 +1,278 @@
+"""The hosted action page /a/<slug>: read, sign, thank-you and share; the embeddable form.
+
+Phone-first HTML that works with no JavaScript. The page form carries the session CSRF token
+(CSRFProtect checks every POST here); the embeddable snippet lives on a union's own site and
+posts a signed per-action token instead (like the subscribe snippet). Not rate-limited: a
+union hall signs from one address, so an address past ACTION_IP_FLAG_THRESHOLD has its
+signatures flagged for review rather than refused. The signature is committed before the
+redirect to the thank-you page, so a thank-you page always stands for a stored signature.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    abort,
+    current_app,
+    jsonify,
+    make_response,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from flask.typing import ResponseReturnValue
+
+from app.extensions import csrf, db
+from app.infra.redis_client import get_redis
+from app.infra.tokens import ActionRef, ActionRefSigner, action_ref_signer_from_config
+from app.models import Action, ActionResponse, ActionStatus
+from app.services.actions import abuse, counts, petitions, reports, signing
+from app.services.actions.strings import pick_language, strings
+
+bp = Blueprint("actions_public", __name__)
+
+_EXT = "rallypoint.action_refs"
+_PRIVATE = {"Cache-Control": "private, no-store", "Referrer-Policy": "no-referrer"}
+
+
+def init_app(app: Flask) -> None:
+    app.extensions[_EXT] = action_ref_signer_from_config(app.config["SETTINGS"])
+
+
+def ref_signer() -> ActionRefSigner:
+    signer: ActionRefSigner = current_app.extensions[_EXT]
+    return signer
+
+
+def _public_action(slug: str) -> Action:
+    return petitions.open_action_by_slug(db.session, slug) or abort(404)
+
+
+def _verified_ref(slug: str, token: str | None) -> ActionRef | None:
+    if not token:
+        return None
+    return ref_signer().verify(token[:120], slug, time.time())
+
+
+def _base_url() -> str:
+    return str(current_app.config["PUBLIC_BASE_URL"]).rstrip("/")
+
+
+def _page_context(action: Action, language: str) -> dict[str, Any]:
+    version = action.version(language)
+    client = get_redis()
+    count = counts.live_count(db.session, client, action.id)
+    return {
+        "action": action,
+        "version": version,
+        "lang": language,
+        "t": strings(language),
+        "count": count,
+        "goal_pct": min(100, round(100 * count / action.goal)) if action.goal else None,
+        "description_html": petitions.render_markdown(version.description if version else ""),
+        "petition_html": petitions.render_markdown(version.petition_text if version else ""),
+        "canonical": f"{_base_url()}/a/{action.slug}",
+        "languages": sorted(v.language for v in action.versions),
+        "recent": (
+            reports.recent_signers(db.session, action.id) if action.show_recent_signers else []
+        ),
+        "consent_wording": signing.consent_wording(db.session, language),
+        "has_lists": bool(petitions.list_ids_of(db.session, action.id)),
+    }
+
+
+def _language(action: Action, member_language: str | None = None) -> str:
+    return pick_language(
+        request.args.get("lang") or request.form.get("lang"),
+        member_language,
+        [lang for lang, _q in request.accept_languages],
+        {v.language for v in action.versions} or {"en"},
+    )
+
+
+@bp.get("/a/<slug>")
+def page(slug: str) -> ResponseReturnValue:
+    """The petition. A valid reference (?r=) pre-fills the member's details unless they asked
+    "not you?" (?notme=1); anything else about the reference gives the ordinary page."""
+    action = _public_action(slug)
+    ref_token = request.args.get("r", "")
+    ref = _verified_ref(slug, ref_token)
+    prefill = None
+    if ref is not None and request.args.get("notme") != "1":
+        prefill = signing.delivery_prefill(db.session, ref.campaign_id, ref.delivery_id)
+    language = _language(action, prefill.language if prefill else None)
+    context = _page_context(action, language)
+    kept = {
+        "r": ref_token if ref is not None else "",
+        "ref": (request.args.get("ref") or "")[:16],
+        "utm_source": (request.args.get("utm_source") or "")[:100],
+    }
+    html = render_template(
+        "actions/page.html",
+        **context,
+        prefill=prefill,
+        ref_token=kept["r"],
+        referral=kept["ref"],
+        utm_source=kept["utm_source"],
+        lang_links=_lang_links(context["languages"], **kept),
+        values={},
+        errors={},
+    )
+    headers = _PRIVATE if ref is not None else {"Referrer-Policy": "no-referrer"}
+    return html, 200, headers
+
+
+def _lang_links(languages: list[str], **params: str) -> dict[str, str]:
+    """The language switch keeps the reference, referral and source of the visit."""
+    kept = {k: v for k, v in params.items() if v}
+    return {code: "?" + urlencode({"lang": code, **kept}) for code in languages}
+
+
+def _signature_from_form(language: str) -> signing.Signature:
+    form = request.form
+    return signing.Signature(
+        email=form.get("email", ""),
+        first_name=form.get("first_name", ""),
+        last_name=form.get("last_name", ""),
+        postal_code=form.get("postal_code", ""),
+        local=form.get("local", ""),
+        phone=form.get("phone", ""),
+        comment=form.get("comment", ""),
+        city=form.get("city", ""),
+        language=language,
+        consent=form.get("consent") == "yes",
+    )
+
+
+def _record(action: Action, *, embed: bool) -> ResponseReturnValue:
+    """Sign from the posted form: honeypot, references, per-address flag, commit, redirect."""
+    language = _language(action)
+    if (request.form.get("website") or "").strip():
+        # A bot filled the honeypot: answer as for a signature, record nothing.
+        return redirect(url_for("actions_public.thanks", slug=action.slug, lang=language))
+    if action.status != ActionStatus.OPEN.value:
+        return redirect(url_for("actions_public.page", slug=action.slug, lang=language))
+    ref = _verified_ref(action.slug, request.form.get("r"))
+    attribution = signing.attribution_for(
+        db.session,
+        action,
+        delivery=(ref.campaign_id, ref.delivery_id, ref.link_id) if ref else None,
+        referral_code=request.form.get("ref", ""),
+        utm_source=request.form.get("utm_source", ""),
+        embed=embed,
+    )
+    signature = _signature_from_form(language)
+    ip = request.remote_addr or ""
+    reason = abuse.ip_flag_reason(
+        get_redis(),
+        action.id,
+        ip,
+        threshold=int(current_app.config["ACTION_IP_FLAG_THRESHOLD"]),
+    )
+    try:
+        outcome = signing.sign(
+            db.session,
+            action,
+            signature,
+            attribution,
+            ip=ip,
+            user_agent=request.user_agent.string or "",
+            flag_reason=reason,
+        )
+    except signing.SignError as exc:
+        db.session.rollback()
+        context = _page_context(action, language)
+        return render_template(
+            "actions/page.html",
+            **context,
+            prefill=None,
+            ref_token=request.form.get("r", "") if ref else "",
+            referral=(request.form.get("ref") or "")[:16],
+            utm_source=(request.form.get("utm_source") or "")[:100],
+            lang_links=_lang_links(context["languages"]),
+            values=request.form,
+            errors={exc.field or "email": str(exc)},
+        ), 422
+    code = outcome.response.referral_code
+    pending = not outcome.response.counted and outcome.response.removed_at is None
+    db.session.commit()  # durable before the thank-you page
+    params: dict[str, Any] = {"slug": action.slug, "lang": language, "code": code}
+    if pending:
+        params["pending"] = "1"
+    return redirect(url_for("actions_public.thanks", **params), 303)
+
+
+@bp.post("/a/<slug>")
+def sign(slug: str) -> ResponseReturnValue:
+    return _record(_public_action(slug), embed=False)
+
+
+@bp.post("/a/<slug>/embed")
+@csrf.exempt
+def embed(slug: str) -> ResponseReturnValue:
+    action = _public_action(slug)
+    token = request.form.get("form_token", "")[:200]
+    if not petitions.check_embed_token(current_app.config["SECRET_KEY"], token, action.id):
+        abort(400, "This petition form is out of date. Please sign on our site.")
+    return _record(action, embed=True)
+
+
+def share_links(url: str, text: str, title: str) -> dict[str, str]:
+    """Share addresses that carry the signer's link (no script of any network on our page)."""
+    both = f"{text} {url}"
+    return {
+        "email": f"mailto:?{urlencode({'subject': title, 'body': both}, quote_via=quote)}",
+        "whatsapp": f"https://wa.me/?{urlencode({'text': both}, quote_via=quote)}",
+        "facebook": f"https://www.facebook.com/sharer/sharer.php?{urlencode({'u': url})}",
+        "x": f"https://twitter.com/intent/tweet?{urlencode({'text': text, 'url': url})}",
+    }
+
+
+@bp.get("/a/<slug>/thanks")
+def thanks(slug: str) -> ResponseReturnValue:
+    action = _public_action(slug)
+    language = _language(action)
+    context = _page_context(action, language)
+    code = (request.args.get("code") or "")[:16]
+    response = None
+    if code:
+        response = (
+            db.session.query(ActionResponse)
+            .filter_by(action_id=action.id, referral_code=code)
+            .one_or_none()
+        )
+    share_url = f"{_base_url()}/a/{action.slug}"
+    brought = 0
+    if response is not None:
+        share_url += "?" + urlencode({"ref": response.referral_code, "utm_source": "share"})
+        brought = reports.referral_count(db.session, response.id)
+    version = context["version"]
+    title = version.title if version else action.title
+    return (
+        render_template(
+            "actions/thanks.html",
+            **context,
+            share_url=share_url,
+            links=share_links(share_url, context["t"]["share_text"], title),
+            brought=brought,
+            pending=request.args.get("pending") == "1",
+        ),
+        200,
+        _PRIVATE,
+    )
+
+
+@bp.get("/a/<slug>/count.json")
+def count(slug: str) -> Response:
+    action = _public_action(slug)
+    value = counts.live_count(db.session, get_redis(), action.id)
+    answer = make_response(jsonify({"count": value, "goal": action.goal}))
+    answer.headers["Cache-Control"] = "public, max-age=2"
+    return answer
