@@ -47,8 +47,8 @@ def test_a_new_revision_gets_a_file_name_that_sorts_last(tmp_path: Path) -> None
     shutil.copytree(MIGRATIONS, copy, ignore=shutil.ignore_patterns("__pycache__"))
     config = Config(str(copy / "alembic.ini"))
     config.set_main_option("script_location", str(copy))
-    script = command.revision(config, message="Hosted petitions", rev_id="actions")
+    script = command.revision(config, message="Day of action events", rev_id="events")
     assert isinstance(script, Script)
     name = Path(script.path).name
-    assert re.fullmatch(r"\d{8}_\d{4}_actions_hosted_petitions\.py", name)
+    assert re.fullmatch(r"\d{8}_\d{4}_events_day_of_action_events\.py", name)
     assert sorted(path.name for path in (copy / "versions").glob("*.py"))[-1] == name

@@ -13,6 +13,7 @@ from app.models import (
     ActionResponse,
     ActionStatus,
     ActionTally,
+    Link,
     Member,
     ResponseSource,
     Subscription,
@@ -21,6 +22,9 @@ from app.models import (
 from app.services import actions
 from app.services.actions import abuse, counts, reports, signing
 from app.services.actions.petitions import ActionError, PetitionData, SlugTaken
+from app.services.stats import breakdown
+from app.services.stats import counters as stats
+from app.services.stats import reports as stats_reports
 from tests import factories
 
 
@@ -355,3 +359,43 @@ def test_petition_report_and_csv_neutralise_formulas(db_session):
     assert [r.source for r in report.by_source] == ["direct"]
     text = "".join(reports.responses_csv(db_session, action))
     assert "'=HYPERLINK(1)" in text
+
+
+def test_campaign_tallies_equal_the_recount_from_responses(db_session):
+    action = _petition(db_session)
+    campaign = factories.campaign(db_session)
+    link = Link(campaign_id=campaign.id, url="http://localhost:5000/a/free-amar-fayaz")
+    db_session.add(link)
+    db_session.flush()
+    firsts = []
+    for n, local in enumerate(["Local 30", "Local 30", "Local 7"]):
+        member = factories.member(db_session)
+        delivery = factories.delivery(db_session, campaign, member, local=local)
+        attribution = signing.attribution_for(
+            db_session, action, delivery=(campaign.id, delivery.id, link.id)
+        )
+        firsts.append(
+            actions.sign(
+                db_session, action, signing.Signature(member.email, f"M{n}"), attribution
+            ).response
+        )
+    via = signing.attribution_for(db_session, action, referral_code=firsts[0].referral_code)
+    actions.sign(db_session, action, signing.Signature("friend@example.org", "F"), via)
+    actions.remove_response(db_session, firsts[2])
+    stored = stats.stored_stats(db_session, campaign.id)
+    computed = stats.recompute_stats(db_session, campaign.id)
+    assert (stored.campaign["signed"], stored.campaign["shared"]) == (2, 1)
+    for name in ("signed", "shared"):
+        assert stored.campaign[name] == computed.campaign[name]
+    assert stored.links == computed.links
+    assert stored.hourly == computed.hourly
+    assert stored.links[link.id]["signed"] == 2
+    by_local = breakdown.recompute_breakdown(db_session, campaign.id, signatures=True)
+    assert by_local[("local", "Local 30")]["signed"] == 2
+    assert by_local[("local", "Local 7")]["signed"] == 0
+    rows = stats_reports.campaign_breakdown(db_session, campaign.id, "local")
+    assert rows == [] or all(
+        r.counts["signed"] == by_local[("local", r.value)]["signed"] for r in rows
+    )
+    funnel = stats_reports.campaign_funnel(db_session, campaign.id)
+    assert (funnel.counts["signed"], funnel.counts["shared"]) == (2, 1)

@@ -47,6 +47,7 @@ def test_report_page_shows_the_figures_recomputed_from_raw_events(
         "Opened": c["opens_human_unique"],
         "Clicked a link": c["clicks_human_unique"],
         "Clicked the petition": c["petition_clicks_human_unique"],
+        "Signed": c["signed"],
         "Unsubscribed": c["unsubscribes"],
         "Spam reports": c["spam_reports"],
     }
@@ -57,7 +58,9 @@ def test_report_page_shows_the_figures_recomputed_from_raw_events(
     # Links: petition marked; the breakdown per local matches the recomputation.
     petition = '/petition/free-amar</span> <span class="badge alert">Petition'
     assert petition in page
-    expected = breakdown.recompute_breakdown(db_session, cid)[("local", "Local 101")]
+    expected = breakdown.recompute_breakdown(db_session, cid, signatures=True)[
+        ("local", "Local 101")
+    ]
     row = re.search(r"<td class=\"primary\">Local 101</td>(.*?)</tr>", page, re.S)
     assert row is not None
     cells = re.findall(r'data-label="[^"]+">(?:<span class="v">)?([\d,]+)', row[1])
@@ -68,6 +71,7 @@ def test_report_page_shows_the_figures_recomputed_from_raw_events(
         expected["opens_human_unique"],
         expected["clicks_human_unique"],
         expected["petition_clicks_human_unique"],
+        expected["signed"],
         expected["unsubscribes"],
     ]
     # Both timeline charts, each with its accessible name and its numbers table.
@@ -251,7 +255,7 @@ VIEWER_WRITES = {
     "settings.account_page",
     "settings.logout_everywhere",
 }
-PUBLIC_BLUEPRINTS = {"tracking", "unsubscribe", "webhooks", "subscribe"}
+PUBLIC_BLUEPRINTS = {"tracking", "unsubscribe", "webhooks", "subscribe", "actions_public"}
 WRITE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
 
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from app.infra import sql
 from app.infra.sql import one_of
 from app.models import (
+    ActionResponse,
     BreakdownDimension,
     CampaignBreakdown,
     Delivery,
@@ -27,6 +28,7 @@ from app.models import (
     EventKind,
     Link,
     Member,
+    ResponseSource,
 )
 from app.services import DbSession
 
@@ -286,11 +288,16 @@ class _DeliveryState:
     links: set[int] = field(default_factory=set)
 
 
-def recompute_breakdown(session: DbSession, campaign_id: int) -> dict[tuple[str, str], Counts]:
+def recompute_breakdown(
+    session: DbSession, campaign_id: int, *, signatures: bool = False
+) -> dict[tuple[str, str], Counts]:
     """Rebuild the breakdown from raw events and the ledger, without the rollup.
 
     Reads every event of the campaign (streamed): for verification and repair, never for a
     page view. `targeted` is the ledger's row count; the other counters follow the events.
+    With `signatures`, each group also gets "signed": the counted responses to hosted actions
+    that the alert's own click brought, grouped by their delivery (what the report shows
+    from action_tallies); the rollup itself has no such column.
     """
     petition = set(
         session.scalars(sa.select(Link.id).where(Link.campaign_id == campaign_id, Link.is_petition))
@@ -335,11 +342,24 @@ def recompute_breakdown(session: DbSession, campaign_id: int) -> dict[tuple[str,
         ("human_petition", "petition_clicks_human_unique"),
         ("unsubscribed", "unsubscribes"),
     )
+    signed: dict[int, int] = defaultdict(int)
+    if signatures:
+        for (delivery_id,) in session.execute(
+            sa.select(ActionResponse.delivery_id).where(
+                ActionResponse.campaign_id == campaign_id,
+                ActionResponse.counted.is_(True),
+                ActionResponse.source == ResponseSource.ALERT.value,
+                ActionResponse.delivery_id.is_not(None),
+            )
+        ):
+            signed[delivery_id] += 1
     for delivery_id, local, language in session.execute(ledger.execution_options(yield_per=5000)):
         found = states.get(delivery_id)
         for _, dimension, value in _keys(campaign_id, local, language):
             counts = result[(dimension, value)]
             counts["targeted"] += 1
+            if signatures:
+                counts["signed"] = counts.get("signed", 0) + signed.get(delivery_id, 0)
             if found is None:
                 continue
             for attr, counter in flags:

@@ -18,6 +18,8 @@ import sqlalchemy as sa
 
 from app.infra import sql
 from app.models import (
+    ActionResponse,
+    ActionTally,
     CampaignHourly,
     CampaignStats,
     Delivery,
@@ -26,6 +28,8 @@ from app.models import (
     EventKind,
     Link,
     LinkStats,
+    ResponseSource,
+    TallyDimension,
 )
 from app.models.base import utcnow
 from app.services import DbSession
@@ -161,7 +165,74 @@ def stored_stats(session: DbSession, campaign_id: int) -> StatsSnapshot:
             sa.select(CampaignHourly).where(CampaignHourly.campaign_id == campaign_id)
         )
     }
-    return StatsSnapshot(campaign, _nonzero(links), _nonzero(hourly))
+    return _with_signatures(
+        StatsSnapshot(campaign, _nonzero(links), _nonzero(hourly)),
+        _stored_signatures(session, campaign_id),
+    )
+
+
+# --- signatures on hosted actions --------------------------------------------------------------
+# The actions domain keeps action_tallies in each signature's transaction; the snapshots carry
+# them so that "stored equals recomputed" covers them too: stored from the tallies, recomputed
+# from the counted responses themselves.
+
+
+@dataclass
+class _Signatures:
+    signed: int = 0
+    shared: int = 0
+    links: dict[int, int] = field(default_factory=dict)
+    hourly: dict[datetime, int] = field(default_factory=dict)
+
+
+def _stored_signatures(session: DbSession, campaign_id: int) -> _Signatures:
+    found = _Signatures()
+    rows = session.execute(
+        sa.select(
+            ActionTally.dimension, ActionTally.value, ActionTally.signed, ActionTally.shared
+        ).where(ActionTally.campaign_id == campaign_id)
+    )
+    for dimension, value, signed, shared in rows:
+        if dimension == TallyDimension.TOTAL.value:
+            found.signed, found.shared = int(signed), int(shared)
+        elif dimension == TallyDimension.LINK.value and signed:
+            found.links[int(value)] = int(signed)
+        elif dimension == TallyDimension.HOUR.value and signed:
+            found.hourly[hour_of(datetime.fromisoformat(value))] = int(signed)
+    return found
+
+
+def _recount_signatures(session: DbSession, campaign_id: int) -> _Signatures:
+    r = ActionResponse
+    found = _Signatures()
+    rows = session.execute(
+        sa.select(r.source, r.link_id, sa.func.coalesce(r.confirmed_at, r.created_at)).where(
+            r.campaign_id == campaign_id, r.counted.is_(True)
+        )
+    )
+    for source, link_id, counted_at in rows:
+        if source != ResponseSource.ALERT.value:
+            found.shared += 1
+            continue
+        found.signed += 1
+        if link_id is not None:
+            found.links[link_id] = found.links.get(link_id, 0) + 1
+        hour = hour_of(counted_at)
+        found.hourly[hour] = found.hourly.get(hour, 0) + 1
+    return found
+
+
+def _with_signatures(snapshot: StatsSnapshot, signatures: _Signatures) -> StatsSnapshot:
+    campaign = {**snapshot.campaign, "signed": signatures.signed, "shared": signatures.shared}
+    links = {k: {**v, "signed": 0} for k, v in snapshot.links.items()}
+    for link_id, signed in signatures.links.items():
+        links.setdefault(link_id, {**dict.fromkeys(LINK_COUNTERS, 0), "signed": 0})
+        links[link_id]["signed"] = signed
+    hourly = {k: {**v, "signed": 0} for k, v in snapshot.hourly.items()}
+    for hour, signed in signatures.hourly.items():
+        hourly.setdefault(hour, {**dict.fromkeys(HOURLY_COUNTERS, 0), "signed": 0})
+        hourly[hour]["signed"] = signed
+    return StatsSnapshot(campaign, links, hourly)
 
 
 @dataclass
@@ -302,11 +373,12 @@ def recompute_stats(session: DbSession, campaign_id: int) -> StatsSnapshot:
         ).where(Delivery.campaign_id == campaign_id)
     ).one()
     campaign["targeted"], campaign["sent"], campaign["failed"] = (int(v) for v in ledger)
-    return StatsSnapshot(
+    snapshot = StatsSnapshot(
         {name: int(campaign.get(name, 0)) for name in CAMPAIGN_COUNTERS},
         _nonzero({k: {n: int(v.get(n, 0)) for n in LINK_COUNTERS} for k, v in links.items()}),
         _nonzero({k: {n: int(v.get(n, 0)) for n in HOURLY_COUNTERS} for k, v in hourly.items()}),
     )
+    return _with_signatures(snapshot, _recount_signatures(session, campaign_id))
 
 
 def delivery_firsts_mismatches(session: DbSession, campaign_id: int) -> list[int]:
