@@ -7,7 +7,7 @@ from typing import Any
 from flask import Flask, Response, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from app.api import audience, campaigns, me, sending, stats, users
+from app.api import audience, campaigns, me, petitions, sending, stats, users
 from app.api.openapi import ErrorEnvelopePlugin
 from app.api.schemas import ErrorSchema
 from app.extensions import api, csrf
@@ -76,7 +76,16 @@ def init_api(app: Flask) -> None:
     api.init_app(app, spec_kwargs={"extra_plugins": [ErrorEnvelopePlugin()]})
     # smorest registered its own HTTPException handler; ours keeps HTML pages HTML.
     app.register_error_handler(HTTPException, handle_http_exception)
-    for blueprint in (me.blp, users.blp, audience.blp, campaigns.blp, sending.blp, stats.blp):
+    blueprints = (
+        me.blp,
+        users.blp,
+        audience.blp,
+        campaigns.blp,
+        sending.blp,
+        stats.blp,
+        petitions.blp,
+    )
+    for blueprint in blueprints:
         api.register_blueprint(blueprint, url_prefix=f"/api/v1{blueprint.url_prefix or ''}")
         # Bearer tokens, not cookies, authenticate the API: CSRF does not apply.
         csrf.exempt(blueprint)
