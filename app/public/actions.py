@@ -203,6 +203,8 @@ def _record(action: Action, *, embed: bool) -> ResponseReturnValue:
     code = outcome.response.referral_code
     pending = not outcome.response.counted and outcome.response.removed_at is None
     db.session.commit()  # durable before the thank-you page
+    if outcome.counted:
+        counts.note_signature(get_redis(), action.id)
     params: dict[str, Any] = {"slug": action.slug, "lang": language, "code": code}
     if pending:
         params["pending"] = "1"

@@ -313,7 +313,12 @@ def test_live_count_is_cached_briefly_then_exact(db_session, app_ctx):
     assert counts.live_count(db_session, client, action.id) == 0
     actions.sign(db_session, action, signing.Signature("d@example.org", "D"), signing.Attribution())
     assert counts.live_count(db_session, client, action.id) == 0  # cached
+    counts.note_signature(client, action.id)  # the signer's own page counts them at once
+    assert counts.live_count(db_session, client, action.id) == 1
+    assert 0 < client.pttl(f"rp:actions:count:{action.id}") <= counts.COUNT_TTL_MS
     counts.forget_count(client, action.id)
+    counts.note_signature(client, action.id)  # nothing cached: nothing made up
+    assert client.get(f"rp:actions:count:{action.id}") is None
     assert counts.live_count(db_session, client, action.id) == 1
 
 

@@ -60,3 +60,19 @@ def forget_count(client: redis.Redis | None, action_id: int) -> None:
         return
     with contextlib.suppress(redis.RedisError):
         client.delete(_KEY.format(action_id))
+
+
+# INCR only a count that is cached (INCR on a missing key would make one with no expiry).
+_BUMP_IF_CACHED = (
+    "if redis.call('exists', KEYS[1]) == 1 then return redis.call('incr', KEYS[1]) end return false"
+)
+
+
+def note_signature(client: redis.Redis | None, action_id: int) -> None:
+    """After a new counted signature commits: add it to the cached count, if one is cached,
+    so the signer's own thank-you page includes them; the cache still expires on time and
+    the next count is exact again."""
+    if client is None:
+        return
+    with contextlib.suppress(redis.RedisError):
+        client.eval(_BUMP_IF_CACHED, 1, _KEY.format(action_id))
