@@ -7,7 +7,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: run test test-offline docs-screenshots chaos install lint bench-import bench-send bench-tracking bench-report bench-webhooks clean
+.PHONY: run test test-offline docs-screenshots chaos install lint bench-import bench-send bench-tracking bench-report bench-webhooks bench-actions clean
 
 $(STAMP): pyproject.toml
 	@bash scripts/bootstrap.sh "$(PYTHON)" "$(VENV)"
@@ -59,6 +59,9 @@ bench-webhooks: install
 
 bench-tracking: install
 	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.tracking
+
+bench-actions: install
+	PYTHONPATH=. $(VENV)/bin/python -m benchmarks.actions
 
 clean:
 	rm -rf $(VENV) var/rallypoint.db* var/outbox var/screenshots

@@ -32,18 +32,27 @@ from flask.typing import ResponseReturnValue
 from app.extensions import csrf, db
 from app.infra.redis_client import get_redis
 from app.infra.tokens import ActionRef, ActionRefSigner, action_ref_signer_from_config
-from app.models import Action, ActionResponse, ActionStatus
+from app.models import ActionResponse, ActionStatus
 from app.services.actions import abuse, counts, petitions, reports, signing
+from app.services.actions.public import PublicAction, PublicActionCache
 from app.services.actions.strings import pick_language, strings
 
 bp = Blueprint("actions_public", __name__)
 
 _EXT = "rallypoint.action_refs"
+_CACHE = "rallypoint.public_actions"
 _PRIVATE = {"Cache-Control": "private, no-store", "Referrer-Policy": "no-referrer"}
 
 
 def init_app(app: Flask) -> None:
     app.extensions[_EXT] = action_ref_signer_from_config(app.config["SETTINGS"])
+    app.extensions[_CACHE] = PublicActionCache()
+
+
+def action_cache() -> PublicActionCache:
+    """This process's snapshots of public actions (app.services.actions.public)."""
+    cache: PublicActionCache = current_app.extensions[_CACHE]
+    return cache
 
 
 def ref_signer() -> ActionRefSigner:
@@ -51,8 +60,8 @@ def ref_signer() -> ActionRefSigner:
     return signer
 
 
-def _public_action(slug: str) -> Action:
-    return petitions.open_action_by_slug(db.session, slug) or abort(404)
+def _public_action(slug: str) -> PublicAction:
+    return action_cache().get(db.session, slug) or abort(404)
 
 
 def _verified_ref(slug: str, token: str | None) -> ActionRef | None:
@@ -65,10 +74,9 @@ def _base_url() -> str:
     return str(current_app.config["PUBLIC_BASE_URL"]).rstrip("/")
 
 
-def _page_context(action: Action, language: str) -> dict[str, Any]:
+def _page_context(action: PublicAction, language: str) -> dict[str, Any]:
     version = action.version(language)
-    client = get_redis()
-    count = counts.live_count(db.session, client, action.id)
+    count = counts.live_count(db.session, get_redis(), action.id)
     return {
         "action": action,
         "version": version,
@@ -76,24 +84,24 @@ def _page_context(action: Action, language: str) -> dict[str, Any]:
         "t": strings(language),
         "count": count,
         "goal_pct": min(100, round(100 * count / action.goal)) if action.goal else None,
-        "description_html": petitions.render_markdown(version.description if version else ""),
-        "petition_html": petitions.render_markdown(version.petition_text if version else ""),
+        "description_html": version.description_html if version else "",
+        "petition_html": version.petition_html if version else "",
         "canonical": f"{_base_url()}/a/{action.slug}",
-        "languages": sorted(v.language for v in action.versions),
+        "languages": action.languages,
         "recent": (
             reports.recent_signers(db.session, action.id) if action.show_recent_signers else []
         ),
-        "consent_wording": signing.consent_wording(db.session, language),
-        "has_lists": bool(petitions.list_ids_of(db.session, action.id)),
+        "consent_wording": action.consent.get(language, ""),
+        "has_lists": action.has_lists,
     }
 
 
-def _language(action: Action, member_language: str | None = None) -> str:
+def _language(action: PublicAction, member_language: str | None = None) -> str:
     return pick_language(
         request.args.get("lang") or request.form.get("lang"),
         member_language,
         [lang for lang, _q in request.accept_languages],
-        {v.language for v in action.versions} or {"en"},
+        set(action.versions) or {"en"},
     )
 
 
@@ -151,7 +159,7 @@ def _signature_from_form(language: str) -> signing.Signature:
     )
 
 
-def _record(action: Action, *, embed: bool) -> ResponseReturnValue:
+def _record(action: PublicAction, *, embed: bool) -> ResponseReturnValue:
     """Sign from the posted form: honeypot, references, per-address flag, commit, redirect."""
     language = _language(action)
     if (request.form.get("website") or "").strip():
@@ -200,8 +208,8 @@ def _record(action: Action, *, embed: bool) -> ResponseReturnValue:
             values=request.form,
             errors={exc.field or "email": str(exc)},
         ), 422
-    code = outcome.response.referral_code
-    pending = not outcome.response.counted and outcome.response.removed_at is None
+    code = outcome.referral_code
+    pending = action.require_confirmation and outcome.created
     db.session.commit()  # durable before the thank-you page
     if outcome.counted:
         counts.note_signature(get_redis(), action.id)

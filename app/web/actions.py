@@ -24,6 +24,7 @@ from app.extensions import db
 from app.infra.redis_client import get_redis
 from app.models import Action, ActionResponse, ActionStatus, Role
 from app.models.base import utcnow
+from app.public.actions import action_cache
 from app.services import NotFound
 from app.services.actions import counts, petitions, reports, signing
 from app.services.audience import lists as audience_lists
@@ -117,6 +118,7 @@ def edit(action_id: int) -> ResponseReturnValue:
         db.session.rollback()
         return _editor(_action(action_id), data, exc), 422
     db.session.commit()
+    action_cache().forget(action.slug)  # this process shows the change at once
     flash("Petition saved.", "success")
     return redirect(url_for("actions.report", action_id=action.id))
 
@@ -135,6 +137,7 @@ def status(action_id: int) -> ResponseReturnValue:
         flash(str(exc), "error")
         return redirect(url_for("actions.report", action_id=action_id))
     db.session.commit()
+    action_cache().forget(action.slug)  # this process shows the change at once
     flash("Petition opened." if wanted == "open" else "Petition closed.", "success")
     return redirect(url_for("actions.report", action_id=action_id))
 

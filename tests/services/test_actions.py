@@ -20,7 +20,7 @@ from app.models import (
     Suppression,
 )
 from app.services import actions
-from app.services.actions import abuse, counts, reports, signing
+from app.services.actions import abuse, counts, public, reports, signing
 from app.services.actions.petitions import ActionError, PetitionData, SlugTaken
 from app.services.stats import breakdown
 from app.services.stats import counters as stats
@@ -404,3 +404,19 @@ def test_campaign_tallies_equal_the_recount_from_responses(db_session):
     )
     funnel = stats_reports.campaign_funnel(db_session, campaign.id)
     assert (funnel.counts["signed"], funnel.counts["shared"]) == (2, 1)
+
+
+def test_public_snapshot_is_kept_a_moment_then_read_again(db_session):
+    action = _petition(db_session)
+    now = [100.0]
+    cache = public.PublicActionCache(clock=lambda: now[0])
+    first = cache.get(db_session, action.slug)
+    assert first.id == action.id
+    assert "<strong>trade unionist</strong>" in first.version("en").description_html
+    assert "<script" not in first.version("en").description_html
+    assert first.version("fr").title == "Libérez Amar Fayaz"
+    actions.transition(db_session, action, ActionStatus.CLOSED)
+    assert cache.get(db_session, action.slug).status == "open"  # within the TTL
+    now[0] += public.TTL + 0.1
+    assert cache.get(db_session, action.slug).status == "closed"
+    assert cache.get(db_session, "no-such-petition") is None

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from app.infra.redis_client import get_redis
 from app.infra.tokens import Scope
 from app.models import Action, ActionResponse, ActionStatus, Link, Member, Role
-from app.public.actions import ref_signer
+from app.public.actions import action_cache, ref_signer
 from app.services import actions
 from app.services.actions import counts
 from app.services.actions.petitions import PetitionData, embed_token
@@ -168,6 +168,7 @@ def test_closed_petition_shows_a_note_and_takes_no_signature(client, petition, d
     # The request closed the session it shared: load the petition again before changing it.
     actions.transition(db_session, db_session.get(Action, petition.id), ActionStatus.CLOSED)
     db_session.commit()
+    action_cache().clear()  # what another process sees within public.TTL
     page = client.get(f"/a/{petition.slug}").get_data(as_text=True)
     assert "This petition is closed" in page
     answer = client.post(
@@ -210,8 +211,11 @@ def _alert(db_session, petition, app):
 
 @pytest.fixture(autouse=True)
 def _quiet_tracking(app):
-    """Clicks buffer hits: drop them, so none is flushed after this test's database is gone."""
+    """Clicks buffer hits: drop them, so none is flushed after this test's database is gone.
+    Each test's petitions are rolled back: forget the page snapshots of the last one."""
     reset_tracking(app)
+    with app.app_context():
+        action_cache().clear()
     yield
     reset_tracking(app)
 
@@ -293,6 +297,7 @@ def test_consent_box_is_unticked_and_names_the_organization(client, db_session, 
     data.list_ids = [lst.id]
     actions.update_petition(db_session, action, data)
     db_session.commit()
+    action_cache().clear()
     html = client.get(f"/a/{petition.slug}").get_data(as_text=True)
     box = re.search(r'<input type="checkbox" id="f-consent"[^>]*>', html).group(0)
     assert "checked" not in box

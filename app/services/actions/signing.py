@@ -14,14 +14,13 @@ import logging
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 
 from app.infra import sql
 from app.models import (
-    Action,
     ActionResponse,
     ActionStatus,
     ActionTally,
@@ -36,7 +35,7 @@ from app.models import (
     TallyDimension,
     action_lists,
 )
-from app.models.base import utcnow
+from app.models.base import UTCDateTime, utcnow
 from app.services import DbSession, Invalid
 from app.services.audience import members as audience_members
 from app.services.audience import optin
@@ -55,6 +54,30 @@ FIELD_LIMITS = {
     "city": 100,
     "utm_source": 100,
 }
+_RESPONSE_COLUMNS = (
+    "action_id", "email", "first_name", "last_name", "postal_code", "city", "local", "phone",
+    "comment", "language", "consent_given", "consent_wording", "consent_at", "consent_ip",
+    "source", "campaign_id", "delivery_id", "link_id", "referrer_id", "referral_code",
+    "utm_source", "ip", "user_agent", "counted", "flagged", "flag_reason", "created_at",
+    "updated_at",
+)  # fmt: skip
+# The hot statement of a spike, written out: one round trip inserts the signature, finds
+# the member who has the address (the delivery's member when they kept the pre-filled
+# address; nobody's when a forwarded email's reader signs as themself) and, through
+# UNIQUE (action_id, email), leaves an address that already signed alone (no row back: the
+# caller updates it instead). A text() statement is compiled once per process; SQLAlchemy
+# does not cache the compilation of an INSERT ... ON CONFLICT built with values().
+# (S608: the names joined in are the constant above, never input.)
+INSERT_RESPONSE = sa.text(
+    f"INSERT INTO action_responses (member_id, {', '.join(_RESPONSE_COLUMNS)}) "  # noqa: S608
+    f"VALUES ((SELECT id FROM members WHERE email = :email), "
+    f"{', '.join(':' + c for c in _RESPONSE_COLUMNS)}) "
+    "ON CONFLICT (action_id, email) DO NOTHING RETURNING id"
+).bindparams(
+    sa.bindparam("consent_at", type_=UTCDateTime()),
+    sa.bindparam("created_at", type_=UTCDateTime()),
+    sa.bindparam("updated_at", type_=UTCDateTime()),
+)
 CONSENT_WORDING = {
     "en": "Yes, {organization} may email me about this campaign and its other actions. "
     "I can unsubscribe at any time with the link in every email.",
@@ -116,12 +139,36 @@ class Prefill:
         return f"{self.first_name}{initial}".strip() or self.email.split("@")[0]
 
 
+class SignableAction(Protocol):
+    """What signing reads of an action: the ORM row, or its public snapshot (public.py)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def slug(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def fields(self) -> dict[str, Any]: ...
+    @property
+    def require_confirmation(self) -> bool: ...
+
+
 @dataclass
 class SignOutcome:
-    response: ActionResponse
+    session: DbSession
+    response_id: int
+    referral_code: str
     created: bool
     counted: bool
     subscriptions: dict[int, str] = field(default_factory=dict)  # list id -> outcome
+
+    @property
+    def response(self) -> ActionResponse:
+        """The response row (loaded on first use; the hot path never needs it)."""
+        row = self.session.get(ActionResponse, self.response_id)
+        assert row is not None
+        return row
 
 
 def consent_wording(session: DbSession, language: str) -> str:
@@ -158,7 +205,7 @@ def delivery_prefill(session: DbSession, campaign_id: int, delivery_id: int) -> 
 
 def attribution_for(
     session: DbSession,
-    action: Action,
+    action: SignableAction,
     *,
     delivery: tuple[int, int, int] | None = None,
     referral_code: str = "",
@@ -221,7 +268,7 @@ def attribution_for(
     return Attribution(ResponseSource.EMBED if embed else ResponseSource.DIRECT, utm_source=utm)
 
 
-def _clean_signature(action: Action, signature: Signature) -> dict[str, Any]:
+def _clean_signature(action: SignableAction, signature: Signature) -> dict[str, Any]:
     try:
         email = audience_members.clean_email(signature.email)
     except audience_members.MemberError as exc:
@@ -255,7 +302,7 @@ def new_referral_code() -> str:
 
 def sign(
     session: DbSession,
-    action: Action,
+    action: SignableAction,
     signature: Signature,
     attribution: Attribution,
     *,
@@ -285,53 +332,46 @@ def sign(
         raise SignError("This petition is closed.", "status")
     now = now or utcnow()
     values = _clean_signature(action, signature)
-    member_id = attribution.member_id
-    if member_id is not None:
-        member_email = session.scalar(sa.select(Member.email).where(Member.id == member_id))
-        if member_email != values["email"]:
-            member_id = None  # "not you?": attributed to the alert, not to its member
-    if member_id is None:
-        member_id = session.scalar(sa.select(Member.id).where(Member.email == values["email"]))
     if not values["local"] and attribution.local:
         values["local"] = attribution.local
     wording = consent_wording(session, values["language"]) if signature.consent else ""
     counted = not action.require_confirmation
-    table: sa.Table = ActionResponse.__table__  # type: ignore[assignment]
-    insert = (
-        sql.insert(session, table)
-        .values(
-            action_id=action.id,
-            member_id=member_id,
-            consent_given=signature.consent,
-            consent_wording=wording,
-            consent_at=now if signature.consent else None,
-            consent_ip=(ip or "")[:45] if signature.consent else "",
-            source=attribution.source.value,
-            campaign_id=attribution.campaign_id,
-            delivery_id=attribution.delivery_id,
-            link_id=attribution.link_id,
-            referrer_id=attribution.referrer_id,
-            referral_code=new_referral_code(),
-            utm_source=attribution.utm_source,
-            ip=(ip or "")[:45],
-            user_agent=(user_agent or "")[:300],
-            counted=counted,
-            flagged=bool(flag_reason),
-            flag_reason=flag_reason[:200],
-            created_at=now,
-            updated_at=now,
-            **values,
-        )
-        .on_conflict_do_nothing(index_elements=["action_id", "email"])
-        .returning(table.c.id)
-    )
-    new_id = session.execute(insert).scalar()
-    created = new_id is not None
-    if created:
-        response = session.get(ActionResponse, new_id)
-        assert response is not None
+    code = new_referral_code()
+    params = {
+        **values,
+        "action_id": action.id,
+        "consent_given": signature.consent,
+        "consent_wording": wording,
+        "consent_at": now if signature.consent else None,
+        "consent_ip": (ip or "")[:45] if signature.consent else "",
+        "source": attribution.source.value,
+        "campaign_id": attribution.campaign_id,
+        "delivery_id": attribution.delivery_id,
+        "link_id": attribution.link_id,
+        "referrer_id": attribution.referrer_id,
+        "referral_code": code,
+        "utm_source": attribution.utm_source,
+        "ip": (ip or "")[:45],
+        "user_agent": (user_agent or "")[:300],
+        "counted": counted,
+        "flagged": bool(flag_reason),
+        "flag_reason": flag_reason[:200],
+        "created_at": now,
+        "updated_at": now,
+    }
+    new_id = session.execute(INSERT_RESPONSE, params).scalar()
+    if new_id is not None:
         if counted:
-            _bump_tallies(session, response, attribution, now, +1)
+            _bump_tallies(
+                session,
+                attribution.campaign_id,
+                attribution.source.value,
+                attribution,
+                values["language"],
+                now,
+                +1,
+            )
+        outcome = SignOutcome(session, int(new_id), code, True, counted)
     else:
         response = session.scalars(
             sa.select(ActionResponse).where(
@@ -342,7 +382,9 @@ def sign(
             if value or name in ("comment",):
                 setattr(response, name, value)
         if response.member_id is None:
-            response.member_id = member_id
+            response.member_id = session.scalar(
+                sa.select(Member.id).where(Member.email == values["email"])
+            )
         if signature.consent and not response.consent_given:
             response.consent_given = True
             response.consent_wording = wording
@@ -351,16 +393,18 @@ def sign(
         if flag_reason and not response.flagged:
             response.flagged, response.flag_reason = True, flag_reason[:200]
         response.updated_at = now
-    subscriptions: dict[int, str] = {}
+        outcome = SignOutcome(session, response.id, response.referral_code, False, False)
     if signature.consent:
-        subscriptions = _subscribe(session, action, response, wording, ip, user_agent, now)
+        outcome.subscriptions = _subscribe(
+            session, action, outcome.response, wording, ip, user_agent, now
+        )
     session.flush()
-    return SignOutcome(response, created, created and counted, subscriptions)
+    return outcome
 
 
 def _subscribe(
     session: DbSession,
-    action: Action,
+    action: SignableAction,
     response: ActionResponse,
     wording: str,
     ip: str,
@@ -409,23 +453,23 @@ def _subscribe(
     return outcomes
 
 
-def _tally_keys(
-    response: ActionResponse, attribution: Attribution, now: datetime
-) -> list[tuple[str, str]]:
+def _tally_keys(attribution: Attribution, language: str, now: datetime) -> list[tuple[str, str]]:
     keys = [(TallyDimension.TOTAL.value, "")]
     keys.append((TallyDimension.LOCAL.value, (attribution.local or "")[:100]))
-    keys.append((TallyDimension.LANGUAGE.value, attribution.language or response.language))
+    keys.append((TallyDimension.LANGUAGE.value, attribution.language or language))
     if attribution.link_id:
         keys.append((TallyDimension.LINK.value, str(attribution.link_id)))
-    hour = now.replace(minute=0, second=0, microsecond=0)
+    hour = now.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
     keys.append((TallyDimension.HOUR.value, hour.isoformat()))
     return keys
 
 
 def _bump_tallies(
     session: DbSession,
-    response: ActionResponse,
+    campaign_id: int | None,
+    source: str,
     attribution: Attribution,
+    language: str,
     now: datetime,
     delta: int,
 ) -> None:
@@ -434,13 +478,13 @@ def _bump_tallies(
     One INSERT ... ON CONFLICT for the five rows, in key order so two signers lock them in
     the same order.
     """
-    if response.campaign_id is None:
+    if campaign_id is None:
         return
-    column = "signed" if response.source == ResponseSource.ALERT.value else "shared"
+    column = "signed" if source == ResponseSource.ALERT.value else "shared"
     table: sa.Table = ActionTally.__table__  # type: ignore[assignment]
     rows = [
-        {"campaign_id": response.campaign_id, "dimension": d, "value": v, column: delta}
-        for d, v in sorted(_tally_keys(response, attribution, now))
+        {"campaign_id": campaign_id, "dimension": d, "value": v, column: delta}
+        for d, v in sorted(_tally_keys(attribution, language, now))
     ]
     stmt = sql.insert(session, table).values(rows)
     session.execute(
@@ -481,7 +525,15 @@ def remove_response(session: DbSession, response: ActionResponse) -> None:
         return
     if response.counted:
         counted_at = response.confirmed_at or response.created_at
-        _bump_tallies(session, response, _attribution_of(session, response), counted_at, -1)
+        _bump_tallies(
+            session,
+            response.campaign_id,
+            response.source,
+            _attribution_of(session, response),
+            response.language,
+            counted_at,
+            -1,
+        )
     response.counted = False
     response.removed_at = utcnow()
     response.flagged = False
@@ -500,7 +552,15 @@ def confirm_response(session: DbSession, response: ActionResponse) -> bool:
         return False
     response.counted = True
     response.confirmed_at = utcnow()
-    _bump_tallies(session, response, _attribution_of(session, response), response.confirmed_at, +1)
+    _bump_tallies(
+        session,
+        response.campaign_id,
+        response.source,
+        _attribution_of(session, response),
+        response.language,
+        response.confirmed_at,
+        +1,
+    )
     session.flush()
     return True
 

@@ -1,0 +1,136 @@
+"""What the public page needs of an action, read once a moment per process, not per request.
+
+Under a spike every visitor asks for the same petition: its row, its versions, whether it has
+lists, the consent sentence and its Markdown rendered to HTML are the same for all of them.
+`PublicActionCache` keeps that snapshot for TTL seconds per web process, so a page view costs
+no query at all (the count comes from Redis, counts.py) and a signature costs only its own
+statements. An organizer's change (an edit, closing the petition) reaches every process
+within TTL; a signature posted in that moment to a just-closed petition is still taken.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from markupsafe import Markup
+
+from app.models import Action, action_lists
+from app.services import DbSession
+from app.services.actions.petitions import open_action_by_slug, render_markdown
+from app.services.actions.signing import consent_wording
+
+TTL = 2.0
+MAX_ENTRIES = 1000
+
+
+@dataclass(frozen=True)
+class PublicVersion:
+    language: str
+    title: str
+    headline: str
+    target: str
+    thank_you: str
+    description_html: Markup
+    petition_html: Markup
+
+
+@dataclass(frozen=True)
+class PublicAction:
+    """A plain, read-only copy of an action for its public page and for signing."""
+
+    id: int
+    slug: str
+    title: str
+    status: str
+    default_language: str
+    goal: int | None
+    image_url: str
+    fields: dict[str, Any]
+    show_recent_signers: bool
+    next_step: str
+    next_step_url: str
+    require_confirmation: bool
+    has_lists: bool
+    versions: dict[str, PublicVersion] = field(default_factory=dict)
+    consent: dict[str, str] = field(default_factory=dict)
+
+    def version(self, language: str) -> PublicVersion | None:
+        """The version in `language`, else the default language's, else any."""
+        return (
+            self.versions.get(language)
+            or self.versions.get(self.default_language)
+            or next(iter(self.versions.values()), None)
+        )
+
+    @property
+    def languages(self) -> list[str]:
+        return sorted(self.versions)
+
+
+def snapshot(session: DbSession, action: Action) -> PublicAction:
+    """Copy what the public page shows (Markdown rendered and sanitised once here)."""
+    has_lists = (
+        session.scalar(
+            sa.select(action_lists.c.list_id).where(action_lists.c.action_id == action.id).limit(1)
+        )
+        is not None
+    )
+    versions = {
+        v.language: PublicVersion(
+            v.language,
+            v.title or action.title,
+            v.headline,
+            v.target,
+            v.thank_you,
+            render_markdown(v.description),
+            render_markdown(v.petition_text),
+        )
+        for v in action.versions
+    }
+    return PublicAction(
+        id=action.id,
+        slug=action.slug,
+        title=action.title,
+        status=action.status,
+        default_language=action.default_language,
+        goal=action.goal,
+        image_url=action.image_url,
+        fields=dict(action.fields or {}),
+        show_recent_signers=action.show_recent_signers,
+        next_step=action.next_step,
+        next_step_url=action.next_step_url,
+        require_confirmation=action.require_confirmation,
+        has_lists=has_lists,
+        versions=versions,
+        consent={language: consent_wording(session, language) for language in ("en", "fr")},
+    )
+
+
+class PublicActionCache:
+    """slug -> PublicAction (or None: no such public action), each kept TTL seconds."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: dict[str, tuple[float, PublicAction | None]] = {}
+
+    def get(self, session: DbSession, slug: str) -> PublicAction | None:
+        now = self._clock()
+        entry = self._entries.get(slug)
+        if entry is not None and entry[0] > now:
+            return entry[1]
+        action = open_action_by_slug(session, slug)
+        value = snapshot(session, action) if action is not None else None
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[slug] = (now + TTL, value)
+        return value
+
+    def forget(self, slug: str) -> None:
+        self._entries.pop(slug, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
