@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from app.models import (
 )
 from app.services import actions
 from app.services.actions import abuse, counts, public, reports, signing
+from app.services.actions import retention as action_retention
 from app.services.actions.petitions import ActionError, PetitionData, SlugTaken
 from app.services.stats import breakdown
 from app.services.stats import counters as stats
@@ -420,3 +421,37 @@ def test_public_snapshot_is_kept_a_moment_then_read_again(db_session):
     now[0] += public.TTL + 0.1
     assert cache.get(db_session, action.slug).status == "closed"
     assert cache.get(db_session, "no-such-petition") is None
+
+
+def test_signers_ip_and_user_agent_go_after_the_tracking_period(db_session):
+    action = _petition(db_session)
+    old = actions.sign(
+        db_session,
+        action,
+        signing.Signature("old@example.org", "O", consent=True),
+        signing.Attribution(),
+        ip="198.51.100.1",
+        user_agent="Firefox",
+        now=datetime.now(UTC) - timedelta(days=100),
+    ).response
+    new = actions.sign(
+        db_session,
+        action,
+        signing.Signature("new@example.org", "N"),
+        signing.Attribution(),
+        ip="198.51.100.2",
+        user_agent="Chrome",
+    ).response
+    changed = action_retention.forget_signer_details(
+        db_session, tracking_days=90, commit=db_session.flush
+    )
+    assert changed == 1
+    db_session.expire_all()
+    assert (old.ip, old.user_agent) == ("", "")
+    assert (new.ip, new.user_agent) == ("198.51.100.2", "Chrome")
+    assert (
+        action_retention.forget_signer_details(
+            db_session, tracking_days=90, commit=db_session.flush
+        )
+        == 0
+    )

@@ -8,6 +8,7 @@ from flask import current_app
 from app import jobs
 from app.extensions import db
 from app.infra.redis_client import get_redis
+from app.services.actions import retention as action_retention
 from app.services.stats import retention
 
 
@@ -34,4 +35,9 @@ def purge_personal_data(run_seconds: float = retention.RUN_SECONDS) -> int:
     )
     if report is None:
         return 0  # another run holds the lock
-    return report.events_cleaned + report.batches_deleted
+    signers = action_retention.forget_signer_details(
+        db.session,
+        tracking_days=int(config["TRACKING_DETAIL_DAYS"]),
+        commit=db.session.commit,
+    )
+    return report.events_cleaned + report.batches_deleted + signers
