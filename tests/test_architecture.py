@@ -33,6 +33,7 @@ ALLOWED = {
     "services.stats": BELOW_SERVICES | {"services.organization"},
     "services.sending": BELOW_SERVICES
     | {
+        "services.actions",
         "services.audience",
         "services.campaigns",
         "services.organization",
@@ -47,7 +48,8 @@ ALLOWED = {
         "services.sending",
         "services.stats",
     },
-    "services.actions": BELOW_SERVICES | {"services.audience", "services.organization"},
+    "services.actions": BELOW_SERVICES
+    | {"services.audience", "services.organization", "services.transports"},
     "demo": {
         "models",
         "services",

@@ -188,6 +188,8 @@ class ActionResponse(Base):
     user_agent: Mapped[str] = mapped_column(sa.String(300), default="")
     counted: Mapped[bool] = mapped_column(default=True)
     confirmed_at: Mapped[datetime | None]
+    # When the confirmation or thank-you email left: a job run twice sends it once.
+    mailed_at: Mapped[datetime | None]
     flagged: Mapped[bool] = mapped_column(default=False)
     flag_reason: Mapped[str] = mapped_column(sa.String(200), default="")
     removed_at: Mapped[datetime | None]

@@ -33,7 +33,7 @@ from app.extensions import csrf, db
 from app.infra.redis_client import get_redis
 from app.infra.tokens import ActionRef, ActionRefSigner, action_ref_signer_from_config
 from app.models import ActionResponse, ActionStatus
-from app.services.actions import abuse, counts, petitions, reports, signing
+from app.services.actions import abuse, counts, mail, petitions, reports, signing
 from app.services.actions.public import PublicAction, PublicActionCache
 from app.services.actions.strings import pick_language, strings
 
@@ -286,3 +286,32 @@ def count(slug: str) -> Response:
     answer = make_response(jsonify({"count": value, "goal": action.goal}))
     answer.headers["Cache-Control"] = "public, max-age=2"
     return answer
+
+
+@bp.route("/a/<slug>/confirm/<token>", methods=["GET", "POST"])
+def confirm(slug: str, token: str) -> ResponseReturnValue:
+    """A signer confirms their address: GET shows a button, the POST counts the signature
+    (link scanners fetch every URL of an email; they must not confirm anything)."""
+    action = _public_action(slug)
+    language = _language(action)
+    context = _page_context(action, language)
+    found = mail.read_confirm_token(current_app.config["SECRET_KEY"], token[:300])
+    response = db.session.get(ActionResponse, found[0]) if found else None
+    if (
+        found is None
+        or response is None
+        or response.action_id != action.id
+        or response.email != found[1]
+    ):
+        return render_template("actions/confirm.html", **context, state="invalid"), 404
+    if request.method == "GET":
+        return render_template("actions/confirm.html", **context, state="ask", token=token)
+    if signing.confirm_response(db.session, response):
+        db.session.commit()
+        counts.note_signature(get_redis(), action.id)
+    return redirect(
+        url_for(
+            "actions_public.thanks", slug=action.slug, lang=language, code=response.referral_code
+        ),
+        303,
+    )

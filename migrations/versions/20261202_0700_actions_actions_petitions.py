@@ -104,6 +104,7 @@ def upgrade():
     sa.Column('user_agent', sa.String(length=300), nullable=False),
     sa.Column('counted', sa.Boolean(), nullable=False),
     sa.Column('confirmed_at', sa.DateTime(timezone=True), nullable=True),
+    sa.Column('mailed_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('flagged', sa.Boolean(), nullable=False),
     sa.Column('flag_reason', sa.String(length=200), nullable=False),
     sa.Column('removed_at', sa.DateTime(timezone=True), nullable=True),

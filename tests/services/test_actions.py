@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
+from app import jobs
 from app.infra.redis_client import get_redis
 from app.infra.tokens import ActionRefSigner
 from app.models import (
@@ -15,17 +19,21 @@ from app.models import (
     ActionTally,
     Link,
     Member,
+    OrgSettings,
     ResponseSource,
+    Sender,
     Subscription,
     Suppression,
 )
 from app.services import actions
-from app.services.actions import abuse, counts, public, reports, signing
+from app.services.actions import abuse, counts, mail, public, reports, signing
 from app.services.actions import retention as action_retention
 from app.services.actions.petitions import ActionError, PetitionData, SlugTaken
+from app.services.sending import transactional
 from app.services.stats import breakdown
 from app.services.stats import counters as stats
 from app.services.stats import reports as stats_reports
+from app.services.transports.outbox import OutboxTransport
 from tests import factories
 
 
@@ -455,3 +463,62 @@ def test_signers_ip_and_user_agent_go_after_the_tracking_period(db_session):
         )
         == 0
     )
+
+
+def _identity(session):
+    session.add(
+        OrgSettings(organization="Prairie Workers", mailing_address="1 Main St", contact="a@b.ca")
+    )
+    session.add(Sender(email="news@example.org", name="Prairie Workers", is_default=True))
+    session.flush()
+
+
+def _signer_jobs(session):
+    return [j.args for j in jobs.pending_jobs(session) if j.name == jobs.SEND_TRANSACTIONAL]
+
+
+def test_confirm_by_email_sends_one_link_that_counts_the_signature(db_session, tmp_path, app):
+    _identity(db_session)
+    action = _petition(db_session, require_confirmation=True)
+    outcome = actions.sign(
+        db_session, action, signing.Signature("c@example.org", "C"), signing.Attribution()
+    )
+    [(kind, payload)] = _signer_jobs(db_session)
+    assert kind == mail.CONFIRM_KIND
+    transport = OutboxTransport(str(tmp_path))
+    assert transactional.deliver(db_session, transport, kind, payload) == 1
+    assert transactional.deliver(db_session, transport, kind, payload) == 0  # a redelivery
+    [message] = list(tmp_path.glob("*.eml"))
+    parsed = email.message_from_bytes(message.read_bytes(), policy=email.policy.default)
+    text = parsed.get_body(preferencelist=("plain",)).get_content()
+    token = re.search(r"/a/free-amar-fayaz/confirm/([A-Za-z0-9_.=-]+)", text).group(1)
+    assert mail.read_confirm_token(app.config["SECRET_KEY"], token) == (
+        outcome.response_id,
+        "c@example.org",
+    )
+    assert mail.read_confirm_token(app.config["SECRET_KEY"], token + "x") is None
+    assert mail.read_confirm_token("another secret", token) is None
+
+
+def test_thank_you_email_only_when_asked_and_never_to_a_suppressed_address(db_session, tmp_path):
+    _identity(db_session)
+    quiet = _petition(db_session)
+    actions.sign(db_session, quiet, signing.Signature("q@example.org", "Q"), signing.Attribution())
+    assert _signer_jobs(db_session) == []
+    thanks = actions.create_petition(
+        db_session,
+        PetitionData(title="Thanks", send_thank_you=True, versions={"en": {"petition_text": "x"}}),
+        owner_id=None,
+    )
+    actions.transition(db_session, thanks, ActionStatus.OPEN)
+    db_session.add(Suppression(email="s@example.org", reason="spam_report"))
+    actions.sign(db_session, thanks, signing.Signature("t@example.org", "T"), signing.Attribution())
+    actions.sign(db_session, thanks, signing.Signature("s@example.org", "S"), signing.Attribution())
+    sent = [
+        transactional.deliver(db_session, OutboxTransport(str(tmp_path)), kind, payload)
+        for kind, payload in _signer_jobs(db_session)
+    ]
+    assert sent == [1, 0]
+    [message] = list(tmp_path.glob("*.eml"))
+    parsed = email.message_from_bytes(message.read_bytes(), policy=email.policy.default)
+    assert "ref=" in parsed.get_body(preferencelist=("plain",)).get_content()

@@ -14,7 +14,7 @@ from app.infra.tokens import Scope
 from app.models import Action, ActionResponse, ActionStatus, Link, Member, Role
 from app.public.actions import action_cache, ref_signer
 from app.services import actions
-from app.services.actions import counts
+from app.services.actions import counts, mail
 from app.services.actions.petitions import PetitionData, embed_token
 from app.services.tracking.runtime import runtime
 from tests import factories
@@ -370,3 +370,32 @@ def test_report_review_csv_and_print(client, login_as, petition, db_session, app
 
 def test_count_json_is_cached_briefly(client, petition):
     assert client.get(f"/a/{petition.slug}/count.json").get_json() == {"count": 0, "goal": 100}
+
+
+def test_confirm_link_counts_only_on_the_button_press(client, db_session, petition, app):
+    action = db_session.get(Action, petition.id)
+    data = actions.petitions.as_data(db_session, action)
+    data.require_confirmation = True
+    actions.update_petition(db_session, action, data)
+    db_session.commit()
+    action_cache().clear()
+    answer = _sign(client, petition.slug, email="confirm@example.org")
+    assert "pending=1" in answer.headers["Location"]
+    assert "Check your email" in client.get(answer.headers["Location"]).get_data(as_text=True)
+    row = db_session.scalar(
+        sa.select(ActionResponse).where(ActionResponse.email == "confirm@example.org")
+    )
+    assert _count(db_session, petition) == 0
+    token = mail.confirm_token(app.config["SECRET_KEY"], row.id, row.email)
+    url = f"/a/{petition.slug}/confirm/{token}"
+    page = client.get(url)  # a link scanner fetching it confirms nothing
+    assert page.status_code == 200
+    assert _count(db_session, petition) == 0
+    forged = client.get(f"/a/{petition.slug}/confirm/{token[:-3]}abc")
+    assert forged.status_code == 404
+    done = client.post(url, data={"csrf_token": csrf_token(client, url)})
+    assert done.status_code == 303
+    assert _count(db_session, petition) == 1
+    again = client.post(url, data={"csrf_token": csrf_token(client, url)})
+    assert again.status_code == 303
+    assert _count(db_session, petition) == 1

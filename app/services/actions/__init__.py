@@ -5,10 +5,16 @@ petitions.py writes and opens/closes actions; signing.py records one response pe
 address per action (signing again updates it, never counts twice), subscribes a consenting
 signer through the audience services, and bumps the campaign tallies in the same
 transaction; counts.py serves the live count (an index-only count cached for a second in
-Redis, never a hot counter row); reports.py reads the petition's own report and CSV.
+Redis, never a hot counter row); reports.py reads the petition's own report and CSV;
+public.py keeps a per-process snapshot of a public petition for a moment, so a page view
+costs no query.
+
+mail.py writes a signer's confirmation request or thank-you (the transactional task sends
+it); retention.py blanks signers' IP addresses and user agents after tracking's period.
 
 May call: services.audience (members, opt-in, suppressions), services.organization (the
-organization's name), app.infra, app.emails (Markdown rendering). Tracking's click redirect
+organization's name), services.transports (the signer's email), app.infra, app.emails
+(Markdown rendering, the email skeleton). Tracking's click redirect
 mints the reference (app.infra.tokens.ActionRefSigner) without calling here; the campaign
 report reads `action_tallies` from app.models, so stats never imports this package.
 

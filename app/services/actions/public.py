@@ -54,6 +54,7 @@ class PublicAction:
     next_step: str
     next_step_url: str
     require_confirmation: bool
+    send_thank_you: bool
     has_lists: bool
     versions: dict[str, PublicVersion] = field(default_factory=dict)
     consent: dict[str, str] = field(default_factory=dict)
@@ -104,6 +105,7 @@ def snapshot(session: DbSession, action: Action) -> PublicAction:
         next_step=action.next_step,
         next_step_url=action.next_step_url,
         require_confirmation=action.require_confirmation,
+        send_thank_you=action.send_thank_you,
         has_lists=has_lists,
         versions=versions,
         consent={language: consent_wording(session, language) for language in ("en", "fr")},

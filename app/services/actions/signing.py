@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 import sqlalchemy as sa
 
+from app import jobs
 from app.infra import sql
 from app.models import (
     ActionResponse,
@@ -37,6 +38,7 @@ from app.models import (
 )
 from app.models.base import UTCDateTime, utcnow
 from app.services import DbSession, Invalid
+from app.services.actions.mail import CONFIRM_KIND, THANKS_KIND
 from app.services.audience import members as audience_members
 from app.services.audience import optin
 from app.services.audience.subscriptions import is_suppressed
@@ -152,6 +154,8 @@ class SignableAction(Protocol):
     def fields(self) -> dict[str, Any]: ...
     @property
     def require_confirmation(self) -> bool: ...
+    @property
+    def send_thank_you(self) -> bool: ...
 
 
 @dataclass
@@ -372,6 +376,13 @@ def sign(
                 +1,
             )
         outcome = SignOutcome(session, int(new_id), code, True, counted)
+        # The signer's own email, sent by the transactional task after the commit: the
+        # confirmation link when the petition counts only confirmed signatures, else the
+        # thank-you when the organizer asked for one.
+        if action.require_confirmation:
+            jobs.enqueue(session, jobs.SEND_TRANSACTIONAL, CONFIRM_KIND, {"response_id": new_id})
+        elif action.send_thank_you:
+            jobs.enqueue(session, jobs.SEND_TRANSACTIONAL, THANKS_KIND, {"response_id": new_id})
     else:
         response = session.scalars(
             sa.select(ActionResponse).where(

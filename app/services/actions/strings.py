@@ -42,6 +42,9 @@ STRINGS: dict[str, dict[str, str]] = {
         "language_name": "English",
         "consent_label": "Email me about this campaign",
         "progress": "Progress toward the goal",
+        "confirm_title": "Confirm your signature",
+        "confirm_button": "Yes, count my signature",
+        "confirm_invalid": "This confirmation link is not valid or has expired. Please sign again.",
     },
     "fr": {
         "to": "À",
@@ -82,6 +85,11 @@ STRINGS: dict[str, dict[str, str]] = {
         "language_name": "Français",
         "consent_label": "Écrivez-moi au sujet de cette campagne",
         "progress": "Progression vers l'objectif",
+        "confirm_title": "Confirmez votre signature",
+        "confirm_button": "Oui, je confirme",
+        "confirm_invalid": (
+            "Ce lien de confirmation n'est pas valide ou a expiré. Signez de nouveau."
+        ),
     },
 }
 

@@ -7,7 +7,8 @@ lost broker messages, and `pause`/`resume`/`cancel` steer a running campaign.
 transactional.py sends one-off mail (test sends, opt-in confirmations) on its own queue.
 
 May call: services.campaigns, services.audience and services.stats through peers.py
-(transactional.py also calls the opt-in and test-send services whose mail it carries),
+(transactional.py also calls the opt-in, test-send and petition-signer mail services whose
+mail it carries),
 services.organization (the time zone), services.transports, app.infra. Only tracking's
 webhook events call back into sending (the ledger they settle).
 """

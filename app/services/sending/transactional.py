@@ -1,7 +1,8 @@
 """Transactional mail by kind: one task (SEND_TRANSACTIONAL) on its own queue sends them all.
 
-A kind maps to the service that sends it; today campaign test sends. Opt-in confirmations
-and other one-off messages add a kind here rather than a task of their own.
+A kind maps to the service that sends it: campaign test sends, opt-in confirmations, and a
+petition signer's confirmation request or thank-you (app.services.actions.mail). Other
+one-off messages add a kind here rather than a task of their own.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 from flask import current_app
 
 from app.services import DbSession
+from app.services.actions import mail as action_mail
 from app.services.audience import optin
 from app.services.campaigns import previews
 from app.services.transports import Transport
@@ -57,9 +59,25 @@ def _optin_confirmation(
         return 0
 
 
+def _action_mail(kind: str) -> Sender:
+    def send(session: DbSession, transport: Transport, payload: Mapping[str, Any]) -> int:
+        return action_mail.send_response_mail(
+            session,
+            transport,
+            int(payload["response_id"]),
+            kind,
+            secret_key=str(current_app.config["SECRET_KEY"]),
+            base_url=str(current_app.config["PUBLIC_BASE_URL"]),
+        )
+
+    return send
+
+
 KINDS: dict[str, Sender] = {
     previews.TEST_SEND_KIND: _campaign_test,
     "optin_confirmation": _optin_confirmation,
+    action_mail.CONFIRM_KIND: _action_mail(action_mail.CONFIRM_KIND),
+    action_mail.THANKS_KIND: _action_mail(action_mail.THANKS_KIND),
 }
 
 
