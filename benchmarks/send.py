@@ -12,8 +12,12 @@ sent: the audience freeze, every batch and the finish. In the same run, the fake
 accept rate for pre-built payloads from one client is measured: the ceiling.
 
 The last line printed is one JSON object: recipients, seconds, recipients_per_s,
-ceiling_recipients_per_s, ratio, worker_peak_rss_mb (the sum of the worker pool
-processes' peak RSS, VmHWM).
+ceiling_recipients_per_s, ratio, first_send_ms (from "send now" to SendGrid accepting the
+first batch), worker_peak_rss_mb (the sum of the worker pool processes' peak RSS, VmHWM)
+and worker_peak_rss_mb_max (the largest one process), cpu_s and cpu_us_per_recipient (CPU
+of each process group over the timed send: the worker, the fake SendGrid, redis, postgres:
+this database's backends, postgres_shared: the server's own processes, load: this process;
+benchmarks/harness.py), and loadavg (the host's load average at the end).
 """
 
 from __future__ import annotations
@@ -29,6 +33,8 @@ from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
+
+from benchmarks.harness import CpuMeter, cpu_line, load_average, pid_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432")
@@ -253,6 +259,9 @@ def main() -> None:
             for worker in workers:
                 worker.wait_ready(redis_server.url, timeout=60)
 
+            groups = {f"worker{i or ''}": w.pid for i, w in enumerate(workers)}
+            groups.update(fake_sendgrid=fake.pid, redis=pid_of(redis_server))
+            meter = CpuMeter(f"{SERVER}/{name}", groups).start()
             started = time.perf_counter()
             sending.send_now(db.session, db.session.get(Campaign, campaign_id))
             db.session.commit()
@@ -268,6 +277,7 @@ def main() -> None:
                 if time.perf_counter() - started > 1800:
                     raise RuntimeError("timed out")
             seconds = time.perf_counter() - started
+            cpu = meter.stop()
             progress = sending.progress(db.session, db.session.get(Campaign, campaign_id))
             timeline = db.session.execute(
                 sa.text(
@@ -278,6 +288,7 @@ def main() -> None:
                 {"id": campaign_id},
             ).one()
             start = timeline[0]
+            first_send_ms = (timeline[2] - start).total_seconds() * 1000
             print(
                 "timeline (s after send now): audience frozen by "
                 f"{(timeline[1] - start).total_seconds():.2f} (freeze began), first batch sent "
@@ -289,7 +300,8 @@ def main() -> None:
 
         _print_batch_times(workers)
         pool = [child for worker in workers for child in _children(worker.pid)]
-        peak = sum(_vm_hwm_mb(pid) for pid in pool)
+        peaks = [_vm_hwm_mb(pid) for pid in pool]
+        peak, peak_one = sum(peaks), max(peaks, default=0.0)
         stats = _fake_call(fake_url, "/__fake__/stats")
         if stats["accepted_recipients"] != args.members or stats["duplicates"]:
             raise RuntimeError(f"the fake did not get every member exactly once: {stats}")
@@ -301,6 +313,8 @@ def main() -> None:
             f"({stats['accepted_requests']} requests, {stats['validated']} validated); "
             f"worker pool peak RSS {peak:.0f} MB over {len(pool)} processes"
         )
+        per_recipient = meter.per_unit(args.members)
+        print(cpu_line("send", cpu, per_recipient, "recipient"))
         print(
             json.dumps(
                 {
@@ -309,7 +323,13 @@ def main() -> None:
                     "recipients_per_s": round(rate),
                     "ceiling_recipients_per_s": round(ceiling),
                     "ratio": round(rate / ceiling, 3),
+                    "first_send_ms": round(first_send_ms),
                     "worker_peak_rss_mb": round(peak, 1),
+                    "worker_peak_rss_mb_max": round(peak_one, 1),
+                    "pool_processes": len(pool),
+                    "cpu_s": cpu,
+                    "cpu_us_per_recipient": per_recipient,
+                    "loadavg": load_average(),
                 }
             )
         )
