@@ -106,7 +106,8 @@ def _ceiling(transport, skeleton, requests: int) -> float:
                 email=f"ceiling-{r}-{i}@example.org",
                 recipient=Recipient(
                     first_name=f"First{i}",
-                    token=f"tok{r}.{i}.abcdefghijklmnop",
+                    open_token=f"tok{r}.{i}.abcdefghijklmnop",
+                    click_token=f"tok{r}.{i}.bcdefghijklmnopq",
                     unsubscribe_url=f"https://rally.example.org/u/tok{r}.{i}.abcdefghijklmnop",
                 ),
                 delivery_id=r * 1000 + i + 1,
