@@ -19,7 +19,10 @@ same indexes as members and subscriptions: the reference the import is held to (
 
 The last line printed is one JSON object: rows, seconds, rows_per_s, copy_rows_per_s, ratio
 (import speed / plain COPY speed), indexed_copy_rows_per_s (file rows / seconds of the
-indexed COPY), indexed_ratio (the import's speed / that: target >= 0.7), peak_rss_mb (of
+indexed COPY), indexed_ratio (the import's speed / that: target >= 0.7),
+indexed_copy_cpu_us_per_row and indexed_cpu_ratio (PostgreSQL's CPU for that COPY / the
+larger of the import's database and parser CPU: the ratio without the host's other load),
+peak_rss_mb (of
 this process, which parses the file), cpu_s and cpu_us_per_row (this process: load, and
 postgres: the database's backends; benchmarks/harness.py), loadavg.
 """
@@ -94,7 +97,7 @@ def _columns(conn: psycopg.Connection, table: str) -> str:
     return ", ".join(f'"{name}"' for (name,) in rows)
 
 
-def _indexed_copy(database: str, workdir: Path) -> tuple[float, dict[str, int]]:
+def _indexed_copy(database: str, workdir: Path) -> tuple[float, dict[str, int], float]:
     """COPY the rows the import wrote into empty tables indexed like members and subscriptions.
 
     The rows are the import's own (read back with COPY TO into files, untimed), so the
@@ -102,7 +105,7 @@ def _indexed_copy(database: str, workdir: Path) -> tuple[float, dict[str, int]]:
     secondary indexes (`CREATE TABLE … (LIKE … INCLUDING ALL)`; no foreign keys, which the
     import skips for its new members too), in one transaction, after a CHECKPOINT, with no
     parsing, validation or upsert: what PostgreSQL needs to store these rows at all.
-    Returns (seconds of the timed COPYs, rows per table).
+    Returns (seconds of the timed COPYs, rows per table, PostgreSQL's CPU seconds for them).
     """
     tables = ("members", "subscriptions")
     counts: dict[str, int] = {}
@@ -124,6 +127,7 @@ def _indexed_copy(database: str, workdir: Path) -> tuple[float, dict[str, int]]:
             conn.commit()
         except psycopg.Error:
             conn.rollback()
+        meter = CpuMeter(_libpq(database), {}).start()
         started = time.perf_counter()
         for table in tables:
             with (
@@ -137,11 +141,12 @@ def _indexed_copy(database: str, workdir: Path) -> tuple[float, dict[str, int]]:
                     copy.write(chunk)
         conn.commit()
         seconds = time.perf_counter() - started
+        cpu = meter.stop()["postgres"]
         for table in tables:
             conn.execute(f"DROP TABLE scratch_{table}")
             (workdir / f"{table}.copy").unlink()
         conn.commit()
-    return seconds, counts
+    return seconds, counts, cpu
 
 
 def main() -> None:
@@ -180,7 +185,7 @@ def main() -> None:
         cpu = meter.stop()
         per_row = meter.per_unit(int(figure["rows"]))
         copy_seconds = _plain_copy(database, path)
-        indexed_seconds, written = _indexed_copy(database, path.parent)
+        indexed_seconds, written, copy_cpu = _indexed_copy(database, path.parent)
     finally:
         if not args.keep:
             with psycopg.connect(admin, autocommit=True) as conn:
@@ -192,6 +197,11 @@ def main() -> None:
     figure["indexed_copy_rows_per_s"] = round(rows / indexed_seconds)
     figure["indexed_ratio"] = round(figure["rows_per_s"] / figure["indexed_copy_rows_per_s"], 3)
     figure["indexed_copy_rows"] = written
+    # CPU, which a busy host does not stretch: what the indexed COPY costs PostgreSQL, against
+    # the import's longer side (its backend and its parser run on a core each, side by side):
+    # the ratio a quiet 2-core host would show.
+    figure["indexed_copy_cpu_us_per_row"] = round(copy_cpu / rows * 1e6, 1)
+    figure["indexed_cpu_ratio"] = round(copy_cpu / max(cpu["postgres"], cpu["load"], 1e-9), 3)
     figure["peak_rss_mb"] = round(_peak_rss_mb(), 1)
     figure["cpu_s"] = cpu
     figure["cpu_us_per_row"] = per_row

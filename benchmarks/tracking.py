@@ -290,6 +290,12 @@ def main() -> None:
         help="run the Celery worker and beat during the load (as the Procfile does) or after",
     )
     parser.add_argument(
+        "--flush-nice",
+        type=int,
+        default=None,
+        help="TRACKING_FLUSH_NICE for the worker (0: the flusher at the worker's priority)",
+    )
+    parser.add_argument(
         "--install-wrk", action="store_true", help="apt-get install wrk when it is missing"
     )
     args = parser.parse_args()
@@ -323,6 +329,8 @@ def main() -> None:
         "PYTHONPATH": str(ROOT),
     }
     env.pop("ACCESS_LOG", None)
+    if args.flush_nice is not None:
+        env["TRACKING_FLUSH_NICE"] = str(args.flush_nice)
     procs: list[subprocess.Popen[bytes]] = []
     bindir = Path(sys.executable).parent
     try:
@@ -440,6 +448,7 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "load_generator": tool,
         "flusher": args.flusher,
+        "flush_nice": env.get("TRACKING_FLUSH_NICE", "default"),
     }
     print(json.dumps(result))
 
