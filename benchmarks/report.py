@@ -14,7 +14,8 @@ breakdown.rebuild_breakdown). A logged-in viewer then requests the report page a
 alternating big and small; medians are compared. The last line printed is one JSON object:
 big_ms, small_ms, ratio (the page), api_big_ms, api_small_ms, api_ratio (the five API calls
 behind the page), problems_big_ms, problems_small_ms (first page of bounced/failed addresses),
-and the sizes.
+the sizes, cpu_us_per_page (µs of CPU per report page view, big and small: load is this
+process, the app and its test client; postgres the database's backends) and loadavg.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from app.models.deliveries import PROBLEM_SQL
 from app.services.organization import users
 from app.services.stats import breakdown
 from app.services.stats import counters as stats
+from benchmarks.harness import CpuMeter, load_average
 from config.settings import TestingConfig, normalise_database_url
 
 PASSWORD = "benchmark-password-123"
@@ -326,6 +328,14 @@ def _run(url: str, args: argparse.Namespace) -> dict[str, object]:
             times[key].append(_timed(lambda cid=cid: page(cid)))
             times[f"api_{key}"].append(_timed(lambda cid=cid: api(cid)))
             times[f"problems_{key}"].append(_timed(lambda cid=cid: problems(cid)))
+    # CPU a page view costs (the app and its test client are this process: "load"), apart.
+    cpu_per_page = {}
+    for key, cid in (("big", big), ("small", small)):
+        meter = CpuMeter(_libpq(make_url(url)), {}).start()
+        for _ in range(args.rounds):
+            page(cid)
+        meter.stop()
+        cpu_per_page[key] = meter.per_unit(args.rounds)
     medians = {key: statistics.median(values) for key, values in times.items()}
     for key, values in times.items():
         print(f"{key}: median {medians[key]:.1f} ms, min {min(values):.1f}, max {max(values):.1f}")
@@ -342,6 +352,8 @@ def _run(url: str, args: argparse.Namespace) -> dict[str, object]:
         "big_events": sizes[big][1],
         "small_deliveries": sizes[small][0],
         "small_events": sizes[small][1],
+        "cpu_us_per_page": cpu_per_page,
+        "loadavg": load_average(),
     }
 
 

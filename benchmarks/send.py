@@ -12,8 +12,14 @@ sent: the audience freeze, every batch and the finish. In the same run, the fake
 accept rate for pre-built payloads from one client is measured: the ceiling.
 
 The last line printed is one JSON object: recipients, seconds, recipients_per_s,
-ceiling_recipients_per_s, ratio, worker_peak_rss_mb (the sum of the worker pool
-processes' peak RSS, VmHWM).
+ceiling_recipients_per_s, ratio, first_send_ms (from "send now" to the first request reaching
+the fake SendGrid: the first batch has left), first_accepted_ms (to its rows recorded sent:
+includes the fake's JSON Schema check of the first request, always in its sample),
+worker_peak_rss_mb (the sum of the worker pool processes' peak RSS, VmHWM)
+and worker_peak_rss_mb_max (the largest one process), cpu_s and cpu_us_per_recipient (CPU
+of each process group over the timed send: the worker, the fake SendGrid, redis, postgres:
+this database's backends, postgres_shared: the server's own processes, load: this process;
+benchmarks/harness.py), and loadavg (the host's load average at the end).
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
+
+from benchmarks.harness import CpuMeter, cpu_line, load_average, pid_of
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = os.environ.get("BENCH_DATABASE_SERVER", "postgresql://postgres@127.0.0.1:5432")
@@ -100,7 +108,8 @@ def _ceiling(transport, skeleton, requests: int) -> float:
                 email=f"ceiling-{r}-{i}@example.org",
                 recipient=Recipient(
                     first_name=f"First{i}",
-                    token=f"tok{r}.{i}.abcdefghijklmnop",
+                    open_token=f"tok{r}.{i}.abcdefghijklmnop",
+                    click_token=f"tok{r}.{i}.bcdefghijklmnopq",
                     unsubscribe_url=f"https://rally.example.org/u/tok{r}.{i}.abcdefghijklmnop",
                 ),
                 delivery_id=r * 1000 + i + 1,
@@ -160,8 +169,9 @@ def _profile_one_batch(session, campaign_id: int, batch_size: int) -> None:
     session.commit()
     sending.freeze_audience(session, campaign_id, batch_size=batch_size)
     session.commit()
-    # A first batch warms the skeleton cache and the connections, as in a running worker.
-    sending.send_batch(session, campaign_id, 0)
+    if os.environ.get("BENCH_PROFILE_COLD") != "1":
+        # A first batch warms the skeleton cache and the connections, as in a running worker.
+        sending.send_batch(session, campaign_id, 0)
     profiler = cProfile.Profile()
     started = time.perf_counter()
     profiler.enable()
@@ -253,6 +263,9 @@ def main() -> None:
             for worker in workers:
                 worker.wait_ready(redis_server.url, timeout=60)
 
+            groups = {f"worker{i or ''}": w.pid for i, w in enumerate(workers)}
+            groups.update(fake_sendgrid=fake.pid, redis=pid_of(redis_server))
+            meter = CpuMeter(f"{SERVER}/{name}", groups).start()
             started = time.perf_counter()
             sending.send_now(db.session, db.session.get(Campaign, campaign_id))
             db.session.commit()
@@ -268,6 +281,7 @@ def main() -> None:
                 if time.perf_counter() - started > 1800:
                     raise RuntimeError("timed out")
             seconds = time.perf_counter() - started
+            cpu = meter.stop()
             progress = sending.progress(db.session, db.session.get(Campaign, campaign_id))
             timeline = db.session.execute(
                 sa.text(
@@ -278,6 +292,7 @@ def main() -> None:
                 {"id": campaign_id},
             ).one()
             start = timeline[0]
+            first_accepted_ms = (timeline[2] - start).total_seconds() * 1000
             print(
                 "timeline (s after send now): audience frozen by "
                 f"{(timeline[1] - start).total_seconds():.2f} (freeze began), first batch sent "
@@ -289,8 +304,12 @@ def main() -> None:
 
         _print_batch_times(workers)
         pool = [child for worker in workers for child in _children(worker.pid)]
-        peak = sum(_vm_hwm_mb(pid) for pid in pool)
+        peaks = [_vm_hwm_mb(pid) for pid in pool]
+        peak, peak_one = sum(peaks), max(peaks, default=0.0)
         stats = _fake_call(fake_url, "/__fake__/stats")
+        # When the first request reached SendGrid (the fake, on this host's clock), from the
+        # commit of "send now" (campaigns.started_at).
+        first_send_ms = (stats["first_request_at"] - start.timestamp()) * 1000
         if stats["accepted_recipients"] != args.members or stats["duplicates"]:
             raise RuntimeError(f"the fake did not get every member exactly once: {stats}")
         if progress.sent != args.members:
@@ -301,6 +320,8 @@ def main() -> None:
             f"({stats['accepted_requests']} requests, {stats['validated']} validated); "
             f"worker pool peak RSS {peak:.0f} MB over {len(pool)} processes"
         )
+        per_recipient = meter.per_unit(args.members)
+        print(cpu_line("send", cpu, per_recipient, "recipient"))
         print(
             json.dumps(
                 {
@@ -309,7 +330,14 @@ def main() -> None:
                     "recipients_per_s": round(rate),
                     "ceiling_recipients_per_s": round(ceiling),
                     "ratio": round(rate / ceiling, 3),
+                    "first_send_ms": round(first_send_ms),
+                    "first_accepted_ms": round(first_accepted_ms),
                     "worker_peak_rss_mb": round(peak, 1),
+                    "worker_peak_rss_mb_max": round(peak_one, 1),
+                    "pool_processes": len(pool),
+                    "cpu_s": cpu,
+                    "cpu_us_per_recipient": per_recipient,
+                    "loadavg": load_average(),
                 }
             )
         )

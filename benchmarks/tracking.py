@@ -28,7 +28,6 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,20 @@ from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.infra.tokens import Scope  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    CpuMeter,
+    admin_url,
+    load_average,
+    pid_of,
+    server_url,
+    stop,
+    wait_http,
+)
 from tests.support.servers import RedisServer, free_port  # noqa: E402
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
@@ -196,19 +203,6 @@ def load_wrk(port: int, paths: list[str], connections: int, seconds: float, work
 # -- set-up ----------------------------------------------------------------------------------
 
 
-def _server_url() -> sa.URL:
-    raw = (
-        os.environ.get("TEST_DATABASE_URL")
-        or os.environ.get("DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
-    return make_url(raw).set(drivername="postgresql")
-
-
-def _admin(url: sa.URL) -> str:
-    return url.set(database="postgres").render_as_string(hide_password=False)
-
-
 def seed(env: dict[str, str], deliveries: int) -> tuple[int, list[dict[Scope, str]], list[int]]:
     """Migrate, then one sent campaign with `deliveries` recipients and three links."""
     from flask_migrate import upgrade
@@ -267,56 +261,6 @@ def seed(env: dict[str, str], deliveries: int) -> tuple[int, list[dict[Scope, st
     return campaign_id, tokens, link_ids
 
 
-def _wait_http(port: int, path: str, timeout: float = 60) -> None:
-    import http.client
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", path)
-            if conn.getresponse().status < 500:
-                conn.close()
-                return
-            conn.close()
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"nothing answered on port {port}")
-
-
-def _cpu_by_group(roots: dict[str, int]) -> dict[str, float]:
-    """CPU seconds used so far by each named process tree, plus every PostgreSQL and Redis
-    server process on the machine ("postgres", "redis"): where a round's CPU went."""
-    tick = os.sysconf("SC_CLK_TCK")
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
-    names: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            head, _, rest = (entry / "stat").read_text().rpartition(")")
-        except OSError:
-            continue
-        fields = rest.split()
-        pid = int(entry.name)
-        names[pid] = head.partition("(")[2]
-        parents[pid] = int(fields[1])
-        times[pid] = (int(fields[11]) + int(fields[12])) / tick
-    result: dict[str, float] = {}
-    for label, root in roots.items():
-        tree, todo = set(), [root]
-        while todo:
-            pid = todo.pop()
-            tree.add(pid)
-            todo.extend(child for child, parent in parents.items() if parent == pid)
-        result[label] = sum(times.get(pid, 0.0) for pid in tree)
-    for label, prefix in (("postgres", "postgres"), ("redis", "redis-server")):
-        result[label] = sum(t for pid, t in times.items() if names[pid].startswith(prefix))
-    return result
-
-
 def _count(db_url: str, campaign_id: int) -> int:
     with psycopg.connect(db_url) as conn:
         row = conn.execute(
@@ -324,16 +268,6 @@ def _count(db_url: str, campaign_id: int) -> int:
             (campaign_id,),
         ).fetchone()
         return int(row[0]) if row else 0
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def main() -> None:
@@ -356,6 +290,12 @@ def main() -> None:
         help="run the Celery worker and beat during the load (as the Procfile does) or after",
     )
     parser.add_argument(
+        "--flush-nice",
+        type=int,
+        default=None,
+        help="TRACKING_FLUSH_NICE for the worker (0: the flusher at the worker's priority)",
+    )
+    parser.add_argument(
         "--install-wrk", action="store_true", help="apt-get install wrk when it is missing"
     )
     args = parser.parse_args()
@@ -365,9 +305,9 @@ def main() -> None:
     if use_wrk and shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: use --tool python or --install-wrk")
 
-    server = _server_url()
+    server = server_url()
     name = f"rallypoint_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_admin(server), autocommit=True) as conn:
+    with psycopg.connect(admin_url(server), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     db_url = server.set(database=name).render_as_string(hide_password=False)
     redis_server = RedisServer().start()
@@ -389,6 +329,8 @@ def main() -> None:
         "PYTHONPATH": str(ROOT),
     }
     env.pop("ACCESS_LOG", None)
+    if args.flush_nice is not None:
+        env["TRACKING_FLUSH_NICE"] = str(args.flush_nice)
     procs: list[subprocess.Popen[bytes]] = []
     bindir = Path(sys.executable).parent
     try:
@@ -412,7 +354,7 @@ def main() -> None:
         if args.flusher == "during":
             start(commands[1])
             start(commands[2])
-        _wait_http(port, "/bench/hello")
+        wait_http(port, "/bench/hello")
 
         rng = random.Random(8058)
         paths = []
@@ -437,20 +379,22 @@ def main() -> None:
                 ("tracking", paths, tracked_parts),
                 ("bare /bench/hello", ["/bench/hello"], bare_parts),
             ):
-                groups = {"web": procs[0].pid, **{f"p{i}": p.pid for i, p in enumerate(procs)}}
-                cpu_before = _cpu_by_group(groups)
+                groups = {"web": procs[0].pid, "redis": pid_of(redis_server)}
+                if len(procs) > 1:
+                    groups.update(worker=procs[1].pid, beat=procs[2].pid)
+                meter = CpuMeter(db_url, groups).start()
                 if use_wrk:
                     part = load_wrk(port, target, args.connections, per_round, workdir)
                 else:
                     part = load(port, target, args.connections, per_round)
-                # Web CPU per request: immune to what else the machine runs meanwhile.
-                cpu_after = _cpu_by_group(groups)
-                spent = {k: cpu_after[k] - cpu_before[k] for k in cpu_after}
-                part["web_cpu_s"] = round(spent.pop("web"), 3)
-                spent.pop("p0")
+                # CPU per request of each group: immune to what else the machine runs.
+                part["cpu_s"] = meter.stop()
+                part["web_cpu_s"] = part["cpu_s"]["web"]
                 # The rest: Celery worker and beat (the flusher), PostgreSQL and Redis.
-                part["other_cpu_s"] = round(sum(spent.values()), 3)
-                part["other_cpu"] = {k: round(v, 2) for k, v in spent.items()}
+                part["other_cpu_s"] = round(
+                    sum(v for k, v in part["cpu_s"].items() if k in _OTHER), 3
+                )
+                part["loadavg"] = load_average()
                 print(f"round {number + 1} {label} ({tool}): {part}", flush=True)
                 parts.append(part)
         tracked = _combine(tracked_parts)
@@ -466,9 +410,9 @@ def main() -> None:
         )
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         redis_server.cleanup()
-        with psycopg.connect(_admin(server), autocommit=True) as conn:
+        with psycopg.connect(admin_url(server), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -491,15 +435,25 @@ def main() -> None:
         # Flusher (worker, beat), PostgreSQL and Redis CPU per request, tracked and bare.
         "other_cpu_us": tracked["other_cpu_us"],
         "bare_other_cpu_us": bare["other_cpu_us"],
+        # Microseconds of CPU per request of every process group: web (gunicorn), worker and
+        # beat (the flusher), postgres (this database's backends), postgres_shared (the
+        # server's WAL writer, checkpointer: others' work too on a shared host), redis, load.
+        "cpu_us_per_request": tracked["cpu_us"],
+        "bare_cpu_us_per_request": bare["cpu_us"],
         "errors": tracked["errors"] + bare["errors"],
+        "loadavg": load_average(),
         "seconds": args.seconds,
         "rounds": args.rounds,
         "connections": args.connections,
         "cpus": os.cpu_count(),
         "load_generator": tool,
         "flusher": args.flusher,
+        "flush_nice": env.get("TRACKING_FLUSH_NICE", "default"),
     }
     print(json.dumps(result))
+
+
+_OTHER = ("worker", "beat", "postgres", "redis")
 
 
 def _combine(parts: list[dict]) -> dict:
@@ -514,6 +468,10 @@ def _combine(parts: list[dict]) -> dict:
         "requests": requests,
         "web_cpu_us": round(sum(p["web_cpu_s"] for p in parts) / max(requests, 1) * 1e6, 1),
         "other_cpu_us": round(sum(p["other_cpu_s"] for p in parts) / max(requests, 1) * 1e6, 1),
+        "cpu_us": {
+            group: round(sum(p["cpu_s"].get(group, 0.0) for p in parts) / max(requests, 1) * 1e6, 1)
+            for group in parts[0]["cpu_s"]
+        },
         "rps": round(requests / seconds, 1) if seconds else 0.0,
         "p50_ms": round(sorted(p["p50_ms"] for p in parts)[len(parts) // 2], 2),
         "p99_ms": max(p["p99_ms"] for p in parts),

@@ -20,7 +20,9 @@ each tick records when it ran; a tick waiting behind event batches shows as a lo
 The last line printed is one JSON object: events, seconds, events_per_s, first_batch_ms and
 last_batch_ms (median processing time of the first and last ten batches in the worker: flat
 as the events table grows), tick_delay_max_ms (the longest gap between ticks beyond their
-one-second period), and CPU seconds per 1,000 events of each process group.
+one-second period), CPU seconds of each process group (web, worker, beat, postgres: this
+database's backends, postgres_shared, redis, load: the poster) and µs of each per event,
+and the host's load average.
 Targets (issue 11): >= 10,000 events/s, last <= 1.5 x first, tick delay <= 2,000 ms.
 """
 
@@ -51,12 +53,15 @@ from cryptography.hazmat.primitives.asymmetric import ec
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.tracking import (  # noqa: E402
-    _admin,
-    _cpu_by_group,
-    _server_url,
-    _stop,
-    _wait_http,
+from benchmarks.harness import (  # noqa: E402
+    CpuMeter,
+    admin_url,
+    cpu_line,
+    load_average,
+    pid_of,
+    server_url,
+    stop,
+    wait_http,
 )
 from tests.support.servers import RedisServer, free_port  # noqa: E402
 
@@ -257,9 +262,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="events per request")
     args = parser.parse_args()
 
-    server = _server_url()
+    server = server_url()
     name = f"rallypoint_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_admin(server), autocommit=True) as conn:
+    with psycopg.connect(admin_url(server), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     db_url = server.set(database=name).render_as_string(hide_password=False)
     redis_server = RedisServer().start()
@@ -314,13 +319,18 @@ def main() -> None:
                 cwd=ROOT, env=env, stdout=other, stderr=other,
             )
         )  # fmt: skip
-        _wait_http(port, "/healthz")
+        wait_http(port, "/healthz")
         watch = TickWatch(redis_server.url)
         watch.start()
         time.sleep(3 * TICK_SECONDS)  # ticks running before the load
 
-        groups = {"web": procs[0].pid, "worker": procs[1].pid, "beat": procs[2].pid}
-        cpu_before = _cpu_by_group(groups)
+        groups = {
+            "web": procs[0].pid,
+            "worker": procs[1].pid,
+            "beat": procs[2].pid,
+            "redis": pid_of(redis_server),
+        }
+        meter = CpuMeter(db_url, groups).start()
         started = time.perf_counter()
         statuses = post_all(port, bodies, signer, args.connections)
         posted = time.perf_counter() - started
@@ -329,7 +339,8 @@ def main() -> None:
             raise RuntimeError(f"{len(refused)} posts refused: {sorted(set(refused))}")
         wait_applied(db_url, campaign_id, len(bodies), args.recipients, timeout=1800)
         seconds = time.perf_counter() - started
-        cpu_after = _cpu_by_group(groups)
+        cpu = meter.stop()
+        per_event = meter.per_unit(total)
         time.sleep(2 * TICK_SECONDS)
         watch.stop.set()
         watch.join()
@@ -344,14 +355,12 @@ def main() -> None:
         times = batch_times(worker_log)
         first = statistics.median(ms for _, ms in times[:10])
         last = statistics.median(ms for _, ms in times[-10:])
-        per_thousand = {
-            k: round((cpu_after[k] - cpu_before[k]) / total * 1000, 4) for k in cpu_after
-        }
         print(
             f"{total:,} events in {len(bodies)} posts: posted in {posted:.1f} s, all applied "
             f"in {seconds:.1f} s; per batch (ms) first ten {[ms for _, ms in times[:10]]}, "
-            f"last ten {[ms for _, ms in times[-10:]]}; CPU s per 1,000 events {per_thousand}"
+            f"last ten {[ms for _, ms in times[-10:]]}"
         )
+        print(cpu_line("webhooks", cpu, per_event, "event"))
         print(
             json.dumps(
                 {
@@ -361,15 +370,17 @@ def main() -> None:
                     "first_batch_ms": first,
                     "last_batch_ms": last,
                     "tick_delay_max_ms": watch.max_delay_ms(),
-                    "cpu_s_per_1000_events": per_thousand,
+                    "cpu_s": cpu,
+                    "cpu_us_per_event": per_event,
+                    "loadavg": load_average(),
                 }
             )
         )
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         redis_server.cleanup()
-        with psycopg.connect(_admin(server), autocommit=True) as conn:
+        with psycopg.connect(admin_url(server), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

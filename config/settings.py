@@ -118,6 +118,9 @@ class BaseConfig:
         # Tracking hits wait this long in the web process before one pipelined XADD; a hard
         # kill of a web worker can lose at most this window of that worker's hits.
         self.TRACKING_FLUSH_MS = _int(env, "TRACKING_FLUSH_MS", 20)
+        # Added to the flusher thread's nice value (0-19; 0: no change): see
+        # workers/tasks/tracking.py.
+        self.TRACKING_FLUSH_NICE = _int(env, "TRACKING_FLUSH_NICE", 10)
         # When Redis and the database are both down, web processes write tracking hits here
         # (past a bounded number in memory) and send them on once either is back.
         self.TRACKING_SPILL_DIR = env.get("TRACKING_SPILL_DIR") or str(VAR_DIR / "tracking-spill")
@@ -255,6 +258,11 @@ class BaseConfig:
             raise ConfigError(
                 "TRUSTED_PROXY_COUNT must be 0 (no proxy) to 5, the number of reverse proxies "
                 f"in front of the web process; got {self.TRUSTED_PROXY_COUNT}"
+            )
+        if not 0 <= self.TRACKING_FLUSH_NICE <= 19:
+            raise ConfigError(
+                "TRACKING_FLUSH_NICE must be 0 (no change) to 19, added to the tracking "
+                f"flusher's nice value; got {self.TRACKING_FLUSH_NICE}"
             )
         for name in ("TRACKING_DETAIL_DAYS", "WEBHOOK_BATCH_DAYS"):
             days = getattr(self, name)

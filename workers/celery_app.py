@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery.signals import worker_process_init
 
 from app import create_app
 from app.extensions import db
+from app.infra import redis_client
 from workers import kombu_fixes
+
+log = logging.getLogger(__name__)
 
 kombu_fixes.install()
 flask_app = create_app()
@@ -26,3 +30,19 @@ def _fresh_connections(**_: Any) -> None:
     # processes on one socket corrupt each other's results. Redis' pool checks the pid.
     with flask_app.app_context():
         db.engine.dispose(close=False)
+        _warm_up()
+
+
+def _warm_up() -> None:
+    """Open this pool process's database and Redis connections before its first task.
+
+    A campaign's first batch otherwise pays for them (connecting, authenticating: 50-150 ms
+    on a busy 2-core host) between "send now" and the first request. A failure here only
+    logs: the task connects again as usual.
+    """
+    try:
+        with db.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+        redis_client.get_redis().ping()
+    except Exception:  # the broker or the database may still be starting; tasks retry
+        log.warning("could not open connections ahead of the first task", exc_info=True)

@@ -689,6 +689,7 @@ class FakeSendGrid:
     def _clear(self) -> None:
         """Forget what was received and every failure setting; caller holds the lock."""
         self._requests = 0
+        self._first_request_at: float | None = None  # time.time() of the first /mail/send
         self._hanging = 0
         self._accepted_requests = 0
         self._rejected = 0
@@ -916,6 +917,7 @@ class FakeSendGrid:
                 "internal_errors": len(self.internal_errors),
                 "events_posted": self.events.posted_events if self.events else 0,
                 "events_pending": self.events.pending() if self.events else 0,
+                "first_request_at": self._first_request_at,
             }
 
     def reset(self) -> None:
@@ -946,6 +948,8 @@ class FakeSendGrid:
             return _json_reply(401, {"errors": [_error(message)]})
         with self._lock:
             self._requests += 1
+            if self._first_request_at is None:
+                self._first_request_at = time.time()
             failure = self._next_failure()
             validate = self._take_validation_ticket()
         if failure is not None and not (failure.mode == "hang" and failure.accepted):

@@ -9,7 +9,6 @@ check) in one of those windows, on real PostgreSQL connections where concurrency
 from __future__ import annotations
 
 import threading
-import time
 from datetime import timedelta
 
 import redis
@@ -84,8 +83,10 @@ def test_a_sweep_after_the_freeze_waits_for_every_batch(db_session, test_environ
 def test_a_sweep_during_the_freeze_waits_for_it_and_does_not_finish(
     app, committed_db, test_environ
 ):
-    """The sweep blocks on the campaign's row lock while the freeze holds it, then must see
-    the frozen rows (a statement after the lock), not its earlier snapshot."""
+    """A sweep while the freeze holds the campaign's row lock reads `frozen_at` as last
+    committed (not frozen) and returns without waiting for the lock (a stepped freeze's
+    batches must not queue behind each step); it never finishes the campaign, neither then
+    nor once the freeze has committed."""
     clear_sending_keys(test_environ["REDIS_URL"])
     client = redis.Redis.from_url(test_environ["REDIS_URL"])
     with app.app_context():
@@ -126,14 +127,14 @@ def test_a_sweep_during_the_freeze_waits_for_it_and_does_not_finish(
     assert frozen.wait(10)
     sweeper = threading.Thread(target=sweep)
     sweeper.start()
-    time.sleep(0.5)  # the sweep is now waiting on the campaign's row lock
-    assert sweeper.is_alive(), "the sweep did not wait for the freeze"
+    sweeper.join(5)
+    assert not sweeper.is_alive(), "the sweep waited for the freeze's lock"
     release.set()
     freezer.join(10)
-    sweeper.join(10)
+    sweep()  # and once the freeze has committed
 
     assert errors == []
-    assert swept[0].finished == []
+    assert [report.finished for report in swept] == [[], []]
     assert _status(app, campaign_id) == "sending"
     with app.app_context():
         queued = db.session.scalar(

@@ -85,6 +85,15 @@ def test_the_audience_freeze(db_session):
     assert_snapshot("freeze_audience", writes, "sending.audience.freeze_audience")
 
 
+def test_a_step_of_the_stepped_freeze(db_session):
+    campaign = _sending_campaign(db_session)
+    with recorded_sql(db_session) as statements:
+        sending_audience.freeze_audience(db_session, campaign.id, now=NOW, limit=2)
+    steps = [s for s in statements if s.lstrip().startswith(("INSERT INTO", "SELECT count"))]
+    assert any("OFFSET" in s for s in steps)  # the per-member probe of pk_subscriptions
+    assert_snapshot("freeze_step", steps, "sending.audience.audience_conditions")
+
+
 def test_the_batch_claim(db_session):
     campaign = _sending_campaign(db_session)
     frozen = sending_audience.freeze_audience(db_session, campaign.id, now=NOW)

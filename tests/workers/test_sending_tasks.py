@@ -9,7 +9,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 
 from app.extensions import db
-from app.models import Campaign
+from app.models import Campaign, SendBatch
 from app.models.base import utcnow
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.support.sending import (
@@ -67,5 +67,14 @@ def test_two_beats_start_a_due_campaign_once(app, committed_db, test_environ, tm
             purge_queues(test_environ["REDIS_URL"])
     assert set(counts) == set(emails)
     assert set(counts.values()) == {1}
-    # 167 English members in two batches of up to 100, 83 French in one.
-    assert fake.stats()["validated"] == fake.stats()["accepted_requests"] == 3
+    # One request per batch of up to 100 members of one language. The stepped freeze
+    # (first 200 members, then the other 50) ends a batch per language at its step: 167
+    # English members in 2 + 1 batches, 83 French in 1 + 1, not the 2 + 1 of one freeze.
+    with app.app_context():
+        sizes = db.session.scalars(
+            sa.select(SendBatch.size).where(SendBatch.campaign_id == campaign_id)
+        ).all()
+        db.session.remove()
+    assert sum(sizes) == 250
+    assert max(sizes) <= 100
+    assert fake.stats()["validated"] == fake.stats()["accepted_requests"] == len(sizes) == 5

@@ -500,3 +500,28 @@ def test_through_a_redis_and_database_outage_hits_wait_on_disk_then_ship(
         assert event_count(app) == sent == 15
     finally:
         server.cleanup()
+
+
+def test_the_flush_runs_in_a_thread_of_lower_priority(app):
+    """TRACKING_FLUSH_NICE: the flush's thread is niced; the task's own thread is not."""
+    from workers.tasks import tracking as flush_task
+
+    seen: dict[str, int] = {}
+    before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    def work() -> int:
+        seen["nice"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        seen["thread"] = threading.get_native_id()
+        return 7
+
+    with app.app_context():
+        assert flush_task._in_niced_thread(5, work) == 7
+    assert seen["nice"] == min(before + 5, 19)
+    assert seen["thread"] != threading.get_native_id()
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+
+    def fails() -> int:
+        raise RuntimeError("database refused")
+
+    with app.app_context(), pytest.raises(RuntimeError, match="database refused"):
+        flush_task._in_niced_thread(5, fails)

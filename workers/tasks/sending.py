@@ -53,16 +53,24 @@ def sweep() -> int:
 
 @shared_task(name=jobs.DISPATCH_CAMPAIGN)
 def dispatch(campaign_id: int) -> int:
-    """Freeze a sending campaign's audience and queue its batches."""
+    """Freeze a sending campaign's audience in growing steps, queuing each step's batches.
+
+    The first step's batches leave while the rest of the audience is frozen
+    (sending.freeze_in_steps); the heartbeat is touched after each step.
+    """
     config = current_app.config
-    result = sending.freeze_audience(
+    stall = float(config["SEND_STALL_SECONDS"])
+
+    def heartbeat(_step: sending.FreezeResult) -> None:
+        coordination.touch(redis_client.get_redis(), campaign_id, stall)
+
+    result = sending.freeze_in_steps(
         db.session,
         campaign_id,
         batch_size=int(config["SEND_BATCH_SIZE"]),
         settlement=sending.Settlement.from_config(config),
+        after_step=heartbeat,
     )
-    db.session.commit()
-    coordination.touch(redis_client.get_redis(), campaign_id, float(config["SEND_STALL_SECONDS"]))
     return len(result.batches)
 
 

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
+from collections.abc import Callable
 
 from celery import shared_task
+from flask import current_app
 from redis import Redis
 from redis.exceptions import LockError
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -29,7 +33,47 @@ LOCK_SECONDS = 60
 def flush_tracking(
     run_seconds: float = RUN_SECONDS, claim_idle_ms: int = hit_stream.CLAIM_IDLE_MS
 ) -> int:
-    """Record buffered hits; returns how many were newly recorded. Safe to run twice."""
+    """Record buffered hits; returns how many were newly recorded. Safe to run twice.
+
+    The work runs in a thread of its own at a lower CPU priority (TRACKING_FLUSH_NICE,
+    added to the process's nice value; 0 runs it in the task's thread): on a host where
+    the web processes share the cores with the worker, each second's bulk write then
+    yields the core to a request instead of holding it for the write's length. A thread's
+    niceness ends with the thread, so the pool process keeps its priority for its other
+    tasks (sending), which an os.nice() of the process could not undo without privilege.
+    """
+    nice = int(current_app.config.get("TRACKING_FLUSH_NICE", 0))
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return _flush(run_seconds, claim_idle_ms)
+    return _in_niced_thread(nice, lambda: _flush(run_seconds, claim_idle_ms))
+
+
+def _in_niced_thread(nice: int, work: Callable[[], int]) -> int:
+    """Run `work` in a new thread (with its own app context and session) at +`nice`."""
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    outcome: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            tid = threading.get_native_id()
+            os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + nice)
+        except OSError:
+            log.warning("tracking flush: could not lower its CPU priority", exc_info=True)
+        try:
+            with app.app_context():
+                outcome["recorded"] = work()
+        except BaseException as exc:  # raised again in the task's thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="tracking-flush")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return int(outcome.get("recorded", 0))  # type: ignore[call-overload]
+
+
+def _flush(run_seconds: float, claim_idle_ms: int) -> int:
     client = get_redis()
     lock = client.lock(hit_stream.LOCK_KEY, timeout=LOCK_SECONDS, blocking=False)
     if not lock.acquire():

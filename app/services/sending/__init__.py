@@ -13,7 +13,12 @@ services.organization (the time zone), services.transports, app.infra. Only trac
 webhook events call back into sending (the ledger they settle).
 """
 
-from app.services.sending.audience import FreezeResult, audience_count, freeze_audience
+from app.services.sending.audience import (
+    FreezeResult,
+    audience_count,
+    freeze_audience,
+    freeze_in_steps,
+)
 from app.services.sending.batches import BatchOutcome, SendContext, send_batch
 from app.services.sending.control import (
     SweepReport,
@@ -48,6 +53,7 @@ __all__ = [
     "check_sendable",
     "finish_if_done",
     "freeze_audience",
+    "freeze_in_steps",
     "pause",
     "progress",
     "resend_unknown",

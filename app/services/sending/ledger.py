@@ -155,11 +155,13 @@ def _in_request(key: BatchKey) -> sa.ColumnElement[bool]:
     )
 
 
-def create_batches(session: DbSession, campaign_id: int) -> int:
-    """One queued batch row per batch number of a just-frozen audience; returns how many.
+def create_batches(session: DbSession, campaign_id: int, *, after_member: int = 0) -> list[int]:
+    """One queued batch row per batch number of a just-frozen audience; returns their numbers.
 
     One `INSERT … SELECT … GROUP BY batch_no` over the rows the freeze wrote (a read of
     ix_deliveries_campaign_batch); ON CONFLICT DO NOTHING keeps a second freeze harmless.
+    A step of a stepped freeze passes `after_member`: only its own rows (members with a
+    higher id, the unique index on (campaign_id, member_id)) are read.
     """
     d = DELIVERIES
     rows = (
@@ -175,14 +177,17 @@ def create_batches(session: DbSession, campaign_id: int) -> int:
         .where(d.c.campaign_id == campaign_id)
         .group_by(d.c.campaign_id, d.c.batch_no)
     )
+    if after_member:
+        rows = rows.where(d.c.member_id > after_member)
     statement = insert(session, BATCHES).from_select(
         ["campaign_id", "batch_no", "language", "size", "status", "attempts", "resends"], rows
     )
-    result = session.execute(
-        statement.on_conflict_do_nothing(index_elements=["campaign_id", "batch_no"]),
-        execution_options={"preserve_rowcount": True},
+    created = session.scalars(
+        statement.on_conflict_do_nothing(index_elements=["campaign_id", "batch_no"]).returning(
+            BATCHES.c.batch_no
+        )
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return list(created)
 
 
 def batch_numbers(session: DbSession, campaign_id: int, *statuses: BatchStatus) -> list[int]:

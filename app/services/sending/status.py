@@ -141,6 +141,8 @@ def finish_if_done(
        (the freeze holds this lock until it commits), and serialises the last batches.
     2. Not sending, or not frozen (`frozen_at` is set in the freeze's own transaction):
        nothing to decide. "No rows left" before the freeze has committed means nothing.
+       (A plain read of `frozen_at` first: while a stepped freeze runs, the batches that
+       end meanwhile return at once instead of queuing behind each step's lock.)
     3. A new statement, so under READ COMMITTED a new snapshot that sees what the freeze
        and the batches committed: no batch queued or in flight, no row queued, and no
        batch in doubt that SendGrid's events may still settle (with the webhook on).
@@ -155,6 +157,13 @@ def finish_if_done(
     """
     now = now or utcnow()
     settlement = settlement or Settlement()
+    frozen = session.scalar(sa.select(Campaign.frozen_at).where(Campaign.id == campaign_id))
+    if frozen is None:
+        # Not frozen as of the last commit: nothing to decide, and no need to wait for the
+        # lock a freeze step holds. Whoever completes the freeze checks again after its
+        # commit (freeze_in_steps; a one-step freeze's batches after theirs), and sees
+        # every outcome committed before this read.
+        return False
     state = session.execute(
         sa.select(Campaign.status, Campaign.frozen_at)
         .where(Campaign.id == campaign_id)
