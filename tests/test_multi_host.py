@@ -376,3 +376,29 @@ def test_tracking_flush_ms_zero_puts_each_hit_in_redis_before_the_request_ends(r
     finally:
         buffer.close()
         client.delete(hit_stream.STREAM_KEY)
+
+
+# -- the operator's commands (docs/operations.md) ----------------------------------------------
+
+
+def test_pause_all_pauses_every_sending_campaign_and_resume_takes_one_back(app, db_session):
+    setup_org(db_session)
+    lst = make_list(db_session)
+    add_members(db_session, 5, lst.id)
+    sending_ones = [make_campaign(db_session, [lst], status="sending") for _ in range(2)]
+    draft = make_campaign(db_session, [lst])
+    db_session.commit()
+    runner = app.test_cli_runner()
+    out = runner.invoke(args=["sending", "pause-all"])
+    assert out.exit_code == 0, out.output
+    assert "2 campaign(s) paused." in out.output
+    assert [c.status for c in sending_ones] == ["paused", "paused"]
+    assert draft.status == "draft"
+    listed = runner.invoke(args=["sending", "list"])
+    assert f"{sending_ones[0].id}\tpaused" in listed.output
+    out = runner.invoke(args=["sending", "resume", str(sending_ones[0].id)])
+    assert out.exit_code == 0, out.output
+    assert sending_ones[0].status == "sending"
+    refused = runner.invoke(args=["sending", "resume", str(draft.id)])
+    assert refused.exit_code != 0
+    assert draft.status == "draft"
