@@ -116,7 +116,7 @@ class Driver:
         """Send a fresh campaign to the list; `during(received, seconds)` is called as it goes."""
         http_json(f"{MAIL}/__fake__/reset", data=b"{}")
         with Session(self.engine) as session:
-            lst = session.get(MailingList, self.list_id)
+            lst = session.get_one(MailingList, self.list_id)
             send_at = utcnow() + timedelta(seconds=send_at_delay)
             campaign = make_campaign(
                 session, [lst], status="scheduled", send_at=send_at, name=f"Cluster: {name}"
@@ -124,11 +124,12 @@ class Driver:
             session.commit()
             campaign_id = campaign.id
         started = time.monotonic()
+        cpu_before = cpu()
         first = last = None
         received = 0
         gaps: list[tuple[float, float]] = []  # (at, seconds without a new recipient)
         last_change = started
-        status = "scheduled"
+        status: str | None = "scheduled"
         while time.monotonic() - started < timeout:
             time.sleep(0.25)
             now = time.monotonic()
@@ -148,6 +149,8 @@ class Driver:
                 break
         result = self.count(campaign_id)
         result["status"] = status
+        # CPU seconds each host spent from the campaign's creation to its end (capacity.md).
+        result["cpu_s"] = cpu_delta(cpu_before)
         result["seconds"] = round((last or started) - (first or started), 1)
         result["recipients_per_s"] = round(received / result["seconds"]) if result["seconds"] else 0
         result["longest_pause_s"] = round(max((g for _, g in gaps[1:]), default=0.0), 1)
@@ -228,6 +231,7 @@ class Driver:
             "bad_redirects": load.bad_redirects,
             "requests": load.requests,
             "hits_per_s": round(load.requests / max(load.elapsed, 0.001)),
+            "cpu_s": load.cpu_s,
         }
 
 
@@ -266,6 +270,7 @@ class TrackingLoad:
 
     def start(self) -> TrackingLoad:
         self.started = time.monotonic()
+        self.cpu_before = cpu()
         for thread in self.threads:
             thread.start()
         return self
@@ -274,6 +279,7 @@ class TrackingLoad:
         for thread in self.threads:
             thread.join()
         self.elapsed = time.monotonic() - self.started
+        self.cpu_s = cpu_delta(self.cpu_before)
         return self
 
     def _run(self) -> None:
@@ -390,7 +396,7 @@ def scenario_3(driver: Driver, cut_seconds: float) -> dict[str, Any]:
 def scenario_4(driver: Driver, tracking_campaign: int) -> dict[str, Any]:
     log("4: the Redis master killed mid-send (with tracking load)")
     loads: list[TrackingLoad] = []
-    killed: dict[str, float] = {}
+    killed: dict[str, Any] = {}
 
     def kill() -> None:
         loads.append(driver.tracking_load(tracking_campaign, seconds=25, threads=4).start())
@@ -403,7 +409,7 @@ def scenario_4(driver: Driver, tracking_campaign: int) -> dict[str, Any]:
             .strip()
         )
         host = {"10.77.0.11": "redis1", "10.77.0.12": "redis2"}[master]
-        killed.update(at=time.monotonic(), host=host)  # type: ignore[arg-type]
+        killed.update(at=time.monotonic(), host=host)
         cluster("kill", host)
         log(f"4: Redis master {host} killed")
 
@@ -518,6 +524,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(json.dumps(summary, separators=(",", ":")), flush=True)
     return 0 if summary["passed"] else 1
+
+
+def cpu_delta(before: dict[str, float]) -> dict[str, float]:
+    after = cpu()
+    return {host: round(after[host] - before.get(host, 0.0), 1) for host in after}
 
 
 def cpu() -> dict[str, float]:
