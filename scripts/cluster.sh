@@ -295,7 +295,11 @@ backend web
   balance roundrobin
   option httpchk GET /healthz?scope=web
   http-check expect status 200
-  default-server inter 1s fall 2 rise 2
+  # A check waits behind the requests a busy web host is serving: while Redis fails over,
+  # every tracking hit goes to PostgreSQL and takes longer. 5 s, three in a row: a slow host
+  # stays in, a dead one (refused connections) is out within about 3 s.
+  timeout check 5s
+  default-server inter 1s fall 3 rise 2
   server web1 ${IP[web1]}:${WEB_PORT[web1]} check
   server web2 ${IP[web2]}:${WEB_PORT[web2]} check
 EOF
