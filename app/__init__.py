@@ -104,9 +104,10 @@ def celery_init_app(app: Flask) -> Celery:
     celery = Celery(app.name, task_cls=FlaskTask)
     celery.config_from_object(
         celery_settings(
-            app.config["REDIS_URL"],
+            redis_client.broker_url(app.config),
             tick_seconds=app.config["SCHEDULER_TICK_SECONDS"],
             sweep_seconds=app.config["SEND_SWEEP_SECONDS"],
+            transport_options=redis_client.broker_options(app.config),
         )
     )
     celery.set_default()

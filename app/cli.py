@@ -15,6 +15,7 @@ from app import demo
 from app.extensions import db
 from app.infra import redis_client
 from app.models import User
+from app.sending_cli import sending_cli
 from app.services.audience import imports, lists
 from app.services.organization import users
 from app.services.stats import breakdown, retention
@@ -281,3 +282,4 @@ def register_cli(app: Flask) -> None:
     app.cli.add_command(tracking_cli)
     app.cli.add_command(stats_cli)
     app.cli.add_command(retention_cli)
+    app.cli.add_command(sending_cli)

@@ -28,7 +28,11 @@ RETENTION_SECONDS = 3600.0
 
 
 def celery_settings(
-    broker_url: str, *, tick_seconds: float = 5.0, sweep_seconds: float = 15.0
+    broker_url: str,
+    *,
+    tick_seconds: float = 5.0,
+    sweep_seconds: float = 15.0,
+    transport_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the Celery configuration for a broker URL.
 
@@ -36,7 +40,8 @@ def celery_settings(
     worker loss (a SIGKILLed worker's task comes back), prefetch of one (nothing waits in a
     worker's memory past the visibility timeout), JSON only, results ignored, no long ETAs.
     """
-    transport = {"visibility_timeout": VISIBILITY_TIMEOUT}
+    # transport_options: Sentinel's master name and password (app/infra/redis_client.py).
+    transport = {"visibility_timeout": VISIBILITY_TIMEOUT, **(transport_options or {})}
     return {
         "broker_url": broker_url,
         "result_backend": None,

@@ -53,6 +53,26 @@ def _float(environ: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _host_ports(environ: Mapping[str, str], name: str) -> list[tuple[str, int]]:
+    """A comma-separated list of host:port pairs (IPv6 hosts in brackets)."""
+    pairs: list[tuple[str, int]] = []
+    for item in (environ.get(name) or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"{name} must list host:port pairs separated by commas; got {item!r}")
+        pairs.append((host, int(port)))
+    return pairs
+
+
+def url_host(host: str) -> str:
+    """A host as it goes into a URL: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
+
+
 def normalise_database_url(url: str) -> str:
     """Point plain PostgreSQL URLs at psycopg 3, the driver Rallypoint ships with."""
     for prefix in ("postgres://", "postgresql://"):
@@ -98,8 +118,34 @@ class BaseConfig:
         self.SQLALCHEMY_DATABASE_URI = normalise_database_url(
             env.get("DATABASE_URL") or self.default_database_url() or default_db
         )
+        # Behind PgBouncer in transaction pooling mode (DATABASE_URL names PgBouncer): the
+        # connection that runs `flask db upgrade` (DATABASE_DIRECT_URL, PostgreSQL itself), and
+        # no server-side prepared statements (PgBouncer before 1.21 cannot keep them).
+        # docs/operations.md, "PgBouncer", lists what else needs session state and why none of
+        # it breaks in transaction mode.
+        self.DATABASE_DIRECT_URL = normalise_database_url(env.get("DATABASE_DIRECT_URL") or "")
+        self.DATABASE_TRANSACTION_POOLING = _bool(
+            env.get("DATABASE_TRANSACTION_POOLING"), bool(self.DATABASE_DIRECT_URL)
+        )
+        # A read-only replica for the CSV exports (members, a campaign's outcomes, an
+        # import's issues): they read whole tables and can lag the primary by its delay.
+        self.DATABASE_REPLICA_URL = normalise_database_url(env.get("DATABASE_REPLICA_URL") or "")
         self.SQLALCHEMY_ENGINE_OPTIONS: dict[str, Any] = self._engine_options()
+        self.SQLALCHEMY_BINDS: dict[str, Any] = (
+            {"replica": {"url": self.DATABASE_REPLICA_URL, **self._engine_options()}}
+            if self.DATABASE_REPLICA_URL
+            else {}
+        )
         self.REDIS_URL = env.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+        # Redis through Sentinel (several hosts): "host:port,host:port" of the Sentinels and
+        # the name they monitor the master under. Set, it replaces REDIS_URL everywhere: the
+        # broker (Celery's sentinel transport), locks, the send-rate bucket, the tracking
+        # stream and the login rate limits (app/infra/redis_client.py builds every client).
+        self.REDIS_SENTINELS: list[tuple[str, int]] = _host_ports(env, "REDIS_SENTINELS")
+        self.REDIS_SENTINEL_MASTER = env.get("REDIS_SENTINEL_MASTER") or "rallypoint"
+        self.REDIS_PASSWORD = env.get("REDIS_PASSWORD") or None
+        self.REDIS_SENTINEL_PASSWORD = env.get("REDIS_SENTINEL_PASSWORD") or None
+        self.REDIS_DB = _int(env, "REDIS_DB", 0)
         self.PUBLIC_BASE_URL = (env.get("PUBLIC_BASE_URL") or "http://localhost:5000").rstrip("/")
 
     def _read_sendgrid(self, env: Mapping[str, str]) -> None:
@@ -191,7 +237,16 @@ class BaseConfig:
         # entries, counted from the right, are believed. 0: the header is ignored, so nobody
         # can claim another address to dodge a rate limit or fake an Apple proxy open.
         self.TRUSTED_PROXY_COUNT = _int(env, "TRUSTED_PROXY_COUNT", 0)
-        self.RATELIMIT_STORAGE_URI = env.get("RATELIMIT_STORAGE_URI") or self.REDIS_URL
+        self.RATELIMIT_STORAGE_URI = env.get("RATELIMIT_STORAGE_URI") or self._limiter_uri()
+        self.RATELIMIT_STORAGE_OPTIONS: dict[str, Any] = (
+            {
+                # The master's password apart from the URI (limits does not unquote it).
+                "password": self.REDIS_PASSWORD,
+                "sentinel_kwargs": {"password": self.REDIS_SENTINEL_PASSWORD},
+            }
+            if self.REDIS_SENTINELS and not env.get("RATELIMIT_STORAGE_URI")
+            else {}
+        )
         self.RATELIMIT_HEADERS_ENABLED = True
         self.WTF_CSRF_ENABLED = True
         self.WTF_CSRF_TIME_LIMIT = 8 * 3600
@@ -233,11 +288,24 @@ class BaseConfig:
     def default_database_url(self) -> str | None:
         return None
 
+    def _limiter_uri(self) -> str:
+        """flask-limiter's storage: REDIS_URL, or the Sentinel-watched master (limits' URI)."""
+        if not self.REDIS_SENTINELS:
+            return self.REDIS_URL
+        hosts = ",".join(f"{url_host(host)}:{port}" for host, port in self.REDIS_SENTINELS)
+        return f"redis+sentinel://{hosts}/{self.REDIS_SENTINEL_MASTER}"
+
     def _engine_options(self) -> dict[str, Any]:
         if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
             # Web, worker and beat share the file: wait for locks instead of failing at once.
             return {"connect_args": {"timeout": 30}}
-        return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+        options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+        if self.DATABASE_TRANSACTION_POOLING:
+            # psycopg prepares a statement run five times on its connection; behind PgBouncer
+            # in transaction mode the next transaction may reach another server connection,
+            # where that prepared statement does not exist.
+            options["connect_args"] = {"prepare_threshold": None}
+        return options
 
     @property
     def is_sqlite(self) -> bool:
@@ -264,6 +332,12 @@ class BaseConfig:
                 "TRACKING_FLUSH_NICE must be 0 (no change) to 19, added to the tracking "
                 f"flusher's nice value; got {self.TRACKING_FLUSH_NICE}"
             )
+        if self.REDIS_SENTINELS and not 0 <= self.REDIS_DB <= 15:
+            raise ConfigError(f"REDIS_DB must be a database number 0 to 15; got {self.REDIS_DB}")
+        for name in ("DATABASE_DIRECT_URL", "DATABASE_REPLICA_URL"):
+            url = getattr(self, name)
+            if url and not url.startswith("postgresql"):
+                raise ConfigError(f"{name} must be a postgresql:// URL; got {url.split(':')[0]}:")
         for name in ("TRACKING_DETAIL_DAYS", "WEBHOOK_BATCH_DAYS"):
             days = getattr(self, name)
             if not 1 <= days <= MAX_RETENTION_DAYS:

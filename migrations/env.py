@@ -1,6 +1,7 @@
 import logging
 from logging.config import fileConfig
 
+import sqlalchemy as sa
 from alembic import context
 from flask import current_app
 
@@ -16,8 +17,19 @@ fileConfig(config.config_file_name, disable_existing_loggers=False)
 logger = logging.getLogger("alembic.env")
 
 
+_direct_engine = None
+
+
 def get_engine():
-    return current_app.extensions["migrate"].db.engine
+    # Behind PgBouncer, migrations take PostgreSQL itself (DATABASE_DIRECT_URL): DDL waits
+    # on locks for as long as it must, and PgBouncer's timeouts must not cut it off.
+    global _direct_engine
+    direct_url = current_app.config.get("DATABASE_DIRECT_URL")
+    if not direct_url:
+        return current_app.extensions["migrate"].db.engine
+    if _direct_engine is None:
+        _direct_engine = sa.create_engine(direct_url, poolclass=sa.pool.NullPool)
+    return _direct_engine
 
 
 def get_engine_url():

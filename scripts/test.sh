@@ -19,6 +19,11 @@ trap cleanup EXIT
 # browser tests drive Debian's chromium: both must be installed.
 ensure_redis_binary || exit 1
 command -v chromium >/dev/null || apt_install chromium || exit 1
+# The multi-host tests (tests/test_multi_host.py) run a real Sentinel and PgBouncer; without
+# them (not root, no apt) those tests are skipped, the rest runs.
+if ! command -v redis-sentinel >/dev/null || ! command -v pgbouncer >/dev/null; then
+  apt_install redis-sentinel pgbouncer || echo "tests/test_multi_host.py: Sentinel/PgBouncer tests skipped" >&2
+fi
 
 if [ -z "${REDIS_URL:-}" ]; then
   if redis_reachable "redis://127.0.0.1:6379/0"; then

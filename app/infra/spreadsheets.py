@@ -26,6 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from flask import current_app, has_app_context
 
 if TYPE_CHECKING:  # the session type only: infra sits below the services
     from app.services import DbSession
@@ -89,7 +90,19 @@ def stream_rows(
     connection (the test suite's rolled-back transaction) is read through that connection.
     """
     bind = session.get_bind()
+    if isinstance(bind, sa.Engine):
+        # DATABASE_REPLICA_URL: whole-table reads go to the read-only replica.
+        bind = _replica() or bind
     return _rows_on(bind, build)
+
+
+def _replica() -> sa.Engine | None:
+    """The replica's engine (Flask-SQLAlchemy's "replica" bind) when one is configured."""
+    if not has_app_context() or not current_app.config.get("DATABASE_REPLICA_URL"):
+        return None
+    engines = current_app.extensions["sqlalchemy"].engines
+    engine: sa.Engine = engines["replica"]
+    return engine
 
 
 def _rows_on(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
 from app.extensions import db
@@ -15,7 +15,17 @@ bp = Blueprint("health", __name__)
 
 @bp.route("/healthz")
 def healthz() -> ResponseReturnValue:
-    parts = health.check_all(db.session, get_redis(), celery_app())
+    """Every part; `?scope=web` only what this web process needs to answer (the database).
+
+    A load balancer checks `?scope=web` (deploy/haproxy.cfg): a stopped worker or a Redis
+    failover must not take every web process out of rotation, since tracking hits and pages
+    are still served (hits fall back to the database), and the worker ping would hold a web
+    worker for a second on every check.
+    """
+    if request.args.get("scope") == "web":
+        parts = [health.check_database(db.session)]
+    else:
+        parts = health.check_all(db.session, get_redis(), celery_app())
     ok = all(p.ok for p in parts)
     body = {
         "status": "ok" if ok else "unavailable",

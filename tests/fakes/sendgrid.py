@@ -502,11 +502,11 @@ class _Server(ThreadingHTTPServer):
     # workers at once; the default backlog of 5 would refuse some.
     request_queue_size = 128
 
-    def __init__(self, fake: FakeSendGrid, port: int) -> None:
+    def __init__(self, fake: FakeSendGrid, port: int, host: str = "127.0.0.1") -> None:
         self.fake = fake
         self.connections: set[socket.socket] = set()
         self.connections_changed = threading.Condition()
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__((host, port), _Handler)
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind looks the host name up (socket.getfqdn): a DNS query that a
@@ -567,6 +567,9 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.partition("?")[0] == "/__fake__/stats":
             self._send(_json_reply(200, self.server.fake.stats()))
+        elif self.path.partition("?")[0] == "/__fake__/emails":
+            # Every accepted address and how often it came (scripts/cluster_test.py counts).
+            self._send(_json_reply(200, dict(self.server.fake.count_by_email())))
         else:
             self._send(_json_reply(404, {"errors": [_error("resource not found")]}))
 
@@ -670,7 +673,11 @@ class FakeSendGrid:
         schema_path: Path | None = None,
         api_key: str | None = None,
         events: EventWebhookSender | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
+        # host: another address to listen on (the stand-in of scripts/cluster.sh, on its own
+        # network namespace); url keeps naming it.
+        self.host = host
         if not 0.0 <= validate_sample <= 1.0:
             raise ValueError(f"validate_sample must be within 0..1, not {validate_sample}")
         self._validate_sample = validate_sample
@@ -726,7 +733,7 @@ class FakeSendGrid:
         if self._server is not None:
             raise RuntimeError("FakeSendGrid is already running")
         self._stopping.clear()
-        self._server = _Server(self, self._port)
+        self._server = _Server(self, self._port, self.host)
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -768,7 +775,7 @@ class FakeSendGrid:
     @property
     def url(self) -> str:
         """The `host` to give a SendGrid client; it posts to `{url}/v3/mail/send`."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     # -- failure modes
 
@@ -1026,6 +1033,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m tests.fakes.sendgrid", description="Fake SendGrid mail-send API."
     )
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
+    parser.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     parser.add_argument("--validate-sample", type=float, default=1.0, metavar="SHARE")
     parser.add_argument("--no-bodies", action="store_true", help="keep only email+custom_args")
     parser.add_argument("--api-key", help="the only key let in (default: any bearer token)")
@@ -1055,6 +1063,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         keep_bodies=not args.no_bodies,
         api_key=args.api_key,
         events=events,
+        host=args.host,
     )
     with fake:
         print(fake.url, flush=True)

@@ -10,9 +10,13 @@ recycled, interpreter exit) flushes it through `atexit`; a hard kill (SIGKILL, O
 worker loses the hits it had buffered but not yet shipped, i.e. at most one flush interval
 (~20 ms) of that worker's hits.
 
+TRACKING_FLUSH_MS=0 closes that window: each request XADDs its own hit before it answers, so
+a hit that got a 2xx is in Redis (or the database) even if the host dies the next instant.
+
 Entries already in Redis are kept here until the flusher's watermark says they are committed;
-if Redis restarts and loses them (a new EPOCH_KEY), they are added again. Hit ids make every
-replay harmless.
+if Redis restarts and loses them (a new EPOCH_KEY), or Sentinel promotes a replica that may
+lack the last ones (a new replication id), they are added again. Hit ids make every replay
+harmless.
 
 When Redis and the database are both unreachable, hits wait in memory up to SPILL_AFTER; past
 that (and at a graceful stop) they are written to files in TRACKING_SPILL_DIR, so memory stays
@@ -30,7 +34,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from app.infra import redis_client
 from app.services.tracking import hit_stream
 from app.services.tracking.hits import Hit, decode_hits, encode_hits
 
@@ -58,15 +63,22 @@ class HitBuffer:
 
     def __init__(
         self,
-        redis_url: str,
+        redis_target: str | Mapping[str, Any],
         record_direct: RecordDirect,
         *,
         interval_ms: int = 20,
         spill_dir: str | Path | None = None,
     ) -> None:
-        self.redis_url = redis_url
+        # A URL, or the app's config (REDIS_URL or Sentinel: app/infra/redis_client.py).
+        self.redis_target: Mapping[str, Any] = (
+            {"REDIS_URL": redis_target} if isinstance(redis_target, str) else redis_target
+        )
         self.record_direct = record_direct
-        self.interval = max(interval_ms, 1) / 1000
+        # 0: each request ships its own hit before it answers (no loss window when a web host
+        # dies, at about two thirds of the throughput); the thread then only retries and
+        # takes spilled files back.
+        self.synchronous = interval_ms <= 0
+        self.interval = 1.0 if self.synchronous else interval_ms / 1000
         self.spill_dir = Path(spill_dir) if spill_dir else None
         self._reset()
 
@@ -81,7 +93,7 @@ class HitBuffer:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._client: redis.Redis | None = None
-        self._epoch: bytes | None = None
+        self._epoch: tuple[bytes | None, str | None] | None = None
         self._retained: deque[tuple[tuple[int, int], list[tuple[Any, ...]]]] = deque()
         self._retained_hits = 0
         self._last_poll = 0.0
@@ -121,6 +133,11 @@ class HitBuffer:
         )
         if not self._started:
             self._start()
+        if self.synchronous:
+            try:
+                self.flush()
+            except Exception:  # queued again (or spilled): the thread retries it
+                log.exception("tracking hit not shipped at once")
 
     def _start(self) -> None:
         with self._start_lock:
@@ -139,8 +156,8 @@ class HitBuffer:
         if self._client is None:
             # No retries and short timeouts: an outage must turn into the database fallback
             # within a second, while hits keep queueing in memory meanwhile.
-            self._client = redis.Redis.from_url(
-                self.redis_url,
+            self._client = redis_client.make_client(
+                self.redis_target,
                 socket_connect_timeout=0.5,
                 socket_timeout=1,
                 retry=Retry(NoBackoff(), 0),
@@ -213,8 +230,12 @@ class HitBuffer:
         pipe.set(hit_stream.EPOCH_KEY, secrets.token_hex(8), nx=True)
         pipe.get(hit_stream.EPOCH_KEY)
         pipe.get(hit_stream.WATERMARK_KEY)
+        pipe.info("replication")
         results = pipe.execute()
-        ids, epoch, mark = results[: len(chunks)], results[-2], results[-1]
+        ids, epoch, mark = results[: len(chunks)], results[-3], results[-2]
+        # A replica promoted by Sentinel keeps EPOCH_KEY but may lack the last entries the
+        # old master took; its replication id is new, so a change of either means replay.
+        epoch = (epoch, results[-1].get("master_replid"))
         self._last_poll = time.monotonic()
 
         if self._epoch is not None and epoch != self._epoch and self._retained:
@@ -222,7 +243,9 @@ class HitBuffer:
             lost = [hits for _, hits in self._retained]
             self._retained.clear()
             self._retained_hits = 0
-            log.warning("Redis lost its data; adding %d tracking entries again", len(lost))
+            log.warning(
+                "Redis lost its data or failed over; adding %d tracking entries again", len(lost)
+            )
             replay = client.pipeline(transaction=False)
             for hits in lost:
                 replay.xadd(hit_stream.STREAM_KEY, {"h": encode_hits(hits)})

@@ -100,7 +100,7 @@ class TrackingRuntime:
         self.links = LinkCache(_load_link)
         self.apple = machine_hits.AppleRanges(app.config["APPLE_RANGES_FILE"])
         self.buffer = HitBuffer(
-            app.config["REDIS_URL"],
+            app.config,
             self.record_direct,
             interval_ms=app.config["TRACKING_FLUSH_MS"],
             spill_dir=app.config["TRACKING_SPILL_DIR"],
