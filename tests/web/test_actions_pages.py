@@ -399,3 +399,29 @@ def test_confirm_link_counts_only_on_the_button_press(client, db_session, petiti
     again = client.post(url, data={"csrf_token": csrf_token(client, url)})
     assert again.status_code == 303
     assert _count(db_session, petition) == 1
+
+
+def test_recent_signers_show_first_name_and_city_only_when_opted_in(client, db_session, petition):
+    _sign(client, petition.slug, email="bea@example.org", first_name="Bea", last_name="Lam")
+    assert "Recently signed" not in client.get(f"/a/{petition.slug}").get_data(as_text=True)
+    action = db_session.get(Action, petition.id)
+    data = actions.petitions.as_data(db_session, action)
+    data.show_recent_signers = True
+    data.fields = {**data.fields, "city": "optional"}
+    actions.update_petition(db_session, action, data)
+    db_session.commit()
+    action_cache().clear()
+    _sign(
+        client,
+        petition.slug,
+        email="cy@example.org",
+        first_name="Cy",
+        last_name="Roe",
+        city="Edmonton",
+    )
+    page = client.get(f"/a/{petition.slug}").get_data(as_text=True)
+    assert "Recently signed" in page
+    assert "<li>Cy, Edmonton</li>" in page
+    assert "<li>Bea</li>" in page
+    assert "Lam" not in page
+    assert "Roe" not in page

@@ -290,7 +290,7 @@ def _clean_signature(action: SignableAction, signature: Signature) -> dict[str, 
     if not values["first_name"]:
         raise SignError("Please give your name.", "first_name")
     modes = action.fields or {}
-    for name in ("postal_code", "local", "phone", "comment"):
+    for name in ("postal_code", "city", "local", "phone", "comment"):
         mode = modes.get(name, "off")
         if mode == "off":
             values[name] = ""
