@@ -32,7 +32,7 @@ from app.services.tracking.runtime import runtime
 from app.services.transports import OutgoingBatch, OutgoingRecipient
 from app.services.transports.outbox import OutboxTransport
 from tests import factories
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import docs_screenshot, screenshot
 from tests.support.servers import free_port
 from tests.support.tracking import reset_tracking
 
@@ -194,6 +194,7 @@ def test_alert_to_signature_to_share_to_reports(browser, server, test_environ):
     assert "Amélie R" in referrers
     assert "1" in referrers
     screenshot(page, "petition-report")
+    docs_screenshot(page, "petition-report", height=1100)
     member.close()
 
 
