@@ -425,3 +425,35 @@ def test_recent_signers_show_first_name_and_city_only_when_opted_in(client, db_s
     assert "<li>Bea</li>" in page
     assert "Lam" not in page
     assert "Roe" not in page
+
+
+def test_organizer_edits_a_petition_and_bad_input_changes_nothing(
+    client, login_as, db_session, petition
+):
+    login_as(Role.ORGANIZER)
+    url = f"/actions/{petition.id}/edit"
+    form = client.get(url).get_data(as_text=True)
+    assert 'value="Free Amar Fayaz"' in form
+    token = csrf_token(client, url)
+    bad = client.post(url, data={"csrf_token": token, "title": "Free Amar", "slug": "Not A Slug"})
+    assert bad.status_code == 422
+    assert "a-z, 0-9 and dashes" in bad.get_data(as_text=True)
+    assert db_session.get(Action, petition.id).title == "Free Amar Fayaz"
+    good = client.post(
+        url,
+        data={
+            "csrf_token": token,
+            "title": "Free Amar Fayaz now",
+            "slug": petition.slug,
+            "goal": "1,000",
+            "en_petition_text": "Release him.",
+            "fr_petition_text": "Libérez-le.",
+        },
+    )
+    assert good.status_code == 302
+    db_session.expire_all()
+    changed = db_session.get(Action, petition.id)
+    assert (changed.title, changed.goal) == ("Free Amar Fayaz now", 1000)
+    assert changed.version("fr").petition_text == "Libérez-le."
+    # This process shows the change at once (other processes within public.TTL).
+    assert "Release him." in client.get(f"/a/{petition.slug}").get_data(as_text=True)
