@@ -29,7 +29,8 @@ test-offline: install
 # The README's screenshots (docs/images/), taken by the browser tests that visit those pages.
 docs-screenshots: install
 	@RALLYPOINT_DOCS_SCREENSHOTS=1 SKIP_LINT=1 bash scripts/test.sh -q -p no:randomly \
-	  tests/e2e/test_campaign_authoring.py tests/e2e/test_sending_browser.py tests/e2e/test_stats_pages.py
+	  tests/e2e/test_campaign_authoring.py tests/e2e/test_sending_browser.py tests/e2e/test_stats_pages.py \
+	  tests/e2e/test_petition_browser.py
 
 # The exactly-once tests (SIGKILLed worker, Redis restart, SendGrid 429/500) five runs in a row:
 # one pass proves little about races, five in a row is what issue 5 asks for.

@@ -53,6 +53,7 @@ ALLOWED = {
     "demo": {
         "models",
         "services",
+        "services.actions",
         "services.audience",
         "services.campaigns",
         "services.organization",

@@ -1,11 +1,12 @@
-"""Demo data for `make run`: an admin, the organization and its senders, draft campaigns.
+"""Demo data for `make run`: an admin, the organization and its senders, draft campaigns,
+and an open hosted petition.
 
 The union, its people and addresses are made up; the campaigns are written in the spirit
 of the seed documents (a statement of support, a day of action with a petition), in our
 own words. Every step is idempotent: a second load changes nothing it already made.
 audience.py adds the lists and about 200 members.
 
-A room of its own, beside the services rather than in them: it calls the audience,
+A room of its own, beside the services rather than in them: it calls the actions, audience,
 campaigns and organization services like any other caller, and only `flask demo load`
 (app/cli.py) calls it.
 """
@@ -18,8 +19,18 @@ from datetime import date
 import sqlalchemy as sa
 
 from app.demo.audience import load_audience
-from app.models import Campaign, MailingList, Role, Sender, User, campaign_lists
+from app.models import (
+    Action,
+    ActionStatus,
+    Campaign,
+    MailingList,
+    Role,
+    Sender,
+    User,
+    campaign_lists,
+)
 from app.services import DbSession
+from app.services.actions import petitions
 from app.services.campaigns import authoring as campaigns
 from app.services.campaigns.authoring import CampaignInput, VariantInput
 from app.services.organization import settings as org_settings
@@ -57,7 +68,57 @@ def load(session: DbSession, *, admin_email: str, admin_password: str) -> bool:
     # Lists and members before campaigns: the demo drafts are addressed to the demo lists.
     created |= load_audience(session)
     created |= _load_campaigns(session, admin_email=admin_email)
+    created |= _load_petition(session)
     return created
+
+
+DEMO_PETITION_SLUG = "free-nadia-rahimi"
+
+
+def _load_petition(session: DbSession) -> bool:
+    """A hosted petition, open, in English and French, joining "Action network" on consent."""
+    if session.scalar(sa.select(Action.id).where(Action.slug == DEMO_PETITION_SLUG)):
+        return False
+    network = session.scalar(sa.select(MailingList.id).where(MailingList.name == "Action network"))
+    target = "The Minister of Foreign Affairs of Canada"
+    data = petitions.PetitionData(
+        title="Free Nadia Rahimi",
+        slug=DEMO_PETITION_SLUG,
+        goal=5000,
+        fields={"postal_code": "optional", "city": "optional", "local": "optional"},
+        show_recent_signers=True,
+        list_ids=[network] if network else [],
+        versions={
+            "en": {
+                "headline": "A student organizer jailed for a peaceful protest. Add your name.",
+                "target": target,
+                "description": "Nadia Rahimi speaks up for students and workers. Since "
+                "November 8 she has been held without charge for leading a peaceful "
+                "march. Our members stand with her.",
+                "petition_text": "We ask you to press, publicly and without delay, for "
+                "Nadia Rahimi's release, and to tell us what Canada has done so far.",
+                "thank_you": "Thank you. Every name counts when we deliver this petition "
+                "on December 17. Ask two co-workers to sign too.",
+            },
+            "fr": {
+                "title": "Libérez Nadia Rahimi",
+                "headline": "Une organisatrice étudiante emprisonnée pour une manifestation "
+                "pacifique. Ajoutez votre nom.",
+                "target": "La ministre des Affaires étrangères du Canada",
+                "description": "Nadia Rahimi défend les étudiantes et les travailleurs. Elle "
+                "est détenue sans accusation depuis le 8 novembre pour avoir mené une "
+                "marche pacifique. Nos membres sont à ses côtés.",
+                "petition_text": "Nous vous demandons d'intervenir publiquement et sans "
+                "délai pour la libération de Nadia Rahimi, et de nous dire ce que le Canada "
+                "a fait jusqu'ici.",
+                "thank_you": "Merci. Chaque nom compte quand nous remettrons cette pétition "
+                "le 17 décembre. Invitez deux collègues à signer aussi.",
+            },
+        },
+    )
+    action = petitions.create_petition(session, data, owner_id=None)
+    petitions.transition(session, action, ActionStatus.OPEN)
+    return True
 
 
 def _load_organization(session: DbSession) -> bool:

@@ -1,5 +1,16 @@
 // The hosted action page works without this: it only copies the share link and refreshes the count.
 (function () {
+  // A tracked click's reference (?r=) pre-fills this page for two hours: keep it in the form,
+  // not in the address bar, so a link copied from there does not greet someone else.
+  if (window.history && window.URLSearchParams && location.search.indexOf("r=") !== -1) {
+    var params = new URLSearchParams(location.search);
+    if (params.has("r")) {
+      params.delete("r");
+      params.delete("notme");
+      var query = params.toString();
+      history.replaceState(null, "", location.pathname + (query ? "?" + query : "") + location.hash);
+    }
+  }
   document.querySelectorAll("[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () {
       var input = document.querySelector(button.getAttribute("data-copy"));

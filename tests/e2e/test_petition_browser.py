@@ -32,7 +32,7 @@ from app.services.tracking.runtime import runtime
 from app.services.transports import OutgoingBatch, OutgoingRecipient
 from app.services.transports.outbox import OutboxTransport
 from tests import factories
-from tests.e2e.conftest import screenshot
+from tests.e2e.conftest import docs_screenshot, screenshot
 from tests.support.servers import free_port
 from tests.support.tracking import reset_tracking
 
@@ -155,9 +155,13 @@ def test_alert_to_signature_to_share_to_reports(browser, server, test_environ):
         button.click()
     petition = opened.value
     petition.wait_for_load_state()
-    assert f"{server.url}/a/free-amar?r=" in petition.url
-    assert "amelie" not in petition.url.lower()
+    landed = opened.value.evaluate("() => performance.getEntriesByType('navigation')[0].name")
+    assert f"{server.url}/a/free-amar?r=" in landed
+    assert "amelie" not in landed.lower()
     petition.get_by_text("Sign as Amélie R.").wait_for()
+    # The reference stays in the form, not in the address bar a member might copy.
+    petition.wait_for_function("() => !location.search.includes('r=')")
+    assert petition.locator("input[name=r]").count() == 1
     screenshot(petition, "petition-prefilled-phone")
     petition.get_by_role("button", name="Sign").click()  # one press
     petition.get_by_role("heading", name="Thank you for signing").wait_for()
@@ -194,6 +198,7 @@ def test_alert_to_signature_to_share_to_reports(browser, server, test_environ):
     assert "Amélie R" in referrers
     assert "1" in referrers
     screenshot(page, "petition-report")
+    docs_screenshot(page, "petition-report", height=1100)
     member.close()
 
 

@@ -7,7 +7,8 @@ from datetime import date
 import sqlalchemy as sa
 
 from app import demo
-from app.models import Campaign, OrgSettings, Sender, User
+from app.models import Action, Campaign, OrgSettings, Sender, User
+from app.services.actions import petitions
 from app.services.campaigns import authoring as campaigns
 
 
@@ -53,3 +54,12 @@ def test_demo_bodies_read_as_typed_paragraphs():
     assert "police took her away without a warrant" in body
     assert day.variants["en"].fields["event_date"] == "2025-12-17"
     assert demo.unwrap("> a\n> b\n\n- x\n  y\n- z\n") == "> a b\n\n- x y\n- z\n"
+
+
+def test_demo_has_one_open_hosted_petition_in_both_languages(db_session):
+    demo.load(db_session, admin_email="admin@example.org", admin_password="x" * 12)
+    demo.load(db_session, admin_email="admin@example.org", admin_password="x" * 12)
+    [action] = db_session.scalars(sa.select(Action)).all()
+    assert (action.slug, action.status) == ("free-nadia-rahimi", "open")
+    assert {v.language for v in action.versions} == {"en", "fr"}
+    assert petitions.list_ids_of(db_session, action.id)  # consenting signers join a list

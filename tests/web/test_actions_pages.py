@@ -399,3 +399,61 @@ def test_confirm_link_counts_only_on_the_button_press(client, db_session, petiti
     again = client.post(url, data={"csrf_token": csrf_token(client, url)})
     assert again.status_code == 303
     assert _count(db_session, petition) == 1
+
+
+def test_recent_signers_show_first_name_and_city_only_when_opted_in(client, db_session, petition):
+    _sign(client, petition.slug, email="bea@example.org", first_name="Bea", last_name="Lam")
+    assert "Recently signed" not in client.get(f"/a/{petition.slug}").get_data(as_text=True)
+    action = db_session.get(Action, petition.id)
+    data = actions.petitions.as_data(db_session, action)
+    data.show_recent_signers = True
+    data.fields = {**data.fields, "city": "optional"}
+    actions.update_petition(db_session, action, data)
+    db_session.commit()
+    action_cache().clear()
+    _sign(
+        client,
+        petition.slug,
+        email="cy@example.org",
+        first_name="Cy",
+        last_name="Roe",
+        city="Edmonton",
+    )
+    page = client.get(f"/a/{petition.slug}").get_data(as_text=True)
+    assert "Recently signed" in page
+    assert "<li>Cy, Edmonton</li>" in page
+    assert "<li>Bea</li>" in page
+    assert "Lam" not in page
+    assert "Roe" not in page
+
+
+def test_organizer_edits_a_petition_and_bad_input_changes_nothing(
+    client, login_as, db_session, petition
+):
+    login_as(Role.ORGANIZER)
+    url = f"/actions/{petition.id}/edit"
+    form = client.get(url).get_data(as_text=True)
+    assert 'value="Free Amar Fayaz"' in form
+    token = csrf_token(client, url)
+    bad = client.post(url, data={"csrf_token": token, "title": "Free Amar", "slug": "Not A Slug"})
+    assert bad.status_code == 422
+    assert "a-z, 0-9 and dashes" in bad.get_data(as_text=True)
+    assert db_session.get(Action, petition.id).title == "Free Amar Fayaz"
+    good = client.post(
+        url,
+        data={
+            "csrf_token": token,
+            "title": "Free Amar Fayaz now",
+            "slug": petition.slug,
+            "goal": "1,000",
+            "en_petition_text": "Release him.",
+            "fr_petition_text": "Libérez-le.",
+        },
+    )
+    assert good.status_code == 302
+    db_session.expire_all()
+    changed = db_session.get(Action, petition.id)
+    assert (changed.title, changed.goal) == ("Free Amar Fayaz now", 1000)
+    assert changed.version("fr").petition_text == "Libérez-le."
+    # This process shows the change at once (other processes within public.TTL).
+    assert "Release him." in client.get(f"/a/{petition.slug}").get_data(as_text=True)

@@ -24,7 +24,8 @@ from app.models import (
 from app.models.base import utcnow
 from app.services import Conflict, DbSession, Invalid, NotFound
 
-OPTIONAL_FIELDS = ("postal_code", "local", "phone", "comment")
+# City is what "recent signers" shows beside a first name (when the petition opts in).
+OPTIONAL_FIELDS = ("postal_code", "city", "local", "phone", "comment")
 FIELD_MODES = ("off", "optional", "required")
 NEXT_STEPS = ("share", "donate", "action")
 LANGUAGES = ("en", "fr")

@@ -290,11 +290,8 @@ def _clean_signature(action: SignableAction, signature: Signature) -> dict[str, 
     if not values["first_name"]:
         raise SignError("Please give your name.", "first_name")
     modes = action.fields or {}
-    for name in ("postal_code", "local", "phone", "comment"):
-        mode = modes.get(name, "off")
-        if mode == "off":
-            values[name] = ""
-        elif mode == "required" and not values[name]:
+    for name in ("postal_code", "city", "local", "phone", "comment"):
+        if modes.get(name, "off") == "required" and not values[name]:
             raise SignError("This field is required.", name)
     values["language"] = signature.language if signature.language in ("en", "fr") else "en"
     return values
