@@ -162,10 +162,9 @@ def freeze_audience(
     next `limit` members in id order after `after_member` (by default the highest member id
     already in the ledger), freezes the eligible ones into new batch numbers after the
     campaign's existing ones, and sets `frozen_at` only when fewer than `limit` were left
-    (`complete`). Until then
-    `finish_if_done` never finishes the campaign, whatever its batches say. With
-    `enqueue_all` false only the batches this call created are queued (the others already
-    were, by the previous step).
+    (`complete`). Until then `finish_if_done` never finishes the campaign, whatever its
+    batches say. With `enqueue_all` false only the batches this call created are queued (the
+    others already were, by the previous step).
 
     With a send-rate limit, a batch is no bigger than the limit's burst, so each batch
     still leaves as one request. A campaign that is not sending (paused or cancelled
