@@ -117,6 +117,17 @@ def audience_count(session: DbSession, campaign: Campaign, now: datetime | None 
     )
 
 
+def has_audience(session: DbSession, campaign: Campaign, now: datetime | None = None) -> bool:
+    """Whether anyone would receive the campaign if it were sent at `now`.
+
+    An EXISTS over the same conditions as `audience_count`: it stops at the first member
+    found, where the count reads the whole audience (0.3-0.5 s at 100,000 members on a busy
+    host, spent between "send now" and the first email).
+    """
+    conditions = audience_conditions(session, campaign, now or utcnow())
+    return bool(session.scalar(sa.select(sa.exists().where(*conditions))))
+
+
 @dataclass(frozen=True)
 class FreezeResult:
     inserted: int
