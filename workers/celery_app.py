@@ -8,6 +8,7 @@ from typing import Any
 from celery.signals import worker_process_init
 
 from app import create_app
+from app.emails.render import warm_layouts
 from app.extensions import db
 from app.infra import redis_client
 from workers import kombu_fixes
@@ -22,6 +23,11 @@ app = celery_app  # `celery -A workers.celery_app` looks for `app` or `celery`
 # Registers the @shared_task functions with this Celery app.
 celery_app.autodiscover_tasks(["workers"], related_name="tasks", force=True)
 import workers.tasks  # noqa: E402,F401
+
+# Compiled here, in the parent: every pool process it forks starts with the email layouts
+# compiled, instead of paying for it in its first batch (a campaign's first email).
+with flask_app.app_context():
+    warm_layouts()
 
 
 @worker_process_init.connect

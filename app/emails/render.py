@@ -309,6 +309,20 @@ def _layout_environment(directory: Path) -> Environment:
     )
 
 
+def warm_layouts() -> int:
+    """Compile every layout's templates (and what they include) into the environment's cache.
+
+    A process's first skeleton otherwise compiles them (about 0.1 s of its 0.2 s; later
+    campaigns take 15 ms). Called in the Celery worker's parent before it forks its pool,
+    whose processes inherit the compiled templates. Returns how many were compiled.
+    """
+    env = layout_environment()
+    names = [name for name in env.list_templates() if name.endswith((".html", ".txt"))]
+    for name in names:
+        env.get_template(name)
+    return len(names)
+
+
 # keep_at_rules leaves the media queries (phone widths, dark mode) in a <style> block,
 # where they belong; everything else is inlined for clients that drop <style>.
 _INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)

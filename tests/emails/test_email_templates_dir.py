@@ -50,3 +50,19 @@ def test_an_app_renders_from_the_folder_its_setting_names(other_app, tmp_path):
         assert templates_dir() == folder
         assert "<!-- installed copy -->" in _skeleton().html
     assert "<!-- installed copy -->" not in _skeleton().html
+
+
+def test_warm_layouts_compiles_every_layout_once(app):
+    """The worker's parent compiles the layouts before it forks (workers/celery_app.py)."""
+    from app.emails.content import LAYOUTS
+    from app.emails.render import layout_environment, warm_layouts
+
+    with app.app_context():
+        env = layout_environment()
+        assert env.cache is not None
+        env.cache.clear()
+        count = warm_layouts()
+        cached = {name for (_, name) in env.cache}
+    assert count >= 2 * len(LAYOUTS)
+    wanted = {f"{layout}{suffix}" for layout in LAYOUTS for suffix in (".html", ".txt")}
+    assert wanted <= cached

@@ -68,8 +68,8 @@ def test_two_beats_start_a_due_campaign_once(app, committed_db, test_environ, tm
     assert set(counts) == set(emails)
     assert set(counts.values()) == {1}
     # One request per batch of up to 100 members of one language. The stepped freeze
-    # (first 200 members, then the other 50) ends a batch per language at its step: 167
-    # English members in 2 + 1 batches, 83 French in 1 + 1, not the 2 + 1 of one freeze.
+    # (20 members, then 160, then the other 70) ends a batch per language at each step, so
+    # there are more, smaller requests than the 2 + 1 of a freeze in one statement.
     with app.app_context():
         sizes = db.session.scalars(
             sa.select(SendBatch.size).where(SendBatch.campaign_id == campaign_id)
@@ -77,4 +77,5 @@ def test_two_beats_start_a_due_campaign_once(app, committed_db, test_environ, tm
         db.session.remove()
     assert sum(sizes) == 250
     assert max(sizes) <= 100
-    assert fake.stats()["validated"] == fake.stats()["accepted_requests"] == len(sizes) == 5
+    assert fake.stats()["validated"] == fake.stats()["accepted_requests"] == len(sizes)
+    assert len(sizes) <= 3 + 2 * 2  # at most one extra batch per language and later step

@@ -117,6 +117,17 @@ def audience_count(session: DbSession, campaign: Campaign, now: datetime | None 
     )
 
 
+def has_audience(session: DbSession, campaign: Campaign, now: datetime | None = None) -> bool:
+    """Whether anyone would receive the campaign if it were sent at `now`.
+
+    An EXISTS over the same conditions as `audience_count`: it stops at the first member
+    found, where the count reads the whole audience (0.3-0.5 s at 100,000 members on a busy
+    host, spent between "send now" and the first email).
+    """
+    conditions = audience_conditions(session, campaign, now or utcnow())
+    return bool(session.scalar(sa.select(sa.exists().where(*conditions))))
+
+
 @dataclass(frozen=True)
 class FreezeResult:
     inserted: int
@@ -127,11 +138,13 @@ class FreezeResult:
     upto: int = 0  # a step: the highest member id it looked at (the next step starts after)
 
 
-# A stepped freeze (freeze_in_steps): the first step freezes this many batches' worth of
-# members, each later step STEP_GROWTH times more, so the first batch leaves well within a
-# second of "send now" while the rest of the audience is frozen beside it.
-FIRST_STEP_BATCHES = 2
-STEP_GROWTH = 4
+# A stepped freeze (freeze_in_steps): the first step looks at this many members (a fifth of
+# a batch: its first requests are small, so the first email leaves sooner: fewer rows to
+# claim, render and encode in a worker process that has not rendered this campaign yet),
+# each later step STEP_GROWTH times more, so the first batch leaves well within a second of
+# "send now" while the rest of the audience is frozen beside it (100k members: 4 steps).
+FIRST_STEP_SHARE = 5
+STEP_GROWTH = 8
 
 
 def freeze_audience(
@@ -160,10 +173,9 @@ def freeze_audience(
     next `limit` members in id order after `after_member` (by default the highest member id
     already in the ledger), freezes the eligible ones into new batch numbers after the
     campaign's existing ones, and sets `frozen_at` only when fewer than `limit` were left
-    (`complete`). Until then
-    `finish_if_done` never finishes the campaign, whatever its batches say. With
-    `enqueue_all` false only the batches this call created are queued (the others already
-    were, by the previous step).
+    (`complete`). Until then `finish_if_done` never finishes the campaign, whatever its
+    batches say. With `enqueue_all` false only the batches this call created are queued (the
+    others already were, by the previous step).
 
     With a send-rate limit, a batch is no bigger than the limit's burst, so each batch
     still leaves as one request. A campaign that is not sending (paused or cancelled
@@ -242,12 +254,13 @@ def freeze_in_steps(
 ) -> FreezeResult:
     """Freeze the audience in growing steps, committing each, so sending starts at once.
 
-    The first step looks at `first` members (FIRST_STEP_BATCHES batches by default) and
-    commits, which sends its batches on their way; each later step looks at `growth` times
-    more, until the audience is complete and `frozen_at` is set (in the last step's
-    transaction). Each step holds the campaign's row lock until its commit, reads where the
-    previous one stopped from the ledger, and stops when the campaign is no longer sending:
-    a crash, a redelivered task or a sweep's re-dispatch continues where the ledger says.
+    The first step looks at `first` members (a fifth of a batch by default) and commits,
+    which sends its batches on their way; each later step looks at `growth` times more,
+    until the audience is complete and `frozen_at` is set (in the last step's transaction).
+    Each step holds the campaign's row lock until its commit, starts where the previous one
+    stopped (the first where the ledger's highest member id says), and stops when the
+    campaign is no longer sending: a crash, a redelivered task or a sweep's re-dispatch
+    continues where the ledger says.
     Unlike other services this one commits (after each step); `after_step` runs after each
     commit (the task's heartbeat). After the last step, `finish_if_done` runs on committed
     data, for the batches that all ended before the audience was complete.
@@ -255,7 +268,7 @@ def freeze_in_steps(
     Returns:
         Totals: members frozen, batches queued, whether it finished or completed.
     """
-    limit = first or FIRST_STEP_BATCHES * batch_size
+    limit = first or max(1, batch_size // FIRST_STEP_SHARE)
     inserted = 0
     batches: list[int] = []
     step = upto = 0

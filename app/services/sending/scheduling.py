@@ -15,7 +15,7 @@ from app.models.base import utcnow
 from app.services import DbSession
 from app.services.organization.settings import org_timezone
 from app.services.sending import peers
-from app.services.sending.audience import SegmentUnavailable, audience_count
+from app.services.sending.audience import SegmentUnavailable, has_audience
 from app.services.sending.status import (
     SendingError,
     allowed,
@@ -157,7 +157,7 @@ def send_now(
     problems = check_sendable(session, campaign)
     if not problems:
         try:
-            if audience_count(session, campaign, now) == 0:
+            if not has_audience(session, campaign, now):
                 problems.append(
                     Problem(
                         "lists",
