@@ -75,8 +75,8 @@ class HitBuffer:
         )
         self.record_direct = record_direct
         # 0: each request ships its own hit before it answers (no loss window when a web host
-        # dies, at about two thirds of the throughput); the thread then only retries and
-        # takes spilled files back.
+        # dies, for about 15-20 % more CPU a hit: docs/capacity.md); the thread then only
+        # retries and takes spilled files back.
         self.synchronous = interval_ms <= 0
         self.interval = 1.0 if self.synchronous else interval_ms / 1000
         self.spill_dir = Path(spill_dir) if spill_dir else None
