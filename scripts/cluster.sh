@@ -25,7 +25,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=scripts/lib.sh
 source "$ROOT/scripts/lib.sh"
 STATE=${CLUSTER_STATE:-$ROOT/var/cluster}
-VENV=${VENV:-$ROOT/.venv}
+VENV=$ROOT/.venv
 BRIDGE=rp-br0
 NET=10.77.0
 HOSTS=(db redis1 redis2 mail lb web1 web2 worker1 worker2)

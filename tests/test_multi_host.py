@@ -9,6 +9,7 @@ export (server-side cursor) and a send by a worker and beat.
 from __future__ import annotations
 
 import shutil
+import subprocess
 import time
 from datetime import timedelta
 
@@ -30,6 +31,7 @@ from config.settings import ConfigError, ProductionConfig, TestingConfig
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.support.multi_host import PgBouncer, SentinelGroup
 from tests.support.sending import add_members, make_campaign, make_list, setup_org
+from tests.support.servers import free_port
 from tests.support.workers import CeleryProcess, worker_environ
 
 PROD = {
@@ -37,6 +39,19 @@ PROD = {
     "DATABASE_URL": "postgresql://u@db/r",
     "SECRET_KEY": "s" * 40,
 }
+
+
+@pytest.fixture(autouse=True)
+def _session_limiter_kept():
+    """Flask-Limiter keeps its storage on the one global `limiter`, and each create_app()
+    here rebinds it (to a Sentinel that is gone after the test): put the session's back.
+    Its storage options dict is updated in place by init_app, so it is copied too."""
+    saved = dict(limiter.__dict__)
+    options = dict(limiter._storage_options)
+    yield
+    limiter.__dict__.clear()
+    limiter.__dict__.update(saved)
+    limiter._storage_options = options
 
 
 # -- the settings -----------------------------------------------------------------------------
@@ -136,7 +151,8 @@ def test_exports_read_on_the_replica_when_one_is_configured(test_environ, commit
         assert text.count("\n") == 31
         assert checkouts == [1]
         db.session.remove()
-        db.engines["replica"].dispose()
+        for engine in db.engines.values():
+            engine.dispose()
 
 
 # -- Redis through Sentinel ---------------------------------------------------------------------
@@ -402,3 +418,35 @@ def test_pause_all_pauses_every_sending_campaign_and_resume_takes_one_back(app, 
     refused = runner.invoke(args=["sending", "resume", str(draft.id)])
     assert refused.exit_code != 0
     assert draft.status == "draft"
+
+
+def test_a_redis_that_refuses_info_still_takes_the_hits(tmp_path):
+    """The failover check reads INFO; a managed Redis that renamed it must not push every
+    tracking hit to the database."""
+    port = free_port()
+    server = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--dir", str(tmp_path), "--rename-command", "INFO", ""],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        client = redis.Redis(port=port)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        direct: list[object] = []
+        buffer = HitBuffer(f"redis://127.0.0.1:{port}/0", direct.extend, interval_ms=10**6)
+        buffer.add("o", 1, 10, 0, "203.0.113.9", "ua", False)
+        buffer.flush()
+        assert client.xlen(hit_stream.STREAM_KEY) == 1
+        assert direct == []
+        buffer.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

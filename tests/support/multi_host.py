@@ -159,7 +159,9 @@ class PgBouncer:
             for path in self.dir.iterdir():
                 shutil.chown(path, "postgres")
             command = ["runuser", "-u", "postgres", "--", *command]
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
 
         def listening() -> bool:
             if self.process is not None and self.process.poll() is not None:
