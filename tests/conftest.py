@@ -21,6 +21,7 @@ from app.models import Base, Role, User
 from app.services.organization import users as user_service
 from config.settings import TestingConfig, normalise_database_url
 from tests.support.forms import login
+from tests.support.limiter import session_limiter_kept
 from tests.support.servers import RedisServer
 
 PASSWORD = "correct horse battery"
@@ -184,16 +185,14 @@ def other_app(test_environ):
     Flask-Limiter keeps its storage on the one global `limiter`; each create_app() rebinds it,
     so the session app's limiter state is restored afterwards.
     """
-    saved = dict(limiter.__dict__)
     built: list[Flask] = []
 
     def _build(**overrides: str) -> Flask:
         built.append(create_app(TestingConfig(environ={**test_environ, **overrides})))
         return built[-1]
 
-    yield _build
-    for extra in built:
-        with extra.app_context():
-            db.engine.dispose()
-    limiter.__dict__.clear()
-    limiter.__dict__.update(saved)
+    with session_limiter_kept():
+        yield _build
+        for extra in built:
+            with extra.app_context():
+                db.engine.dispose()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -29,6 +30,7 @@ from app.services.tracking import hit_stream
 from app.services.tracking.hit_buffer import HitBuffer
 from config.settings import ConfigError, ProductionConfig, TestingConfig
 from tests.fakes.sendgrid import FakeSendGrid
+from tests.support.limiter import session_limiter_kept
 from tests.support.multi_host import PgBouncer, SentinelGroup
 from tests.support.sending import add_members, make_campaign, make_list, setup_org
 from tests.support.servers import free_port
@@ -42,16 +44,10 @@ PROD = {
 
 
 @pytest.fixture(autouse=True)
-def _session_limiter_kept():
-    """Flask-Limiter keeps its storage on the one global `limiter`, and each create_app()
-    here rebinds it (to a Sentinel that is gone after the test): put the session's back.
-    Its storage options dict is updated in place by init_app, so it is copied too."""
-    saved = dict(limiter.__dict__)
-    options = dict(limiter._storage_options)
-    yield
-    limiter.__dict__.clear()
-    limiter.__dict__.update(saved)
-    limiter._storage_options = options
+def _session_limiter_kept() -> Iterator[None]:
+    """Each create_app() here rebinds the global limiter (to a Sentinel gone after the test)."""
+    with session_limiter_kept():
+        yield
 
 
 # -- the settings -----------------------------------------------------------------------------
