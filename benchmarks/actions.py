@@ -51,14 +51,17 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.tracking import (  # noqa: E402
-    USER_AGENT,
-    _admin,
-    _cpu_by_group,
-    _server_url,
-    _stop,
-    _wait_http,
+from benchmarks.harness import (  # noqa: E402
+    CpuMeter,
+    admin_url,
+    cpu_line,
+    load_average,
+    pid_of,
+    server_url,
+    stop,
+    wait_http,
 )
+from benchmarks.tracking import USER_AGENT  # noqa: E402
 from tests.support.servers import RedisServer, free_port  # noqa: E402
 
 SLUG = "free-amar"
@@ -348,9 +351,9 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=20_000)
     args = parser.parse_args()
 
-    server = _server_url()
+    server = server_url()
     name = f"rallypoint_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(_admin(server), autocommit=True) as conn:
+    with psycopg.connect(admin_url(server), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     db_url = server.set(database=name).render_as_string(hide_password=False)
     redis_server = RedisServer().start()
@@ -382,16 +385,19 @@ def main() -> None:
         log = (workdir / "processes.log").open("wb")
         web = [str(bindir / "gunicorn"), "-c", "config/gunicorn.conf.py", "app:create_app()"]
         procs.append(subprocess.Popen(web, cwd=ROOT, env=env, stdout=log, stderr=log))
-        _wait_http(port, "/bench/hello")
+        wait_http(port, "/bench/hello")
         warm = run_load("sign", port, clicks[-200:], args.connections, 1.0, "warm")
         print(f"warm-up: {warm}", flush=True)
-        groups = {"web": procs[0].pid}
-        before = _cpu_by_group(groups)
+        groups = {"web": procs[0].pid, "redis": pid_of(redis_server)}
+        meter = CpuMeter(db_url, groups).start()
         signing = run_load("sign", port, clicks[:-200], args.connections, args.seconds, "run")
-        middle = _cpu_by_group(groups)
+        signing_cpu = meter.stop()
+        signing_per = meter.per_unit(signing["signatures"])
         print(f"signing: {signing}", flush=True)
+        print(cpu_line("signing", signing_cpu, signing_per, "signature"), flush=True)
+        bare_meter = CpuMeter(None, {"web": procs[0].pid}).start()
         bare = run_load("bare", port, [], args.connections, args.seconds, "bare")
-        after = _cpu_by_group(groups)
+        bare_cpu = bare_meter.stop()
         print(f"bare /bench/hello: {bare}", flush=True)
         time.sleep(2.0)  # the cached count expires: what the page shows once quiet
         unique_signers = warm["signatures"] + signing["signatures"]
@@ -399,9 +405,9 @@ def main() -> None:
         count_shown = _count_shown(port)
     finally:
         for proc in reversed(procs):
-            _stop(proc)
+            stop(proc)
         redis_server.cleanup()
-        with psycopg.connect(_admin(server), autocommit=True) as conn:
+        with psycopg.connect(admin_url(server), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -422,18 +428,11 @@ def main() -> None:
         "alert_responses": from_alert,
         "flow_rps": signing["rps"],
         "failed": signing["failed"] + bare["failed"],
-        "web_cpu_ms_per_signature": round(
-            (middle["web"] - before["web"]) * 1000 / max(signatures, 1), 2
-        ),
-        "postgres_cpu_ms_per_signature": round(
-            (middle["postgres"] - before["postgres"]) * 1000 / max(signatures, 1), 2
-        ),
-        "bare_web_cpu_us": round(
-            (after["web"] - middle["web"]) * 1e6 / max(bare["requests"], 1), 1
-        ),
+        "cpu_us_per_signature": signing_per,
+        "bare_web_cpu_us": round(bare_cpu["web"] * 1e6 / max(bare["requests"], 1), 1),
         "connections": args.connections,
         "cpus": os.cpu_count(),
-        "load_1min": round(os.getloadavg()[0], 2),
+        "loadavg": load_average(),
     }
     print(json.dumps(result))
 
