@@ -34,14 +34,10 @@ import json
 import multiprocessing
 import os
 import re
-import secrets
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.parse
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,17 +48,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import (  # noqa: E402
+    BenchSite,
     CpuMeter,
-    admin_url,
     cpu_line,
     load_average,
     pid_of,
-    server_url,
-    stop,
     wait_http,
 )
 from benchmarks.tracking import USER_AGENT  # noqa: E402
-from tests.support.servers import RedisServer, free_port  # noqa: E402
 
 SLUG = "free-amar"
 _CSRF = re.compile(rb'name="csrf_token" value="([^"]+)"')
@@ -351,32 +344,15 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=20_000)
     args = parser.parse_args()
 
-    server = server_url()
-    name = f"rallypoint_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url(server), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = server.set(database=name).render_as_string(hide_password=False)
-    redis_server = RedisServer().start()
-    workdir = Path(tempfile.mkdtemp(prefix="rallypoint-bench-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "RALLYPOINT_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_server.url,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "MAIL_TRANSPORT": "outbox",
-        "OUTBOX_DIR": str(workdir / "outbox"),
-        "RALLYPOINT_BENCH": "1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-        # Every signer comes from 127.0.0.1 here: no flagging in the way of the figures.
-        "ACTION_IP_FLAG_THRESHOLD": "0",
-    }
-    env.pop("ACCESS_LOG", None)
+    # Every signer comes from 127.0.0.1 here: no flagging in the way of the figures.
+    site = BenchSite.open(RALLYPOINT_BENCH="1", ACTION_IP_FLAG_THRESHOLD="0")
+    db_url, redis_server, workdir, port, env = (
+        site.db_url,
+        site.redis_server,
+        site.workdir,
+        site.port,
+        site.env,
+    )
     procs: list[subprocess.Popen[bytes]] = []
     bindir = Path(sys.executable).parent
     try:
@@ -404,12 +380,7 @@ def main() -> None:
         responses_recorded, from_alert = _figures(db_url, petition_id)
         count_shown = _count_shown(port)
     finally:
-        for proc in reversed(procs):
-            stop(proc)
-        redis_server.cleanup()
-        with psycopg.connect(admin_url(server), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        shutil.rmtree(workdir, ignore_errors=True)
+        site.close(procs)
 
     signatures = signing["signatures"]
     seconds = signing["elapsed"]

@@ -25,15 +25,24 @@ from __future__ import annotations
 
 import os
 import resource
+import secrets
+import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+
+from tests.support.servers import RedisServer, free_port
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _TICK = os.sysconf("SC_CLK_TCK")
 # The server processes of PostgreSQL that no database owns (their `ps` titles).
@@ -274,3 +283,57 @@ def pid_of(server: object) -> int:
     """The pid of a tests.support server (its `process`), 0 if it is not running."""
     process = getattr(server, "process", None)
     return int(process.pid) if process is not None else 0
+
+
+@dataclass
+class BenchSite:
+    """A throwaway database, a private redis-server, a work folder and a port for gunicorn,
+    with the environment the Procfile's processes read (production settings, outbox mail).
+
+    `BenchSite.open(**extra)` creates them; `close(procs)` stops the processes a benchmark
+    started (newest first), then removes the Redis server, the database and the folder.
+    """
+
+    server: sa.URL
+    name: str
+    db_url: str
+    redis_server: RedisServer
+    workdir: Path
+    port: int
+    env: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, log_level: str = "WARNING", **extra: str) -> BenchSite:
+        server = server_url()
+        name = f"rallypoint_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin_url(server), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        db_url = server.set(database=name).render_as_string(hide_password=False)
+        redis_server = RedisServer().start()
+        workdir = Path(tempfile.mkdtemp(prefix="rallypoint-bench-"))
+        port = free_port()
+        env = {
+            **os.environ,
+            "RALLYPOINT_ENV": "production",
+            "SECRET_KEY": secrets.token_urlsafe(48),
+            "DATABASE_URL": db_url,
+            "REDIS_URL": redis_server.url,
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
+            "MAIL_TRANSPORT": "outbox",
+            "OUTBOX_DIR": str(workdir / "outbox"),
+            "PORT": str(port),
+            "WEB_CONCURRENCY": "2",
+            "LOG_LEVEL": log_level,
+            "PYTHONPATH": str(ROOT),
+            **extra,
+        }
+        env.pop("ACCESS_LOG", None)
+        return cls(server, name, db_url, redis_server, workdir, port, env)
+
+    def close(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        for proc in reversed(procs):
+            stop(proc)
+        self.redis_server.cleanup()
+        with psycopg.connect(admin_url(self.server), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+        shutil.rmtree(self.workdir, ignore_errors=True)

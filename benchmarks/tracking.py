@@ -26,13 +26,10 @@ import json
 import multiprocessing
 import os
 import random
-import secrets
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -44,15 +41,12 @@ sys.path.insert(0, str(ROOT))
 
 from app.infra.tokens import Scope  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
+    BenchSite,
     CpuMeter,
-    admin_url,
     load_average,
     pid_of,
-    server_url,
-    stop,
     wait_http,
 )
-from tests.support.servers import RedisServer, free_port  # noqa: E402
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 
@@ -305,30 +299,14 @@ def main() -> None:
     if use_wrk and shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: use --tool python or --install-wrk")
 
-    server = server_url()
-    name = f"rallypoint_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url(server), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = server.set(database=name).render_as_string(hide_password=False)
-    redis_server = RedisServer().start()
-    workdir = Path(tempfile.mkdtemp(prefix="rallypoint-bench-"))
-    port = free_port()
-    env = {
-        **os.environ,
-        "RALLYPOINT_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_server.url,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "MAIL_TRANSPORT": "outbox",
-        "OUTBOX_DIR": str(workdir / "outbox"),
-        "RALLYPOINT_BENCH": "1",
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("ACCESS_LOG", None)
+    site = BenchSite.open(RALLYPOINT_BENCH="1")
+    db_url, redis_server, workdir, port, env = (
+        site.db_url,
+        site.redis_server,
+        site.workdir,
+        site.port,
+        site.env,
+    )
     if args.flush_nice is not None:
         env["TRACKING_FLUSH_NICE"] = str(args.flush_nice)
     procs: list[subprocess.Popen[bytes]] = []
@@ -409,12 +387,7 @@ def main() -> None:
             _count_until_stable(db_url, campaign_id, warm + hits_sent, timeout=120) - warm
         )
     finally:
-        for proc in reversed(procs):
-            stop(proc)
-        redis_server.cleanup()
-        with psycopg.connect(admin_url(server), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        shutil.rmtree(workdir, ignore_errors=True)
+        site.close(procs)
 
     result = {
         "rps": tracked["rps"],

@@ -32,16 +32,13 @@ import argparse
 import base64
 import http.client
 import json
-import os
 import re
 import secrets
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -54,16 +51,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.harness import (  # noqa: E402
+    BenchSite,
     CpuMeter,
-    admin_url,
     cpu_line,
     load_average,
     pid_of,
-    server_url,
-    stop,
     wait_http,
 )
-from tests.support.servers import RedisServer, free_port  # noqa: E402
 
 TICK_SECONDS = 1.0
 _BATCH_LINE = re.compile(r"webhook batch (\d+): (\d+) events recorded, \d+ duplicates in (\d+) ms")
@@ -262,31 +256,19 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="events per request")
     args = parser.parse_args()
 
-    server = server_url()
-    name = f"rallypoint_bench_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url(server), autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    db_url = server.set(database=name).render_as_string(hide_password=False)
-    redis_server = RedisServer().start()
-    workdir = Path(tempfile.mkdtemp(prefix="rallypoint-bench-"))
-    port = free_port()
     signer = Signer()
-    env = {
-        **os.environ,
-        "RALLYPOINT_ENV": "production",
-        "SECRET_KEY": secrets.token_urlsafe(48),
-        "DATABASE_URL": db_url,
-        "REDIS_URL": redis_server.url,
-        "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
-        "MAIL_TRANSPORT": "outbox",
-        "OUTBOX_DIR": str(workdir / "outbox"),
-        "SENDGRID_WEBHOOK_PUBLIC_KEY": signer.public_key,
-        "SCHEDULER_TICK_SECONDS": str(TICK_SECONDS),
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "LOG_LEVEL": "INFO",
-        "PYTHONPATH": str(ROOT),
-    }
+    site = BenchSite.open(
+        log_level="INFO",
+        SENDGRID_WEBHOOK_PUBLIC_KEY=signer.public_key,
+        SCHEDULER_TICK_SECONDS=str(TICK_SECONDS),
+    )
+    db_url, redis_server, workdir, port, env = (
+        site.db_url,
+        site.redis_server,
+        site.workdir,
+        site.port,
+        site.env,
+    )
     procs: list[subprocess.Popen[bytes]] = []
     bindir = Path(sys.executable).parent
     worker_log = workdir / "worker.log"
@@ -377,11 +359,7 @@ def main() -> None:
             )
         )
     finally:
-        for proc in reversed(procs):
-            stop(proc)
-        redis_server.cleanup()
-        with psycopg.connect(admin_url(server), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        site.close(procs)
 
 
 if __name__ == "__main__":
