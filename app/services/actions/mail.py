@@ -16,12 +16,12 @@ from typing import Any
 import sqlalchemy as sa
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
-from app.emails import EmailContent, Identity, Recipient, build_skeleton
+from app.emails import EmailContent, Recipient
 from app.models import Action, ActionResponse, OrgSettings, Sender
 from app.models.base import utcnow
 from app.services import DbSession
+from app.services.audience.notices import notice_batch, plain
 from app.services.audience.subscriptions import is_suppressed
-from app.services.transports import OutgoingBatch, OutgoingRecipient
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,6 @@ def read_confirm_token(secret_key: str, token: str) -> tuple[int, str] | None:
     if not (isinstance(data, list) and len(data) == 2 and isinstance(data[0], int)):
         return None
     return data[0], str(data[1])
-
-
-def _plain(text: str) -> str:
-    # Organizer text placed in a template field: no template syntax in it.
-    return text.replace("{", "(").replace("}", ")").replace("%", " percent")
 
 
 def _content(kind: str, language: str, title: str, url: str, thank_you: str) -> EmailContent:
@@ -84,7 +79,7 @@ def _content(kind: str, language: str, title: str, url: str, thank_you: str) -> 
         language="fr" if fr else "en",
         subject=f"Merci d'avoir signé : {title}" if fr else f"Thank you for signing: {title}",
         preheader="Partagez la pétition." if fr else "Share the petition.",
-        body=_plain(thank_you)
+        body=plain(thank_you)
         or (
             "Votre signature est comptée. Aidez-la à grandir : partagez la pétition."
             if fr
@@ -136,38 +131,27 @@ def send_response_mail(
         return 0
     base = base_url.rstrip("/")
     version = action.version(response.language)
-    title = _plain(version.title if version and version.title else action.title)
+    title = plain(version.title if version and version.title else action.title)
     if kind == CONFIRM_KIND:
         token = confirm_token(secret_key, response.id, response.email)
         url = f"{base}/a/{action.slug}/confirm/{token}"
     else:
         url = f"{base}/a/{action.slug}?ref={response.referral_code}&utm_source=email"
     content = _content(kind, response.language, title, url, version.thank_you if version else "")
-    skeleton = build_skeleton(
-        content,
-        Identity(settings.organization, settings.mailing_address, settings.contact),
-        tracking=False,
-        base_url=base,
-        inert_url=f"{base}/a/{action.slug}",
-    )
     transport.send_batch(
-        OutgoingBatch(
-            from_email=sender.email,
-            from_name=sender.name or settings.organization,
-            reply_to="",
-            skeleton=skeleton,
-            recipients=[
-                OutgoingRecipient(
-                    email=response.email,
-                    recipient=Recipient(
-                        first_name=response.first_name,
-                        last_name=response.last_name,
-                        email=response.email,
-                        language=response.language,
-                    ),
-                )
-            ],
-            categories=(kind.replace("_", "-"),),
+        notice_batch(
+            settings,
+            sender,
+            content,
+            base_url=base,
+            inert_url=f"{base}/a/{action.slug}",
+            to=Recipient(
+                first_name=response.first_name,
+                last_name=response.last_name,
+                email=response.email,
+                language=response.language,
+            ),
+            category=kind.replace("_", "-"),
         )
     )
     response.mailed_at = utcnow()

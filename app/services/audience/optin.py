@@ -21,7 +21,7 @@ import sqlalchemy as sa
 from itsdangerous import BadSignature, SignatureExpired, URLSafeSerializer, URLSafeTimedSerializer
 
 from app import jobs
-from app.emails import EmailContent, Identity, Recipient, build_skeleton
+from app.emails import EmailContent, Recipient
 from app.models import (
     ConsentBasis,
     MailingList,
@@ -35,8 +35,8 @@ from app.models import (
 from app.models.base import utcnow
 from app.services import DbSession
 from app.services.audience.consent import record_consent
+from app.services.audience.notices import notice_batch, plain
 from app.services.audience.subscriptions import is_suppressed
-from app.services.transports import OutgoingBatch, OutgoingRecipient
 
 log = logging.getLogger(__name__)
 
@@ -332,42 +332,26 @@ def send_confirmation(
     base = base_url.rstrip("/")
     token = confirmation_token(secret_key, member.id, mailing_list.id, member.email)
     content = _confirmation_content(
-        member.language, _plain(mailing_list.name), f"{base}/subscribe/confirm/{token}"
+        member.language, plain(mailing_list.name), f"{base}/subscribe/confirm/{token}"
     )
-    skeleton = build_skeleton(
+    batch = notice_batch(
+        settings,
+        sender,
         content,
-        Identity(settings.organization, settings.mailing_address, settings.contact),
-        tracking=False,
         base_url=base,
         inert_url=f"{base}/subscribe/{mailing_list.slug}",
-    )
-    batch = OutgoingBatch(
-        from_email=sender.email,
-        from_name=sender.name or settings.organization,
-        reply_to="",
-        skeleton=skeleton,
-        recipients=[
-            OutgoingRecipient(
-                email=member.email,
-                recipient=Recipient(
-                    first_name=member.first_name,
-                    last_name=member.last_name,
-                    email=member.email,
-                    language=member.language,
-                ),
-            )
-        ],
-        categories=("optin-confirmation",),
+        to=Recipient(
+            first_name=member.first_name,
+            last_name=member.last_name,
+            email=member.email,
+            language=member.language,
+        ),
+        category="optin-confirmation",
     )
     transport.send_batch(batch)
     subscription.confirmation_sent_at = utcnow()
     session.flush()
     return 1
-
-
-def _plain(text: str) -> str:
-    # The list name is organizer text placed in a template field: no template syntax in it.
-    return text.replace("{", "(").replace("}", ")").replace("%", " percent")
 
 
 def _confirmation_content(language: str, list_name: str, url: str) -> Any:
