@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from typing import Any, NoReturn
 
-import sqlalchemy as sa
 from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import abort
@@ -126,14 +125,8 @@ class Petitions(MethodView):
     @blp.response(200, PetitionPageSchema)
     def get(self, args: dict[str, Any]) -> dict[str, Any]:
         """Petitions, newest first, paginated (OSDI collection: `_embedded.osdi:petitions`)."""
-        total = int(db.session.scalar(sa.select(sa.func.count()).select_from(Action)) or 0)
         page, per_page = args["page"], args["per_page"]
-        items = db.session.scalars(
-            sa.select(Action)
-            .order_by(Action.created_at.desc(), Action.id.desc())
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        )
+        total, items = petitions.petitions_page(db.session, page, per_page)
         return {
             "total_pages": max(1, math.ceil(total / per_page)),
             "per_page": per_page,
@@ -226,16 +219,8 @@ class Signatures(MethodView):
     def get(self, args: dict[str, Any], action_id: int) -> dict[str, Any]:
         """Counted signatures, oldest first, paginated (`_embedded.osdi:signatures`)."""
         action = _action_or_404(action_id)
-        where = sa.and_(ActionResponse.action_id == action.id, ActionResponse.counted.is_(True))
-        total = int(db.session.scalar(sa.select(sa.func.count()).where(where)) or 0)
         page, per_page = args["page"], args["per_page"]
-        rows = db.session.scalars(
-            sa.select(ActionResponse)
-            .where(where)
-            .order_by(ActionResponse.created_at, ActionResponse.id)
-            .limit(per_page)
-            .offset((page - 1) * per_page)
-        )
+        total, rows = petitions.signatures_page(db.session, action, page, per_page)
         return {
             "total_pages": max(1, math.ceil(total / per_page)),
             "per_page": per_page,

@@ -16,6 +16,7 @@ from app.emails.body import render_body
 from app.models import (
     ACTION_TRANSITIONS,
     Action,
+    ActionResponse,
     ActionStatus,
     ActionVersion,
     MailingList,
@@ -269,6 +270,34 @@ def open_action_by_slug(session: DbSession, slug: str) -> Action | None:
 
 def all_actions(session: DbSession) -> list[Action]:
     return list(session.scalars(sa.select(Action).order_by(Action.created_at.desc())))
+
+
+def petitions_page(session: DbSession, page: int, per_page: int) -> tuple[int, list[Action]]:
+    """Every petition's count and one page of them, newest first."""
+    total = int(session.scalar(sa.select(sa.func.count()).select_from(Action)) or 0)
+    items = session.scalars(
+        sa.select(Action)
+        .order_by(Action.created_at.desc(), Action.id.desc())
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    )
+    return total, list(items)
+
+
+def signatures_page(
+    session: DbSession, action: Action, page: int, per_page: int
+) -> tuple[int, list[ActionResponse]]:
+    """A petition's counted signatures (their count and one page), oldest first."""
+    where = sa.and_(ActionResponse.action_id == action.id, ActionResponse.counted.is_(True))
+    total = int(session.scalar(sa.select(sa.func.count()).where(where)) or 0)
+    rows = session.scalars(
+        sa.select(ActionResponse)
+        .where(where)
+        .order_by(ActionResponse.created_at, ActionResponse.id)
+        .limit(per_page)
+        .offset((page - 1) * per_page)
+    )
+    return total, list(rows)
 
 
 def list_ids_of(session: DbSession, action_id: int) -> list[int]:
