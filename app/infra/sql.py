@@ -41,6 +41,26 @@ def one_of(
     return column.in_(list(values))
 
 
+def plan_as_short_query(session: DbSession, *, random_page_cost: float | None = None) -> None:
+    """Plan this transaction's statements as the short, index-driven queries they are.
+
+    A send batch's claim reads 1,000 rows by index; with estimates inflated by a sub-plan
+    the planner priced it above jit_above_cost and parallel_setup_cost, so PostgreSQL
+    compiled it with LLVM (20-60 ms each time) or started a parallel worker (~50 ms) for a
+    query that runs in 2-5 ms. Measured with auto_explain under `make bench-send`: those
+    two were most of the claim's time. `SET LOCAL` (set_config(..., true)) ends with the
+    transaction, so it holds under PgBouncer's transaction pooling too; one round trip.
+    `random_page_cost`, when given, prices index probes for tables hot in memory.
+    """
+    if not is_postgresql(session):
+        return
+    settings = {"jit": "off", "max_parallel_workers_per_gather": "0"}
+    if random_page_cost is not None:
+        settings["random_page_cost"] = str(random_page_cost)
+    calls = ", ".join(f"set_config('{name}', :{name}, true)" for name in settings)
+    session.execute(sa.text(f"SELECT {calls}"), settings)
+
+
 # A write of at least this many rows, and a tenth of the table (autovacuum's own rule for
 # analyzing), refreshes the table's planner statistics at once.
 ANALYZE_MIN_ROWS = 1000

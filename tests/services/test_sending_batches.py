@@ -460,3 +460,48 @@ def test_the_claim_checks_subscriptions_by_member_whatever_the_statistics(db_ses
     # The freeze analyzed what it wrote: a batch is found by (campaign, batch, status), not
     # by scanning every queued row of the campaign for its batch number.
     assert "ix_deliveries_campaign_batch" in plan, plan
+
+
+def test_the_claim_is_never_compiled_or_run_in_parallel(db_session):
+    """Under `make bench-send`, auto_explain showed claims of 1,000 indexed rows (2-5 ms of
+    work) spending 20-60 ms in LLVM's JIT or ~50 ms starting a parallel worker: the sub-plan
+    inflated the estimate past jit_above_cost and parallel_setup_cost. The claim turns both
+    off for its own transaction; here the server is told that everything is worth a JIT and
+    a parallel plan, and the claim's statement still gets neither."""
+    campaign, _, batches = _sending_campaign(db_session, members=3_000, languages=("en",))
+    statements: list[tuple[str, object]] = []
+    connection = db_session.connection()
+    for setting in (
+        "jit_above_cost",
+        "parallel_setup_cost",
+        "parallel_tuple_cost",
+        "min_parallel_table_scan_size",
+        "min_parallel_index_scan_size",
+    ):
+        connection.execute(sa.text(f"SET LOCAL {setting} = 0"))
+    explain = "EXPLAIN (COSTS OFF) SELECT * FROM deliveries JOIN members ON members.id = member_id"
+    eager = "\n".join(connection.execute(sa.text(explain)).scalars())
+    assert "Gather" in eager, eager  # what the session alone would do
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "FROM deliveries JOIN members" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(connection, "before_cursor_execute", capture)
+    try:
+        claim = ledger.claim(
+            db_session, ledger.BatchKey(campaign.id, batches[0]), 1000, utcnow(), "t"
+        )
+    finally:
+        sa.event.remove(connection, "before_cursor_execute", capture)
+    assert claim is not None
+    assert len(claim.rows) == 1000
+    statement, parameters = statements[0]
+    cursor = connection.connection.driver_connection.cursor()
+    cursor.execute("EXPLAIN " + statement, parameters)
+    plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "Gather" not in plan, plan
+    assert "JIT" not in plan, plan
+    db_session.rollback()
+    # SET LOCAL: the next transaction plans with the server's settings again.
+    assert db_session.scalar(sa.text("SELECT current_setting('jit')")) == "on"

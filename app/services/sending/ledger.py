@@ -28,7 +28,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from flask import current_app
 
-from app.infra.sql import insert, is_postgresql, one_of
+from app.infra.sql import insert, one_of, plan_as_short_query
 from app.models import (
     BatchStatus,
     Campaign,
@@ -263,6 +263,9 @@ def claim(session: DbSession, key: BatchKey, limit: int, now: datetime, lease: s
        that fail the check become 'skipped' (the exception that writes).
     3. ``UPDATE send_batches SET status = 'sending', claimed_at, claimed_upto = <last id>,
        lease, attempts + 1`` — the claim itself: one row written, whatever the batch size.
+
+    The read is planned as the short query it is (`plan_as_short_query`: no JIT, no parallel
+    worker, index probes priced for a hot cache), set for this transaction only.
     """
     b = BATCHES
     still_sending = sa.exists().where(
@@ -304,11 +307,10 @@ def claim(session: DbSession, key: BatchKey, limit: int, now: datetime, lease: s
 def _read_rows(session: DbSession, key: BatchKey, limit: int) -> tuple[list[ClaimedRow], list[int]]:
     """The batch's queued rows, in id order, split into still-eligible and not."""
     d, m = DELIVERIES, MEMBERS
-    if is_postgresql(session):
-        # The rows of a running campaign and these indexes are hot in memory; at the default
-        # random_page_cost (4, for spinning disks) the planner prices 1,000 index probes
-        # above a scan of every subscription, and hashes them all, per batch.
-        session.execute(sa.text("SET LOCAL random_page_cost = 1.1"))
+    # The rows of a running campaign and these indexes are hot in memory; at the default
+    # random_page_cost (4, for spinning disks) the planner prices 1,000 index probes above a
+    # scan of every subscription, and hashes them all, per batch. No JIT, no parallel worker.
+    plan_as_short_query(session, random_page_cost=1.1)
     list_ids = list(
         session.scalars(
             sa.select(campaign_lists.c.list_id).where(

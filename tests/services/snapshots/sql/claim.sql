@@ -4,7 +4,7 @@ WHERE send_batches.campaign_id = %(campaign_id_1)s::INTEGER AND send_batches.bat
 FROM campaigns
 WHERE campaigns.id = %(id_1)s::INTEGER AND campaigns.status = %(status_2)s::VARCHAR)) FOR UPDATE SKIP LOCKED;
 
-SET LOCAL random_page_cost = 1.1;
+SELECT set_config('jit', %(jit)s, true), set_config('max_parallel_workers_per_gather', %(max_parallel_workers_per_gather)s, true), set_config('random_page_cost', %(random_page_cost)s, true);
 
 SELECT campaign_lists.list_id
 FROM campaign_lists
