@@ -53,6 +53,7 @@ _MARKER = re.compile(f"{MARK_OPEN}(\\d+){MARK_CLOSE}")
 # Any hyphen that starts something key-shaped; in values also a bare "-rp<digit>", so a
 # value cannot end in half a key that the template text after it completes.
 _LITERAL_KEY = re.compile(r"-(?=rp\d+[ht]-)")
+_HTML_SPECIAL = re.compile("[&<>\"']")  # what markupsafe.escape replaces
 _VALUE_KEY = re.compile(r"-(?=rp\d)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f\u2028\u2029]+")
 WORD_JOINER = "\u2060"
@@ -264,7 +265,9 @@ def _clean(value: object) -> str:
 
 
 def _html_value(value: str) -> str:
-    escaped = str(escape(value))
+    # Most values (names, locals, tokens) hold nothing to escape: one C search instead of
+    # building a Markup per value (a send fills several keys for each recipient).
+    escaped = value if _HTML_SPECIAL.search(value) is None else str(escape(value))
     return _VALUE_KEY.sub("&#45;", escaped) if "-rp" in escaped else escaped
 
 

@@ -486,3 +486,13 @@ def test_contact_phone_numbers_are_found_for_the_footer(contact, parts):
     from app.emails.render import _contact_parts
 
     assert _contact_parts(contact) == parts
+
+
+@given(st.text(alphabet=st.sampled_from("ab &<>\"'-rp3h-é\u00a0"), max_size=30))
+@settings(max_examples=300, deadline=None)
+def test_html_values_escape_exactly_as_markupsafe(value: str) -> None:
+    """The shortcut for values with nothing to escape gives markupsafe's output, always."""
+    from markupsafe import escape  # noqa: PLC0415 - the reference, for this test only
+
+    expected = render_module._VALUE_KEY.sub("&#45;", str(escape(value)))
+    assert render_module._html_value(value) == expected
