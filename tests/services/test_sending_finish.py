@@ -192,3 +192,60 @@ def test_a_batch_in_doubt_keeps_its_campaign_open_while_sendgrid_may_settle_it(d
     # With it, the campaign waits; after twice the window the organizer decides.
     later = now + timedelta(seconds=webhook.give_up + 1)
     assert sending.finish_if_done(db_session, campaign.id, now=later, settlement=webhook) is True
+
+
+def test_a_batch_ending_while_others_run_does_not_queue_for_the_campaign_lock(
+    app, committed_db, test_environ
+):
+    """Each batch's finish check used to take the campaign's row lock, so the batches ending
+    together queued behind each other's commit. With work left as last committed it
+    answers without the lock; the last batch still takes it, and finishes the campaign."""
+    clear_sending_keys(test_environ["REDIS_URL"])
+    with app.app_context():
+        campaign, _ = _started_campaign(db.session, members=20)
+        campaign_id = campaign.id
+        sending.freeze_audience(db.session, campaign_id, batch_size=10)
+        db.session.commit()
+        db.session.remove()
+
+    engine = sa.create_engine(app.config["SQLALCHEMY_DATABASE_URI"])
+    try:
+        with engine.connect() as holder:
+            holder.execute(
+                sa.text("SELECT id FROM campaigns WHERE id = :id FOR UPDATE"), {"id": campaign_id}
+            )
+            with app.app_context():
+                session = db.session
+                session.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+                # Batch 0 is done; batch 1 is still queued: not the end, answered at once.
+                session.execute(
+                    sa.update(Delivery)
+                    .where(Delivery.campaign_id == campaign_id, Delivery.batch_no == 0)
+                    .values(status="sent")
+                )
+                session.execute(
+                    sa.update(SendBatch)
+                    .where(SendBatch.campaign_id == campaign_id, SendBatch.batch_no == 0)
+                    .values(status="sent")
+                )
+                assert sending.finish_if_done(session, campaign_id) is False
+                session.commit()
+                db.session.remove()
+            holder.rollback()
+        with app.app_context():
+            session = db.session
+            session.execute(
+                sa.update(Delivery).where(Delivery.campaign_id == campaign_id).values(status="sent")
+            )
+            session.execute(
+                sa.update(SendBatch)
+                .where(SendBatch.campaign_id == campaign_id)
+                .values(status="sent")
+            )
+            session.commit()
+            assert sending.finish_if_done(session, campaign_id) is True
+            session.commit()
+            db.session.remove()
+        assert _status(app, campaign_id) == "sent"
+    finally:
+        engine.dispose()

@@ -338,7 +338,10 @@ def _read_rows(session: DbSession, key: BatchKey, limit: int) -> tuple[list[Clai
         sa.select(ok.label("ok"), *_CLAIMED_COLUMNS)
         .select_from(d.join(m, m.c.id == d.c.member_id))
         .where(_rows(key), d.c.status == DeliveryStatus.QUEUED.value)
-        .order_by(d.c.id)
+        # `id + 0`: the batch's rows are found by (campaign, batch, status) and sorted (at
+        # most a batch). Ordered by the bare id, a campaign holding most of the table let the
+        # planner walk pk_deliveries from the oldest row, filtering for this batch.
+        .order_by(d.c.id + 0)
         .limit(limit)
     )
     rows: list[ClaimedRow] = []

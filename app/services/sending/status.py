@@ -137,12 +137,12 @@ def finish_if_done(
     audience, a resume with nothing left) comes through here, and it decides under the
     campaign's row lock on committed data:
 
+    0. Plain reads first: not frozen, or work left, as last committed — return at once, so
+       the batches ending while others still run never queue for the lock.
     1. ``SELECT … FROM campaigns WHERE id = :id FOR UPDATE``: waits for a freeze in progress
        (the freeze holds this lock until it commits), and serialises the last batches.
     2. Not sending, or not frozen (`frozen_at` is set in the freeze's own transaction):
        nothing to decide. "No rows left" before the freeze has committed means nothing.
-       (A plain read of `frozen_at` first: while a stepped freeze runs, the batches that
-       end meanwhile return at once instead of queuing behind each step's lock.)
     3. A new statement, so under READ COMMITTED a new snapshot that sees what the freeze
        and the batches committed: no batch queued or in flight, no row queued, and no
        batch in doubt that SendGrid's events may still settle (with the webhook on).
@@ -164,6 +164,22 @@ def finish_if_done(
         # commit (freeze_in_steps; a one-step freeze's batches after theirs), and sees
         # every outcome committed before this read.
         return False
+    queued_rows = sa.exists().where(
+        Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.QUEUED.value
+    )
+    busy = sa.select(
+        sa.or_(
+            ledger.open_batches(campaign_id),
+            queued_rows,
+            ledger.awaiting_judgement(campaign_id, now, settlement),
+        )
+    )
+    # Work left as last committed: not the end, and no need to queue for the lock behind
+    # the other batches ending now. Every batch commits its outcome before this check, so
+    # of two batches ending together the later check sees both outcomes: the last one
+    # always goes on to the locked decision below (and the sweep checks again anyway).
+    if session.scalar(busy):
+        return False
     state = session.execute(
         sa.select(Campaign.status, Campaign.frozen_at)
         .where(Campaign.id == campaign_id)
@@ -171,19 +187,7 @@ def finish_if_done(
     ).first()
     if state is None or state.status != CampaignStatus.SENDING.value or state.frozen_at is None:
         return False
-    queued_rows = sa.exists().where(
-        Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.QUEUED.value
-    )
-    busy = session.scalar(
-        sa.select(
-            sa.or_(
-                ledger.open_batches(campaign_id),
-                queued_rows,
-                ledger.awaiting_judgement(campaign_id, now, settlement),
-            )
-        )
-    )
-    if busy:
+    if session.scalar(busy):  # again, on what committed before the lock was ours
         return False
     done = conditional_status(
         session,

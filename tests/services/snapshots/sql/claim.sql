@@ -17,7 +17,7 @@ FROM subscriptions
 WHERE subscriptions.member_id = deliveries.member_id AND subscriptions.list_id + %(list_id_1)s::INTEGER = ANY (%(list_ids)s::INTEGER[]) AND subscriptions.status = %(status_1)s::VARCHAR
  LIMIT ALL OFFSET %(param_2)s::INTEGER)) AS ok, deliveries.id, deliveries.email, deliveries.language, members.first_name, members.last_name, members.local, members.language AS language_1, members.postal_code, members.attributes
 FROM deliveries JOIN members ON members.id = deliveries.member_id
-WHERE deliveries.campaign_id = %(campaign_id_1)s::INTEGER AND deliveries.batch_no = %(batch_no_1)s::INTEGER AND deliveries.status = %(status_2)s::VARCHAR ORDER BY deliveries.id
+WHERE deliveries.campaign_id = %(campaign_id_1)s::INTEGER AND deliveries.batch_no = %(batch_no_1)s::INTEGER AND deliveries.status = %(status_2)s::VARCHAR ORDER BY deliveries.id + %(id_1)s::BIGINT
  LIMIT %(param_3)s::INTEGER;
 
 UPDATE send_batches SET status=%(status)s::VARCHAR, attempts=(send_batches.attempts + %(attempts_1)s::INTEGER), claimed_at=%(claimed_at)s::TIMESTAMP WITH TIME ZONE, claimed_upto=%(claimed_upto)s::BIGINT, lease=%(lease)s::VARCHAR, error=%(error)s::VARCHAR WHERE send_batches.campaign_id = %(campaign_id_1)s::INTEGER AND send_batches.batch_no = %(batch_no_1)s::INTEGER AND send_batches.status = %(status_1)s::VARCHAR;
