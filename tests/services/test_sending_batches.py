@@ -71,6 +71,26 @@ def _sending_campaign(session, members=12, *, batch_size=1000, **fields):
     return campaign, emails, result.batches
 
 
+def _claim_and_plan(session, campaign_id: int, batch_no: int):
+    """Claim a batch, and EXPLAIN the claim's read of its rows in the same transaction."""
+    statements: list[tuple[str, object]] = []
+    connection = session.connection()
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "FROM deliveries JOIN members" in statement:
+            statements.append((statement, parameters))
+
+    sa.event.listen(connection, "before_cursor_execute", capture)
+    try:
+        claim = ledger.claim(session, ledger.BatchKey(campaign_id, batch_no), 1000, utcnow(), "t")
+    finally:
+        sa.event.remove(connection, "before_cursor_execute", capture)
+    statement, parameters = statements[0]
+    cursor = connection.connection.driver_connection.cursor()
+    cursor.execute("EXPLAIN " + statement, parameters)
+    return claim, "\n".join(row[0] for row in cursor.fetchall())
+
+
 def _statuses(session, campaign_id) -> dict[str, str]:
     return dict(
         session.execute(
@@ -439,22 +459,7 @@ def test_the_claim_checks_subscriptions_by_member_whatever_the_statistics(db_ses
     """With no statistics (a first send right after an import), the planner once walked
     ix_subscriptions_list_status and filtered every subscriber of the list per recipient."""
     campaign, _, batches = _sending_campaign(db_session, members=20_000, languages=("en",))
-    statements: list[tuple[str, object]] = []
-    connection = db_session.connection()
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "FROM deliveries JOIN members" in statement:
-            statements.append((statement, parameters))
-
-    sa.event.listen(connection, "before_cursor_execute", capture)
-    try:
-        ledger.claim(db_session, ledger.BatchKey(campaign.id, batches[0]), 1000, utcnow(), "t")
-    finally:
-        sa.event.remove(connection, "before_cursor_execute", capture)
-    statement, parameters = statements[0]
-    cursor = connection.connection.driver_connection.cursor()
-    cursor.execute("EXPLAIN " + statement, parameters)
-    plan = "\n".join(row[0] for row in cursor.fetchall())
+    _claim, plan = _claim_and_plan(db_session, campaign.id, batches[0])
     assert "pk_subscriptions" in plan, plan
     assert "ix_subscriptions_list_status" not in plan, plan
     # The freeze analyzed what it wrote: a batch is found by (campaign, batch, status), not
@@ -486,22 +491,7 @@ def test_the_claim_finds_its_batch_by_index_when_many_campaigns_had_a_batch_0(db
         frozen([small])
     campaign, batches = frozen([lst])
     db_session.execute(sa.text("ANALYZE deliveries"))
-    statements: list[tuple[str, object]] = []
-    connection = db_session.connection()
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "FROM deliveries JOIN members" in statement:
-            statements.append((statement, parameters))
-
-    sa.event.listen(connection, "before_cursor_execute", capture)
-    try:
-        ledger.claim(db_session, ledger.BatchKey(campaign.id, batches[0]), 1000, utcnow(), "t")
-    finally:
-        sa.event.remove(connection, "before_cursor_execute", capture)
-    statement, parameters = statements[0]
-    cursor = connection.connection.driver_connection.cursor()
-    cursor.execute("EXPLAIN " + statement, parameters)
-    plan = "\n".join(row[0] for row in cursor.fetchall())
+    _claim, plan = _claim_and_plan(db_session, campaign.id, batches[0])
     assert "pk_deliveries" not in plan, plan
     assert "ix_deliveries_campaign_batch" in plan, plan
 
@@ -513,8 +503,8 @@ def test_the_claim_is_never_compiled_or_run_in_parallel(db_session):
     off for its own transaction; here the server is told that everything is worth a JIT and
     a parallel plan, and the claim's statement still gets neither."""
     campaign, _, batches = _sending_campaign(db_session, members=3_000, languages=("en",))
-    statements: list[tuple[str, object]] = []
     connection = db_session.connection()
+    server_jit = connection.execute(sa.text("SELECT current_setting('jit')")).scalar()
     for setting in (
         "jit_above_cost",
         "parallel_setup_cost",
@@ -526,26 +516,11 @@ def test_the_claim_is_never_compiled_or_run_in_parallel(db_session):
     explain = "EXPLAIN (COSTS OFF) SELECT * FROM deliveries JOIN members ON members.id = member_id"
     eager = "\n".join(connection.execute(sa.text(explain)).scalars())
     assert "Gather" in eager, eager  # what the session alone would do
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "FROM deliveries JOIN members" in statement:
-            statements.append((statement, parameters))
-
-    sa.event.listen(connection, "before_cursor_execute", capture)
-    try:
-        claim = ledger.claim(
-            db_session, ledger.BatchKey(campaign.id, batches[0]), 1000, utcnow(), "t"
-        )
-    finally:
-        sa.event.remove(connection, "before_cursor_execute", capture)
+    claim, plan = _claim_and_plan(db_session, campaign.id, batches[0])
     assert claim is not None
     assert len(claim.rows) == 1000
-    statement, parameters = statements[0]
-    cursor = connection.connection.driver_connection.cursor()
-    cursor.execute("EXPLAIN " + statement, parameters)
-    plan = "\n".join(row[0] for row in cursor.fetchall())
     assert "Gather" not in plan, plan
     assert "JIT" not in plan, plan
     db_session.rollback()
     # SET LOCAL: the next transaction plans with the server's settings again.
-    assert db_session.scalar(sa.text("SELECT current_setting('jit')")) == "on"
+    assert db_session.scalar(sa.text("SELECT current_setting('jit')")) == server_jit
