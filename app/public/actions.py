@@ -288,9 +288,10 @@ def _same_origin() -> bool:
 
     Sec-Fetch-Site (every current browser sends it) must be same-origin, or none (the
     person's own doing, e.g. a bookmark); without it, an Origin must name this site
-    (PUBLIC_BASE_URL, or the host the request was sent to); a request with neither is not
-    from a browser that could be made to post cross-site, and its form token still has to
-    be good. Go's net/http CrossOriginProtection decides the same way.
+    (PUBLIC_BASE_URL, or the host the request was sent to). A request with neither comes from
+    no current browser (they all send Origin with a cross-origin POST): a script or an old
+    browser, whose form token still has to be good. Go's net/http CrossOriginProtection
+    decides the same way.
     """
     origin = request.headers.get("Origin")
     if origin is not None and origin.rstrip("/") == _base_url():
