@@ -230,6 +230,17 @@ def test_page_is_rendered_once_a_moment_and_its_count_is_at_most_that_old(
     assert '<html lang="en">' in client.get(f"/a/{petition.slug}").get_data(as_text=True)
 
 
+def test_a_share_links_page_is_its_own_and_never_the_kept_one(client, petition, db_session):
+    plain = client.get(f"/a/{petition.slug}").get_data(as_text=True)  # kept for a moment
+    shared = client.get(f"/a/{petition.slug}?ref=abc123&utm_source=share").get_data(as_text=True)
+    assert 'name="ref" value="abc123"' in shared
+    assert 'name="utm_source" value="share"' in shared
+    again = client.get(f"/a/{petition.slug}").get_data(as_text=True)
+    assert again == plain
+    assert 'name="ref"' not in again
+    assert 'name="utm_source"' not in again
+
+
 def test_closed_petition_shows_closed_within_the_snapshot_period(
     client, petition, db_session, app, monkeypatch
 ):
