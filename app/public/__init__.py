@@ -32,7 +32,8 @@ def init_public(app: Flask) -> None:
     for blueprint in (tracking.bp, unsubscribe.bp, webhooks.bp):
         csrf.exempt(blueprint)
         app.register_blueprint(blueprint)
-    # The hosted action page keeps CSRF (its form is ours); the embed route is exempt itself.
+    # The hosted action page checks its own POSTs without a session (a signed form token and
+    # the browser's cross-site headers, actions.sign); only its confirm page keeps CSRFProtect.
     actions.init_app(app)
     app.register_blueprint(actions.bp)
     if app.config.get("BENCH_ROUTES"):

@@ -1,8 +1,14 @@
 """The hosted action page /a/<slug>: read, sign, thank-you and share; the embeddable form.
 
-Phone-first HTML that works with no JavaScript. The page form carries the session CSRF token
-(CSRFProtect checks every POST here); the embeddable snippet lives on a union's own site and
-posts a signed per-action token instead (like the subscribe snippet). Not rate-limited: a
+Phone-first HTML that works with no JavaScript, and no session: a spike of signers must cost
+about what a bare route costs. The anonymous page (no reference, referral or source in the
+address) is rendered once per language and process a moment (public.PageCache) and sets no
+cookie. Its form carries a signed, dated per-action token (petitions.form_token) instead of
+a session CSRF token, and the POST is refused when the browser says it comes from another
+site (Sec-Fetch-Site, else Origin; the fetch-metadata defence, as Go's CrossOriginProtection
+does it). A pre-filled page (?r=) is rendered for its member only, private and not stored.
+The embeddable snippet lives on a union's own site and posts its own signed per-action token
+(like the subscribe snippet), so that route alone takes cross-site POSTs. Not rate-limited: a
 union hall signs from one address, so an address past ACTION_IP_FLAG_THRESHOLD has its
 signatures flagged for review rather than refused. The signature is committed before the
 redirect to the thank-you page, so a thank-you page always stands for a stored signature.
@@ -12,7 +18,7 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from flask import (
     Blueprint,
@@ -34,24 +40,32 @@ from app.infra.redis_client import get_redis
 from app.infra.tokens import ActionRef, ActionRefSigner, action_ref_signer_from_config
 from app.models import ActionResponse, ActionStatus
 from app.services.actions import abuse, counts, mail, petitions, reports, signing
-from app.services.actions.public import PublicAction, PublicActionCache
+from app.services.actions.public import PageCache, PublicAction, PublicActionCache
 from app.services.actions.strings import pick_language, strings
 
 bp = Blueprint("actions_public", __name__)
 
 _EXT = "rallypoint.action_refs"
 _CACHE = "rallypoint.public_actions"
+_PAGES = "rallypoint.public_action_pages"
 _PRIVATE = {"Cache-Control": "private, no-store", "Referrer-Policy": "no-referrer"}
 
 
 def init_app(app: Flask) -> None:
     app.extensions[_EXT] = action_ref_signer_from_config(app.config["SETTINGS"])
     app.extensions[_CACHE] = PublicActionCache()
+    app.extensions[_PAGES] = PageCache()
 
 
 def action_cache() -> PublicActionCache:
     """This process's snapshots of public actions (app.services.actions.public)."""
     cache: PublicActionCache = current_app.extensions[_CACHE]
+    return cache
+
+
+def page_cache() -> PageCache:
+    """This process's rendered anonymous pages (app.services.actions.public)."""
+    cache: PageCache = current_app.extensions[_PAGES]
     return cache
 
 
@@ -112,29 +126,58 @@ def page(slug: str) -> ResponseReturnValue:
     action = _public_action(slug)
     ref_token = request.args.get("r", "")
     ref = _verified_ref(slug, ref_token)
-    prefill = None
-    if ref is not None and request.args.get("notme") != "1":
-        prefill = signing.delivery_prefill(db.session, ref.campaign_id, ref.delivery_id)
-    language = _language(action, prefill.language if prefill else None)
-    context = _page_context(action, language)
     kept = {
         "r": ref_token if ref is not None else "",
         "ref": (request.args.get("ref") or "")[:16],
         "utm_source": (request.args.get("utm_source") or "")[:100],
     }
-    html = render_template(
-        "actions/page.html",
-        **context,
+    if not any(kept.values()):
+        # The same page for every anonymous visitor: rendered once a moment, no session.
+        language = _language(action)
+        body = page_cache().get(action, language, lambda: _render_page(action, language).encode())
+        return Response(body, 200, {"Referrer-Policy": "no-referrer"}, mimetype="text/html")
+    prefill = None
+    if ref is not None and request.args.get("notme") != "1":
+        prefill = signing.delivery_prefill(db.session, ref.campaign_id, ref.delivery_id)
+    language = _language(action, prefill.language if prefill else None)
+    html = _render_page(
+        action,
+        language,
         prefill=prefill,
         ref_token=kept["r"],
         referral=kept["ref"],
         utm_source=kept["utm_source"],
-        lang_links=_lang_links(context["languages"], **kept),
-        values={},
-        errors={},
+        link_params=kept,
     )
     headers = _PRIVATE if ref is not None else {"Referrer-Policy": "no-referrer"}
     return html, 200, headers
+
+
+def _render_page(
+    action: PublicAction,
+    language: str,
+    *,
+    prefill: signing.Prefill | None = None,
+    ref_token: str = "",
+    referral: str = "",
+    utm_source: str = "",
+    link_params: dict[str, str] | None = None,
+    values: Any = None,
+    errors: dict[str, str] | None = None,
+) -> str:
+    context = _page_context(action, language)
+    return render_template(
+        "actions/page.html",
+        **context,
+        form_token=petitions.form_token(current_app.config["SECRET_KEY"], action.id),
+        prefill=prefill,
+        ref_token=ref_token,
+        referral=referral,
+        utm_source=utm_source,
+        lang_links=_lang_links(context["languages"], **(link_params or {})),
+        values=values or {},
+        errors=errors or {},
+    )
 
 
 def _lang_links(languages: list[str], **params: str) -> dict[str, str]:
@@ -196,15 +239,12 @@ def _record(action: PublicAction, *, embed: bool) -> ResponseReturnValue:
         )
     except signing.SignError as exc:
         db.session.rollback()
-        context = _page_context(action, language)
-        return render_template(
-            "actions/page.html",
-            **context,
-            prefill=None,
+        return _render_page(
+            action,
+            language,
             ref_token=request.form.get("r", "") if ref else "",
             referral=(request.form.get("ref") or "")[:16],
             utm_source=(request.form.get("utm_source") or "")[:100],
-            lang_links=_lang_links(context["languages"]),
             values=request.form,
             errors={exc.field or "email": str(exc)},
         ), 422
@@ -220,8 +260,48 @@ def _record(action: PublicAction, *, embed: bool) -> ResponseReturnValue:
 
 
 @bp.post("/a/<slug>")
+@csrf.exempt  # no session: the form token and the browser's fetch metadata instead
 def sign(slug: str) -> ResponseReturnValue:
-    return _record(_public_action(slug), embed=False)
+    action = _public_action(slug)
+    if not _same_origin():
+        return render_template(
+            "errors/error.html",
+            code=403,
+            title="This form was sent from another site",
+            message="Nothing was signed. To sign, open the petition on our site: "
+            f"{_base_url()}/a/{action.slug}",
+        ), 403
+    token = request.form.get("form_token", "")[:200]
+    max_age = current_app.config.get("WTF_CSRF_TIME_LIMIT")
+    if not petitions.check_form_token(current_app.config["SECRET_KEY"], token, action.id, max_age):
+        return render_template(
+            "errors/error.html",
+            code=400,
+            title="This form has expired",
+            message="Nothing was signed. Please go back, reload the page and sign again.",
+        ), 400
+    return _record(action, embed=False)
+
+
+def _same_origin() -> bool:
+    """False when the browser says this POST comes from another site.
+
+    Sec-Fetch-Site (every current browser sends it) must be same-origin, or none (the
+    person's own doing, e.g. a bookmark); without it, an Origin must name this site
+    (PUBLIC_BASE_URL, or the host the request was sent to). A request with neither comes from
+    no current browser (they all send Origin with a cross-origin POST): a script or an old
+    browser, whose form token still has to be good. Go's net/http CrossOriginProtection
+    decides the same way.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.rstrip("/") == _base_url():
+        return True
+    fetch_site = request.headers.get("Sec-Fetch-Site")
+    if fetch_site is not None:
+        return fetch_site in ("same-origin", "none")
+    if origin is None:
+        return True
+    return urlsplit(origin).netloc == request.host
 
 
 @bp.post("/a/<slug>/embed")

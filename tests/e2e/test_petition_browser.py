@@ -181,6 +181,8 @@ def test_alert_to_signature_to_share_to_reports(browser, server, test_environ):
     other.get_by_label("Email").fill("bea@example.org")
     other.get_by_role("button", name="Sign").click()
     other.get_by_role("heading", name="Thank you for signing").wait_for()
+    # The page and the signature opened no session: the browser holds no cookie of ours.
+    assert friend.cookies() == []
     friend.close()
 
     page.goto(f"{server.url}/stats/campaigns/{ids['campaign']}")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import email
 import email.policy
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from itsdangerous import TimestampSigner
 
 from app import jobs
 from app.infra.redis_client import get_redis
@@ -26,7 +28,7 @@ from app.models import (
     Suppression,
 )
 from app.services import actions
-from app.services.actions import abuse, counts, mail, public, reports, signing
+from app.services.actions import abuse, counts, mail, petitions, public, reports, signing
 from app.services.actions import retention as action_retention
 from app.services.actions.petitions import ActionError, PetitionData, SlugTaken
 from app.services.sending import transactional
@@ -429,6 +431,47 @@ def test_public_snapshot_is_kept_a_moment_then_read_again(db_session):
     now[0] += public.TTL + 0.1
     assert cache.get(db_session, action.slug).status == "closed"
     assert cache.get(db_session, "no-such-petition") is None
+
+
+def test_rendered_page_is_kept_a_moment_and_only_for_its_snapshot(db_session):
+    action = _petition(db_session)
+    now = [100.0]
+    snapshots = public.PublicActionCache(clock=lambda: now[0])
+    pages = public.PageCache(clock=lambda: now[0])
+    renders = []
+
+    def render(text):
+        def _render():
+            renders.append(text)
+            return text.encode()
+
+        return _render
+
+    snap = snapshots.get(db_session, action.slug)
+    assert pages.get(snap, "en", render("one")) == b"one"
+    assert pages.get(snap, "en", render("two")) == b"one"  # within PAGE_TTL
+    assert pages.get(snap, "fr", render("un")) == b"un"  # each language its own
+    now[0] += public.PAGE_TTL + 0.01
+    assert pages.get(snap, "en", render("three")) == b"three"
+    snapshots.clear()  # a new snapshot (an edit, the petition closed) renders again at once
+    assert pages.get(snapshots.get(db_session, action.slug), "en", render("four")) == b"four"
+    assert renders == ["one", "un", "three", "four"]
+
+
+def test_form_token_is_bound_to_the_action_and_expires(monkeypatch):
+    secret = "s" * 40
+    token = petitions.form_token(secret, 7)
+    assert petitions.check_form_token(secret, token, 7, max_age=3600)
+    assert not petitions.check_form_token(secret, token, 8, max_age=3600)
+    assert not petitions.check_form_token("t" * 40, token, 7, max_age=3600)
+    assert not petitions.check_form_token(secret, token[:-2] + "xx", 7, max_age=3600)
+    assert not petitions.check_form_token(secret, petitions.embed_token(secret, 7), 7, None)
+    assert not petitions.check_form_token(secret, "", 7, max_age=None)
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(time.time()) - 7200)
+    old = petitions.form_token(secret, 7)
+    monkeypatch.undo()
+    assert not petitions.check_form_token(secret, old, 7, max_age=3600)
+    assert petitions.check_form_token(secret, old, 7, max_age=None)
 
 
 def test_signers_ip_and_user_agent_go_after_the_tracking_period(db_session):

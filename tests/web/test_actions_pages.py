@@ -8,14 +8,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import sqlalchemy as sa
+from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from app.infra.redis_client import get_redis
 from app.infra.tokens import Scope
 from app.models import Action, ActionResponse, ActionStatus, Link, Member, Role
-from app.public.actions import action_cache, ref_signer
+from app.public.actions import action_cache, page_cache, ref_signer
 from app.services import actions
-from app.services.actions import counts, mail
-from app.services.actions.petitions import PetitionData, embed_token
+from app.services.actions import counts, mail, public
+from app.services.actions.petitions import FORM_SALT, PetitionData, embed_token, form_token
 from app.services.tracking.runtime import runtime
 from tests import factories
 from tests.support.forms import csrf_token
@@ -49,11 +50,22 @@ def petition(db_session, app):
     return action
 
 
-def _sign(client, slug, query="", **fields):
+_FORM_TOKEN = re.compile(r'name="form_token" value="([^"]+)"')
+
+
+def page_form_token(client, url):
+    """The signed form token of the hosted page at `url` (the page needs no session)."""
+    page = client.get(url)
+    match = _FORM_TOKEN.search(page.get_data(as_text=True))
+    assert match, f"no form token on {url} (status {page.status_code})"
+    return match.group(1)
+
+
+def _sign(client, slug, query="", headers=None, **fields):
     url = f"/a/{slug}{query}"
     data = {"first_name": "Pat", "email": "pat@example.org", **fields}
-    data.setdefault("csrf_token", csrf_token(client, url))
-    return client.post(f"/a/{slug}", data=data)
+    data.setdefault("form_token", page_form_token(client, url))
+    return client.post(f"/a/{slug}", data=data, headers=headers or {})
 
 
 def _count(db_session, action):
@@ -114,10 +126,132 @@ def test_signing_commits_then_thanks_with_share_links(client, petition, db_sessi
         assert host in thanks
 
 
-def test_hosted_form_needs_the_csrf_token(client, petition, db_session):
-    answer = client.post(f"/a/{petition.slug}", data={"first_name": "P", "email": "p@example.org"})
+def test_hosted_form_needs_its_form_token_for_this_petition(
+    client, petition, db_session, app, monkeypatch
+):
+    fields = {"first_name": "P", "email": "p@example.org"}
+    missing = client.post(f"/a/{petition.slug}", data=fields)
+    assert missing.status_code == 400
+    assert "This form has expired" in missing.get_data(as_text=True)
+    secret = app.config["SECRET_KEY"]
+    for token in (
+        form_token(secret, petition.id + 1),  # another petition's form
+        embed_token(secret, petition.id),  # the embeddable snippet's token
+        form_token("another-secret-key-of-another-server", petition.id),
+        page_form_token(client, f"/a/{petition.slug}")[:-2] + "AA",  # forged
+    ):
+        answer = client.post(f"/a/{petition.slug}", data={**fields, "form_token": token})
+        assert answer.status_code == 400, token
+    # A page left open longer than WTF_CSRF_TIME_LIMIT (8 hours) has expired, as before.
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(time.time()) - 9 * 3600)
+    stale = form_token(secret, petition.id)
+    monkeypatch.undo()
+    assert URLSafeTimedSerializer(secret, salt=FORM_SALT).loads(stale) == petition.id
+    answer = client.post(f"/a/{petition.slug}", data={**fields, "form_token": stale})
     assert answer.status_code == 400
     assert _count(db_session, petition) == 0
+
+
+def test_anonymous_page_and_signature_open_no_session(client, petition, db_session):
+    page = client.get(f"/a/{petition.slug}")
+    assert page.status_code == 200
+    assert "Set-Cookie" not in page.headers
+    assert "csrf_token" not in page.get_data(as_text=True)
+    answer = _sign(client, petition.slug)
+    assert answer.status_code == 303
+    assert "Set-Cookie" not in answer.headers
+    assert client.get_cookie("session") is None
+    assert _count(db_session, petition) == 1
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "cross-site", "Origin": "https://attacker.example"},
+        {"Sec-Fetch-Site": "same-site", "Origin": "https://other.localhost"},
+        {"Origin": "https://attacker.example"},  # a browser without fetch metadata
+        {"Origin": "null"},  # a sandboxed frame or a data: page
+    ],
+    ids=["cross-site", "same-site", "foreign-origin", "null-origin"],
+)
+def test_cross_site_post_is_refused_with_a_clear_error(client, petition, db_session, headers):
+    answer = _sign(client, petition.slug, headers=headers)  # with a good form token
+    assert answer.status_code == 403
+    html = answer.get_data(as_text=True)
+    assert "This form was sent from another site" in html
+    assert "Nothing was signed" in html
+    assert _count(db_session, petition) == 0
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Sec-Fetch-Site": "same-origin", "Origin": "http://localhost"},
+        {"Origin": "http://localhost"},  # no fetch metadata: the Origin names this host
+        {"Origin": BASE, "Sec-Fetch-Site": "cross-site"},  # PUBLIC_BASE_URL is ours
+        {},  # neither header: not a browser that can be made to post; the token decides
+    ],
+    ids=["same-origin", "own-host", "public-base-url", "no-headers"],
+)
+def test_same_origin_post_is_taken(client, petition, db_session, headers):
+    assert _sign(client, petition.slug, headers=headers).status_code == 303
+    assert _count(db_session, petition) == 1
+
+
+def _fake_clock(app, monkeypatch):
+    """Both per-process caches of the public page on one clock the test moves."""
+    now = [1000.0]
+    monkeypatch.setitem(
+        app.extensions, "rallypoint.public_actions", public.PublicActionCache(lambda: now[0])
+    )
+    monkeypatch.setitem(
+        app.extensions, "rallypoint.public_action_pages", public.PageCache(lambda: now[0])
+    )
+    return now
+
+
+def _shown(client, slug):
+    html = client.get(f"/a/{slug}").get_data(as_text=True)
+    return int(re.search(r"data-count>([\d,]+)<", html).group(1).replace(",", ""))
+
+
+def test_page_is_rendered_once_a_moment_and_its_count_is_at_most_that_old(
+    client, petition, db_session, app, monkeypatch
+):
+    now = _fake_clock(app, monkeypatch)
+    first = client.get(f"/a/{petition.slug}").get_data()
+    assert _shown(client, petition.slug) == 0
+    assert _sign(client, petition.slug).status_code == 303
+    assert client.get(f"/a/{petition.slug}").get_data() == first  # the same bytes
+    now[0] += public.PAGE_TTL + 0.01
+    assert _shown(client, petition.slug) == 1
+    # Each language has its own page.
+    assert '<html lang="fr">' in client.get(f"/a/{petition.slug}?lang=fr").get_data(as_text=True)
+    assert '<html lang="en">' in client.get(f"/a/{petition.slug}").get_data(as_text=True)
+
+
+def test_a_share_links_page_is_its_own_and_never_the_kept_one(client, petition, db_session):
+    plain = client.get(f"/a/{petition.slug}").get_data(as_text=True)  # kept for a moment
+    shared = client.get(f"/a/{petition.slug}?ref=abc123&utm_source=share").get_data(as_text=True)
+    assert 'name="ref" value="abc123"' in shared
+    assert 'name="utm_source" value="share"' in shared
+    again = client.get(f"/a/{petition.slug}").get_data(as_text=True)
+    assert again == plain
+    assert 'name="ref"' not in again
+    assert 'name="utm_source"' not in again
+
+
+def test_closed_petition_shows_closed_within_the_snapshot_period(
+    client, petition, db_session, app, monkeypatch
+):
+    now = _fake_clock(app, monkeypatch)
+    assert "This petition is closed" not in client.get(f"/a/{petition.slug}").get_data(as_text=True)
+    actions.transition(db_session, db_session.get(Action, petition.id), ActionStatus.CLOSED)
+    db_session.commit()
+    now[0] += public.TTL + 0.01
+    page = client.get(f"/a/{petition.slug}").get_data(as_text=True)
+    assert "This petition is closed" in page
+    assert 'name="form_token"' not in page
 
 
 def test_honeypot_answers_as_usual_and_records_nothing(client, petition, db_session):
@@ -129,7 +263,11 @@ def test_honeypot_answers_as_usual_and_records_nothing(client, petition, db_sess
 
 def test_replayed_post_does_not_inflate_the_count(client, petition, db_session):
     url = f"/a/{petition.slug}"
-    data = {"first_name": "Pat", "email": "pat@example.org", "csrf_token": csrf_token(client, url)}
+    data = {
+        "first_name": "Pat",
+        "email": "pat@example.org",
+        "form_token": page_form_token(client, url),
+    }
     for _ in range(5):
         assert client.post(url, data=data).status_code == 303
     assert _count(db_session, petition) == 1
@@ -164,7 +302,7 @@ def test_many_signatures_from_one_address_are_flagged_not_refused(
 
 
 def test_closed_petition_shows_a_note_and_takes_no_signature(client, petition, db_session):
-    token = csrf_token(client, f"/a/{petition.slug}")
+    token = page_form_token(client, f"/a/{petition.slug}")
     # The request closed the session it shared: load the petition again before changing it.
     actions.transition(db_session, db_session.get(Action, petition.id), ActionStatus.CLOSED)
     db_session.commit()
@@ -173,7 +311,7 @@ def test_closed_petition_shows_a_note_and_takes_no_signature(client, petition, d
     assert "This petition is closed" in page
     answer = client.post(
         f"/a/{petition.slug}",
-        data={"first_name": "P", "email": "p@example.org", "csrf_token": token},
+        data={"first_name": "P", "email": "p@example.org", "form_token": token},
     )
     assert answer.status_code == 302
     assert _count(db_session, petition) == 0
@@ -216,6 +354,7 @@ def _quiet_tracking(app):
     reset_tracking(app)
     with app.app_context():
         action_cache().clear()
+        page_cache().clear()
     yield
     reset_tracking(app)
 
@@ -234,11 +373,16 @@ def test_tracked_click_appends_a_reference_and_the_page_greets_the_member(
     html = page.get_data(as_text=True)
     assert "Signer en tant que Amélie R." in html
     assert "no-store" in page.headers["Cache-Control"]
-    token = re.search(r'name="csrf_token" value="([^"]+)"', html).group(1)
+    assert "Set-Cookie" not in page.headers
+    # The pre-filled page is this member's alone: the page everyone else gets never greets.
+    anonymous = client.get(f"/a/{petition.slug}").get_data(as_text=True)
+    assert "Amélie" not in anonymous
+    assert member.email not in anonymous
     ref = parse_qs(urlsplit(location).query)["r"][0]
-    # One press: the pre-filled hidden fields are all the form needs.
+    # One press: the pre-filled hidden fields (the form token among them) are all it needs.
     fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', html))
-    answer = client.post(f"/a/{petition.slug}", data={**fields, "csrf_token": token})
+    assert "form_token" in fields
+    answer = client.post(f"/a/{petition.slug}", data=fields)
     assert answer.status_code == 303
     row = db_session.scalar(sa.select(ActionResponse).where(ActionResponse.email == member.email))
     assert (row.campaign_id, row.delivery_id, row.member_id, row.local) == (
@@ -419,6 +563,7 @@ def test_recent_signers_show_first_name_and_city_only_when_opted_in(client, db_s
         last_name="Roe",
         city="Edmonton",
     )
+    page_cache().clear()  # the page a moment later (public.PAGE_TTL): Cy has signed since
     page = client.get(f"/a/{petition.slug}").get_data(as_text=True)
     assert "Recently signed" in page
     assert "<li>Cy, Edmonton</li>" in page

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from itsdangerous import BadSignature, URLSafeSerializer
+from itsdangerous import BadSignature, URLSafeSerializer, URLSafeTimedSerializer
 from markupsafe import Markup
 
 from app.emails.body import render_body
@@ -41,6 +41,7 @@ LIMITS = {
 }
 MAX_GOAL = 10_000_000
 EMBED_SALT = "rallypoint.action-embed.v1"
+FORM_SALT = "rallypoint.action-form.v1"
 _SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
@@ -351,3 +352,24 @@ def check_embed_token(secret_key: str, token: str, action_id: int) -> bool:
     except BadSignature:
         return False
     return isinstance(data, dict) and data.get("a") == action_id
+
+
+def form_token(secret_key: str, action_id: int) -> str:
+    """The token the hosted page's form posts in place of a session CSRF token: signed for
+    this action and dated, so the page needs no session and one rendering serves every
+    anonymous visitor for a moment. Not a secret of the visitor (any page view gets one):
+    the view refuses a cross-site POST by its Origin / Sec-Fetch-Site headers, and the
+    token proves the form came from this server's page of this action, recently."""
+    return str(URLSafeTimedSerializer(secret_key, salt=FORM_SALT).dumps(action_id))
+
+
+def check_form_token(secret_key: str, token: str, action_id: int, max_age: int | None) -> bool:
+    """True when `token` is this server's form token for this action, at most `max_age`
+    seconds old (None: any age)."""
+    try:
+        data = URLSafeTimedSerializer(secret_key, salt=FORM_SALT).loads(
+            token or "", max_age=max_age
+        )
+    except BadSignature:  # SignatureExpired is a BadSignature
+        return False
+    return isinstance(data, int) and not isinstance(data, bool) and data == action_id

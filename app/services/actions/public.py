@@ -6,6 +6,12 @@ lists, the consent sentence and its Markdown rendered to HTML are the same for a
 no query at all (the count comes from Redis, counts.py) and a signature costs only its own
 statements. An organizer's change (an edit, closing the petition) reaches every process
 within TTL; a signature posted in that moment to a just-closed petition is still taken.
+
+`PageCache` keeps the anonymous page itself (no reference, referral or source in the
+address: the same bytes for every visitor in a language) for PAGE_TTL seconds, and only
+while the snapshot it was rendered from is the current one: a spike of visitors costs one
+rendering and one count read per language and process a second, the count shown is at most
+PAGE_TTL behind the live count, and a petition closed shows closed within TTL.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from app.services.actions.petitions import open_action_by_slug, render_markdown
 from app.services.actions.signing import consent_wording
 
 TTL = 2.0
+PAGE_TTL = 1.0
 MAX_ENTRIES = 1000
 
 
@@ -133,6 +140,31 @@ class PublicActionCache:
 
     def forget(self, slug: str) -> None:
         self._entries.pop(slug, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+class PageCache:
+    """(slug, language) -> a rendered page, kept PAGE_TTL seconds while its snapshot is current."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: dict[tuple[str, str], tuple[float, PublicAction, bytes]] = {}
+
+    def get(self, action: PublicAction, language: str, render: Callable[[], bytes]) -> bytes:
+        """The page of `action` in `language`: the kept one, else `render()` kept."""
+        now = self._clock()
+        key = (action.slug, language)
+        entry = self._entries.get(key)
+        # `is`: a new snapshot (TTL passed, an edit, the petition closed) renders again.
+        if entry is not None and entry[0] > now and entry[1] is action:
+            return entry[2]
+        body = render()
+        if len(self._entries) >= MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = (now + PAGE_TTL, action, body)
+        return body
 
     def clear(self) -> None:
         self._entries.clear()
