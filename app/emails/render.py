@@ -144,11 +144,17 @@ class Skeleton:
         These are SendGrid `substitutions` for the recipient's personalization.
         """
         plan = self._plan
-        values = [apply_ops(_clean(get(recipient)), ops) for get, ops in plan.slots]
-        return {
-            key: (_html_value(values[slot]) if is_html else _text_value(values[slot]))
-            for key, slot, is_html in plan.keys
-        }
+        # Each slot's value is cleaned, filtered and escaped once per context it appears in,
+        # however many keys share it (a send does this for every recipient).
+        escaped: list[tuple[str, str]] = []
+        for (get, ops), (in_html, in_text) in zip(plan.slots, plan.contexts, strict=True):
+            value = _clean(get(recipient))
+            if ops:
+                value = apply_ops(value, ops)
+            escaped.append(
+                (_html_value(value) if in_html else "", _text_value(value) if in_text else "")
+            )
+        return {key: escaped[slot][0 if is_html else 1] for key, slot, is_html in plan.keys}
 
     def personalize(self, recipient: Recipient) -> RenderedEmail:
         """Fill the placeholders for one recipient; no template is rendered.
@@ -197,6 +203,7 @@ class _Plan:
 
     slots: tuple[tuple[Callable[[Recipient], object], tuple[Op, ...]], ...]
     keys: tuple[tuple[str, int, bool], ...]
+    contexts: tuple[tuple[bool, bool], ...]  # per slot: used in HTML, used in text
     subject: tuple[str, ...]
     html: tuple[str, ...]
     text: tuple[str, ...]
@@ -217,9 +224,17 @@ class _Plan:
             unknown = set(KEY_PATTERN.findall(text)) - known
             if unknown:
                 raise ValueError(f"Skeleton keys without a placeholder: {sorted(unknown)}")
+        contexts = tuple(
+            (
+                any(is_html for _, slot, is_html in keys if slot == n),
+                any(not is_html for _, slot, is_html in keys if slot == n),
+            )
+            for n in range(len(slots))
+        )
         return cls(
             slots=tuple(slots),
             keys=tuple(keys),
+            contexts=contexts,
             subject=tuple(_KEY_SPLIT.split(skeleton.subject)),
             html=tuple(_KEY_SPLIT.split(skeleton.html)),
             text=tuple(_KEY_SPLIT.split(skeleton.text)),
