@@ -167,20 +167,32 @@ def _clean(session: DbSession, data: PetitionData, action: Action | None) -> Pet
     )
 
 
+# A petition's own settings: the Action columns the editor and the API set, which the edit
+# form (as_data) and the public page's snapshot (public.snapshot) read back.
+SETTINGS = (
+    "title",
+    "slug",
+    "default_language",
+    "goal",
+    "image_url",
+    "fields",
+    "show_recent_signers",
+    "next_step",
+    "next_step_url",
+    "send_thank_you",
+    "require_confirmation",
+)
+
+
+def settings_of(action: Action) -> dict[str, Any]:
+    """The petition's settings (SETTINGS), as keyword arguments; `fields` copied."""
+    values = {name: getattr(action, name) for name in SETTINGS}
+    values["fields"] = dict(values["fields"] or {})
+    return values
+
+
 def _apply(session: DbSession, action: Action, data: PetitionData) -> None:
-    for name in (
-        "title",
-        "slug",
-        "default_language",
-        "goal",
-        "image_url",
-        "fields",
-        "show_recent_signers",
-        "next_step",
-        "next_step_url",
-        "send_thank_you",
-        "require_confirmation",
-    ):
+    for name in SETTINGS:
         setattr(action, name, getattr(data, name))
     existing = {v.language: v for v in action.versions}
     for language in LANGUAGES:
@@ -317,17 +329,7 @@ def render_markdown(source: str) -> Markup:
 def as_data(session: DbSession, action: Action) -> PetitionData:
     """A petition's current values, to fill the edit form or merge an API change into."""
     return PetitionData(
-        title=action.title,
-        slug=action.slug,
-        default_language=action.default_language,
-        goal=action.goal,
-        image_url=action.image_url,
-        fields=dict(action.fields or {}),
-        show_recent_signers=action.show_recent_signers,
-        next_step=action.next_step,
-        next_step_url=action.next_step_url,
-        send_thank_you=action.send_thank_you,
-        require_confirmation=action.require_confirmation,
+        **settings_of(action),
         list_ids=list_ids_of(session, action.id),
         versions={v.language: {k: getattr(v, k) for k in LIMITS} for v in action.versions},
     )

@@ -26,7 +26,7 @@ from markupsafe import Markup
 
 from app.models import Action, action_lists
 from app.services import DbSession
-from app.services.actions.petitions import open_action_by_slug, render_markdown
+from app.services.actions.petitions import open_action_by_slug, render_markdown, settings_of
 from app.services.actions.signing import consent_wording
 
 TTL = 2.0
@@ -101,18 +101,8 @@ def snapshot(session: DbSession, action: Action) -> PublicAction:
     }
     return PublicAction(
         id=action.id,
-        slug=action.slug,
-        title=action.title,
         status=action.status,
-        default_language=action.default_language,
-        goal=action.goal,
-        image_url=action.image_url,
-        fields=dict(action.fields or {}),
-        show_recent_signers=action.show_recent_signers,
-        next_step=action.next_step,
-        next_step_url=action.next_step_url,
-        require_confirmation=action.require_confirmation,
-        send_thank_you=action.send_thank_you,
+        **settings_of(action),
         has_lists=has_lists,
         versions=versions,
         consent={language: consent_wording(session, language) for language in ("en", "fr")},
