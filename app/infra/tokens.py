@@ -27,7 +27,7 @@ all three uses and nothing can tell which URL it was copied from. What they may 
 
 from __future__ import annotations
 
-import base64
+import binascii
 import hashlib
 import hmac
 import re
@@ -72,22 +72,58 @@ def derive_key(secret: str, scope: Scope | None = None) -> bytes:
     return hmac.new(secret.encode(), purpose, hashlib.sha256).digest()
 
 
+# Two base-36 digits at a time: half the divisions of one digit at a time (ids run to 7
+# digits; a send writes two per token).
+_PAIRS = tuple(a + b for a in _ALPHABET for b in _ALPHABET)
+
+
 def _base36(number: int) -> str:
-    if number < 0:
-        raise ValueError("ids are positive")
-    if number == 0:
-        return "0"
-    digits = []
+    if number < 36:
+        if number < 0:
+            raise ValueError("ids are positive")
+        return _ALPHABET[number]
+    pairs = []
     while number:
-        number, rest = divmod(number, 36)
-        digits.append(_ALPHABET[rest])
-    return "".join(reversed(digits))
+        number, rest = divmod(number, 1296)
+        pairs.append(_PAIRS[rest])
+    return "".join(reversed(pairs)).lstrip("0")
 
 
-def _mac(key: bytes, body: str) -> str:
-    # hmac.digest is OpenSSL's one-shot HMAC: a send signs three tokens per recipient.
-    digest = hmac.digest(key, body.encode(), "sha256")[:_MAC_BYTES]
-    return base64.urlsafe_b64encode(digest).decode()
+# RFC 2104's padded keys, made with the same translation tables as the standard library's hmac.
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+_SHA256_BLOCK = 64
+_URLSAFE = bytes.maketrans(b"+/", b"-_")  # base64url, as base64.urlsafe_b64encode
+
+
+class Mac:
+    """HMAC-SHA256 under one key, truncated to 96 bits, base64url: a token's MAC.
+
+    The two hash states of the padded key are computed once (RFC 2104); each MAC copies and
+    finishes them: 1.5 µs against 3.4 µs for `hmac.digest`, whose one-shot call sets OpenSSL's
+    HMAC up from the key every time. A send signs three tokens per recipient and the pixel
+    verifies one per request. The output is HMAC-SHA256's (tests hold it to `hmac.digest`).
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def __call__(self, body: str) -> str:
+        inner = self._inner.copy()
+        inner.update(body.encode())
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return (
+            binascii.b2a_base64(outer.digest()[:_MAC_BYTES], newline=False)
+            .translate(_URLSAFE)
+            .decode()
+        )
 
 
 class TokenSigner:
@@ -98,18 +134,20 @@ class TokenSigner:
             raise ValueError("at least one secret is needed")
         self.keys = {scope: [derive_key(s, scope) for s in secrets] for scope in Scope}
         self.legacy_keys = [derive_key(s) for s in secrets]
+        self._macs = {scope: [Mac(key) for key in keys] for scope, keys in self.keys.items()}
+        self._legacy_macs = [Mac(key) for key in self.legacy_keys]
         # What sign_all walks per recipient: iterating the enum itself cost more than a MAC.
-        self._signing = tuple((scope, scope.value, self.keys[scope][0]) for scope in Scope)
+        self._signing = tuple((scope, scope.value, self._macs[scope][0]) for scope in Scope)
 
     def sign(self, campaign_id: int, delivery_id: int, scope: Scope) -> str:
         """The token for one use of one delivery's links."""
         body = f"{_base36(campaign_id)}.{_base36(delivery_id)}"
-        return f"{body}.{scope.value}{_mac(self.keys[scope][0], body)}"
+        return f"{body}.{scope.value}{self._macs[scope][0](body)}"
 
     def sign_all(self, campaign_id: int, delivery_id: int) -> dict[Scope, str]:
         """One token per scope for a delivery (a send needs all three per recipient)."""
         body = f"{_base36(campaign_id)}.{_base36(delivery_id)}"
-        return {scope: f"{body}.{letter}{_mac(key, body)}" for scope, letter, key in self._signing}
+        return {scope: f"{body}.{letter}{mac(body)}" for scope, letter, mac in self._signing}
 
     def verify(self, token: str, scope: Scope) -> DeliveryRef | None:
         """The delivery a token names for `scope`, or None for anything forged, truncated,
@@ -121,11 +159,11 @@ class TokenSigner:
         if letter:
             if letter != scope.value:
                 return None
-            keys = self.keys[scope]
+            macs = self._macs[scope]
         else:
-            keys = self.legacy_keys
+            macs = self._legacy_macs
         body = f"{campaign}.{delivery}"
-        if not any(hmac.compare_digest(_mac(key, body), mac) for key in keys):
+        if not any(hmac.compare_digest(sign(body), mac) for sign in macs):
             return None
         return DeliveryRef(int(campaign, 36), int(delivery, 36), not letter)
 
@@ -170,13 +208,14 @@ class ActionRefSigner:
         self.keys = [
             hmac.new(s.encode(), _ACTION_REF_PURPOSE, hashlib.sha256).digest() for s in secrets
         ]
+        self._macs = [Mac(key) for key in self.keys]
 
     def sign(self, slug: str, campaign_id: int, delivery_id: int, link_id: int, now: float) -> str:
         """A reference to one delivery for the action `slug`, good for ACTION_REF_SECONDS."""
         body = ".".join(
             _base36(n) for n in (campaign_id, delivery_id, link_id, int(now) + ACTION_REF_SECONDS)
         )
-        return f"{body}.{_mac(self.keys[0], f'{body}|{slug}')}"
+        return f"{body}.{self._macs[0](f'{body}|{slug}')}"
 
     def verify(self, token: str, slug: str, now: float) -> ActionRef | None:
         """The reference's delivery, or None for anything forged, expired, malformed or minted
@@ -186,7 +225,8 @@ class ActionRefSigner:
             return None
         *numbers, mac = shape.groups()
         body = ".".join(numbers)
-        if not any(hmac.compare_digest(_mac(key, f"{body}|{slug}"), mac) for key in self.keys):
+        signed = f"{body}|{slug}"
+        if not any(hmac.compare_digest(sign(signed), mac) for sign in self._macs):
             return None
         campaign, delivery, link, expires = (int(n, 36) for n in numbers)
         if expires < now:

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.infra.tokens import DeliveryRef, Scope, TokenSigner
+from app.infra.tokens import DeliveryRef, Mac, Scope, TokenSigner, _base36
 
 SECRET = "current-secret-0123456789"
 SIGNER = TokenSigner([SECRET])
@@ -115,3 +115,19 @@ def test_legacy_tokens_verify_for_every_scope_and_say_so(scope):
     ref = SIGNER.verify(legacy_token(SECRET, 5, 77), scope)
     assert ref == DeliveryRef(5, 77, is_legacy=True)
     assert SIGNER.verify(legacy_token("wrong-secret", 5, 77), scope) is None
+
+
+@given(key=st.binary(min_size=0, max_size=200), body=st.text(max_size=80))
+def test_the_precomputed_mac_is_hmac_sha256(key, body):
+    """`Mac` keeps the padded key's hash states and finishes copies of them (RFC 2104); it
+    must be HMAC-SHA256 itself, for keys shorter and longer than the block, or every link
+    already sent would stop verifying."""
+    expected = hmac.digest(key, body.encode(), "sha256")[:12]
+    assert Mac(key)(body) == base64.urlsafe_b64encode(expected).decode()
+
+
+@given(st.integers(min_value=0, max_value=2**63))
+def test_ids_in_base_36_round_trip_without_leading_zeros(number):
+    text = _base36(number)
+    assert int(text, 36) == number
+    assert text == "0" or not text.startswith("0")
