@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import json
 import ssl
 import time
 from email import message_from_bytes, policy
@@ -18,7 +19,7 @@ from app.emails.content import Identity, Recipient
 from app.emails.render import build_skeleton
 from app.emails.samples import SAMPLES
 from app.services.transports import OutgoingBatch, OutgoingRecipient, TransportError
-from app.services.transports.sendgrid import SendGridTransport, _retry_after
+from app.services.transports.sendgrid import SendGridTransport, _retry_after, encode_body
 from app.services.transports.smtp import SmtpTransport
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.smtp import SmtpSink
@@ -84,6 +85,19 @@ def test_sendgrid_request_passes_the_schema_with_a_message_id_header(skeleton):
     assert request.body["subject"] == skeleton.subject  # once, with its keys
     pixel = next(p.key for p in skeleton.placeholders if p.field == "open_token")
     assert first["substitutions"][pixel] == "open0"
+
+
+def test_sendgrid_bodies_are_compact_utf8_json_that_means_the_body(skeleton):
+    """The body is encoded by orjson; it must be the same compact JSON as the standard
+    library's (UTF-8, no ASCII escapes, no spaces), whatever the names and values hold."""
+    batch = _batch(skeleton, ["zoë@example.org", "bo@example.org"])
+    batch.recipients[0] = OutgoingRecipient(
+        "zoë@example.org", Recipient(first_name="Zoë «Ἀθηνᾶ»", last_name="\u2028 </script>")
+    )
+    body = SendGridTransport("SG.x", "http://127.0.0.1:1").build_body(batch)
+    text = encode_body(body)
+    assert text == json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    assert "Zoë" in text
 
 
 def test_sendgrid_names_lose_what_sendgrid_refuses(skeleton):
