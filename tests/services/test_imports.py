@@ -453,7 +453,7 @@ def test_duplicates_across_copy_chunks_are_found(
 def test_copy_path_without_the_privilege_to_skip_foreign_key_checks(
     db_session, tmp_path, target, monkeypatch
 ):
-    monkeypatch.setattr(postgres.CopyImport, "_may_skip_fk_checks", lambda self: False)
+    monkeypatch.setattr(postgres, "may_skip_fk_checks", lambda session: False)
     _, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
     assert (report.added, report.subscribed) == (8, 8)
 
@@ -547,22 +547,20 @@ def test_a_role_that_may_not_skip_foreign_key_checks_still_imports(
     db_session.execute(sa.text("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO rp_plain_import"))
     db_session.execute(sa.text("SET LOCAL ROLE rp_plain_import"))
     seen = []
-    check = postgres.CopyImport._may_skip_fk_checks
+    check = postgres.may_skip_fk_checks
 
-    def record(self):
-        seen.append(check(self))
+    def record(session):
+        seen.append(check(session))
         return seen[-1]
 
-    monkeypatch.setattr(postgres.CopyImport, "_may_skip_fk_checks", record)
+    monkeypatch.setattr(postgres, "may_skip_fk_checks", record)
     _, report = run(db_session, tmp_path, HOSTILE_CSV, target.id, "copy")
     assert seen == [False]
     assert (report.added, report.subscribed) == (8, 8)
 
 
 def test_a_superuser_skips_the_foreign_key_checks(db_session):
-    job = postgres.CopyImport.__new__(postgres.CopyImport)
-    job.session = db_session
-    assert job._may_skip_fk_checks() is True
+    assert postgres.may_skip_fk_checks(db_session) is True
 
 
 def test_a_big_import_leaves_the_planner_statistics_of_what_it_wrote(db_session, tmp_path):

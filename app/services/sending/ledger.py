@@ -336,7 +336,10 @@ def _read_rows(session: DbSession, key: BatchKey, limit: int) -> tuple[list[Clai
     ok = sa.and_(~sa.exists().where(Suppression.email == d.c.email), sa.exists(subscribed))
     statement = (
         sa.select(ok.label("ok"), *_CLAIMED_COLUMNS)
-        .select_from(d.join(m, m.c.id == d.c.member_id))
+        # An outer join: a delivery whose member row has gone (deleted by hand; Rallypoint
+        # never deletes members) has no subscription, so it is skipped instead of staying
+        # queued under a closed batch.
+        .select_from(d.outerjoin(m, m.c.id == d.c.member_id))
         .where(_rows(key), d.c.status == DeliveryStatus.QUEUED.value)
         # `id + 0`: the batch's rows are found by (campaign, batch, status) and sorted (at
         # most a batch). Ordered by the bare id, a campaign holding most of the table let the

@@ -30,8 +30,6 @@ CHUNK_WORK_MEM = "SET LOCAL work_mem = '128MB'"
 NO_JIT = "SET LOCAL jit = off"
 RAISE_TEMP_BUFFERS = f"SET temp_buffers = '{TEMP_BUFFERS}'"
 LOCK_LIST = "SELECT id FROM mailing_lists WHERE id = :list_id FOR KEY SHARE"
-SKIP_FK_CHECKS = "SET LOCAL session_replication_role = replica"
-KEEP_FK_CHECKS = "SET LOCAL session_replication_role = origin"
 ANY_MEMBERS = "SELECT EXISTS (SELECT 1 FROM members)"
 CREATE_SEEN_TABLE = (
     "CREATE TEMPORARY TABLE import_seen (email text NOT NULL, line integer NOT NULL) ON COMMIT DROP"

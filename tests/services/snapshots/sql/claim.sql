@@ -16,7 +16,7 @@ WHERE suppressions.email = deliveries.email)) AND (EXISTS (SELECT %(param_1)s::I
 FROM subscriptions
 WHERE subscriptions.member_id = deliveries.member_id AND subscriptions.list_id + %(list_id_1)s::INTEGER = ANY (%(list_ids)s::INTEGER[]) AND subscriptions.status = %(status_1)s::VARCHAR
  LIMIT ALL OFFSET %(param_2)s::INTEGER)) AS ok, deliveries.id, deliveries.email, deliveries.language, members.first_name, members.last_name, members.local, members.language AS language_1, members.postal_code, members.attributes
-FROM deliveries JOIN members ON members.id = deliveries.member_id
+FROM deliveries LEFT OUTER JOIN members ON members.id = deliveries.member_id
 WHERE deliveries.campaign_id = %(campaign_id_1)s::INTEGER AND deliveries.batch_no = %(batch_no_1)s::INTEGER AND deliveries.status = %(status_2)s::VARCHAR ORDER BY deliveries.id + %(id_1)s::BIGINT
  LIMIT %(param_3)s::INTEGER;
 
