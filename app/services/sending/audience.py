@@ -160,14 +160,14 @@ def freeze_audience(
 ) -> FreezeResult:
     """Freeze a sending campaign's audience into the ledger and queue its batches.
 
-    One `INSERT … SELECT` writes a queued delivery per eligible member not already in the
-    ledger, with the member's language mapped to an existing variant (else the campaign's
-    default language) and a batch number; one more writes a queued `send_batches` row per
-    batch number; `frozen_at` is set in the same transaction, so nothing can finish the
-    campaign before the freeze has committed. The campaign row is locked first, so a
-    second dispatch (a redelivered task, a resume) waits, finds the audience frozen,
-    inserts nothing and only queues the batches still queued. Flushes, does not commit;
-    enqueues one SEND_BATCH per batch (ids only) to leave after the commit.
+    One `INSERT … SELECT` writes a queued delivery per eligible member after the highest
+    member id already in the ledger, with the member's language mapped to an existing
+    variant (else the campaign's default language) and a batch number; one more writes a
+    queued `send_batches` row per batch number; `frozen_at` is set in the same transaction,
+    so nothing can finish the campaign before the freeze has committed. The campaign row is
+    locked first, so a second dispatch (a redelivered task, a resume) waits, finds the
+    audience frozen, inserts nothing and only queues the batches still queued. Flushes, does
+    not commit; enqueues one SEND_BATCH per batch (ids only) to leave after the commit.
 
     With `limit`, this is one step of a stepped freeze (`freeze_in_steps`): it looks at the
     next `limit` members in id order after `after_member` (by default the highest member id
@@ -358,6 +358,20 @@ def _insert_audience(
         # after the batches the earlier steps created (per language).
         eligible_rows = eligible_rows.where(Member.id > window[0], Member.id <= window[1])
         offsets = _next_batch_numbers(session, campaign.id)
+    # The ledger grows in member id order (each step of a stepped freeze takes the members
+    # after the previous one), so a freeze continues after the highest member id already in
+    # it: one probe of the unique (campaign_id, member_id) index, evaluated once. A second
+    # dispatch racing the first (a redelivered task) waits for the campaign's row lock, then
+    # sees what the first committed and freezes only what comes after. Not ON CONFLICT DO
+    # NOTHING (speculative insertion costs ~7 µs a row more), and not NOT EXISTS per member:
+    # on stale statistics the planner turned that into a nested loop over the campaign's
+    # rows, 62 s for a step that takes 1. The unique constraint remains the backstop.
+    frozen_upto = (
+        sa.select(sa.func.coalesce(sa.func.max(Delivery.member_id), 0))
+        .where(Delivery.campaign_id == campaign.id)
+        .scalar_subquery()
+    )
+    eligible_rows = eligible_rows.where(Member.id > frozen_upto)
     eligible = eligible_rows.subquery("eligible")
     # Batch numbers in the same statement: per language, members in id order, `batch_size`
     # to a batch; languages LANGUAGE_STRIDE apart. One window function over the eligible
@@ -379,15 +393,6 @@ def _insert_audience(
             else_=offsets.get(len(languages), 0),
         )
     batch_no = sa.cast(number, sa.Integer)
-    # Members already in the ledger stay as they are (a resumed or re-dispatched freeze):
-    # a probe of the unique (campaign_id, member_id) index. Not ON CONFLICT DO NOTHING:
-    # speculative insertion costs ~7 µs a row more, and freezes of a campaign never race
-    # (each holds the campaign's row lock, taken before this statement's snapshot), so the
-    # unique constraint is only the backstop. With earlier campaigns in the ledger this is a
-    # probe of that unique index per member (a test holds the plan).
-    already = sa.exists().where(
-        Delivery.campaign_id == campaign.id, Delivery.member_id == eligible.c.member_id
-    )
     rows = sa.select(
         sa.literal(campaign.id),
         eligible.c.member_id,
@@ -399,7 +404,7 @@ def _insert_audience(
         sa.literal(0),
         sa.literal(now, type_=Delivery.__table__.c.queued_at.type),
         sa.literal(now, type_=Delivery.__table__.c.updated_at.type),
-    ).where(~already)
+    )
     insert = sql.insert(session, cast(sa.Table, Delivery.__table__)).from_select(
         [
             "campaign_id",

@@ -12,10 +12,9 @@ FROM subscriptions
 WHERE subscriptions.member_id = members.id AND subscriptions.list_id + %(list_id_1)s::INTEGER IN (%(param_14_1)s::INTEGER) AND subscriptions.status = %(status_1)s::VARCHAR
  LIMIT ALL OFFSET %(param_15)s::INTEGER)) AND NOT (EXISTS (SELECT *
 FROM suppressions
-WHERE suppressions.email = members.email)) AND (members.consent_basis = %(consent_basis_1)s::VARCHAR OR members.consent_basis = %(consent_basis_2)s::VARCHAR AND members.consent_expires_at IS NULL OR members.consent_basis IS NOT NULL AND members.consent_expires_at > %(consent_expires_at_1)s::TIMESTAMP WITH TIME ZONE) AND members.id > %(id_1)s::BIGINT AND members.id <= %(id_2)s::BIGINT) AS eligible
-WHERE NOT (EXISTS (SELECT *
+WHERE suppressions.email = members.email)) AND (members.consent_basis = %(consent_basis_1)s::VARCHAR OR members.consent_basis = %(consent_basis_2)s::VARCHAR AND members.consent_expires_at IS NULL OR members.consent_basis IS NOT NULL AND members.consent_expires_at > %(consent_expires_at_1)s::TIMESTAMP WITH TIME ZONE) AND members.id > %(id_1)s::BIGINT AND members.id <= %(id_2)s::BIGINT AND members.id > (SELECT coalesce(max(deliveries.member_id), %(coalesce_2)s::INTEGER) AS coalesce_1
 FROM deliveries
-WHERE deliveries.campaign_id = %(campaign_id_1)s::INTEGER AND deliveries.member_id = eligible.member_id));
+WHERE deliveries.campaign_id = %(campaign_id_1)s::INTEGER)) AS eligible;
 
 INSERT INTO send_batches (campaign_id, batch_no, language, size, status, attempts, resends) SELECT deliveries.campaign_id, deliveries.batch_no, min(deliveries.language) AS min_1, count(*) AS count_1, %(param_1)s::VARCHAR AS anon_1, %(param_2)s::INTEGER AS anon_2, %(param_3)s::INTEGER AS anon_3
 FROM deliveries
