@@ -16,7 +16,7 @@ from app.emails.content import Recipient
 from app.emails.render import Skeleton
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: built per recipient of a send (see Recipient)
 class OutgoingRecipient:
     """One recipient of a batch. `delivery_id` is None for test sends and transactional mail."""
 
