@@ -666,3 +666,28 @@ def test_the_freeze_reads_the_ledger_once_per_step_whatever_the_statistics(db_se
         assert len(reads) == 1, "\n".join(plan)
         # max(member_id) of the campaign: the last entry of the unique index, read once.
         assert "Scan Backward using uq_deliveries_campaign_id_member_id" in reads[0], plan
+
+
+def test_the_freeze_leaves_statistics_of_the_columns_the_claim_is_planned_on(db_session):
+    """The claims right after a freeze are planned on the ledger's statistics; the freeze
+    analyzes the four columns those plans read (a third of a whole-table ANALYZE: 68
+    against 172-205 ms at 100,000 rows), not the other sixteen."""
+    campaign, _ = _campaign_to_freeze(db_session, 1_500)
+    issued: list[str] = []
+    connection = db_session.connection()
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("ANALYZE"):
+            issued.append(statement)
+
+    sa.event.listen(connection, "before_cursor_execute", capture)
+    try:
+        sending.freeze_audience(db_session, campaign.id)
+    finally:
+        sa.event.remove(connection, "before_cursor_execute", capture)
+    assert issued == ["ANALYZE deliveries (campaign_id, batch_no, status, member_id)"]
+    stats = set(
+        db_session.scalars(sa.text("SELECT attname FROM pg_stats WHERE tablename = 'deliveries'"))
+    )
+    assert {"campaign_id", "batch_no", "status", "member_id"} <= stats
+    db_session.rollback()

@@ -214,7 +214,9 @@ def freeze_audience(
             complete = scanned < limit
         # The first batches are planned on these: without them the claim may scan every
         # queued row of the campaign per batch (sql.refresh_statistics).
-        sql.refresh_statistics(session, "deliveries", inserted)
+        sql.refresh_statistics(
+            session, "deliveries", inserted, ("campaign_id", "batch_no", "status", "member_id")
+        )
         created = ledger.create_batches(session, campaign_id, after_member=start)
         if complete:
             campaign.frozen_at = now
