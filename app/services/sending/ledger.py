@@ -358,10 +358,8 @@ def _read_rows(session: DbSession, key: BatchKey, limit: int) -> tuple[list[Clai
 
 
 def _claimed_row(values: Sequence[Any]) -> ClaimedRow:
-    delivery_id, email, language, first, last, local, member_language, postal, attrs = values
-    return ClaimedRow(
-        delivery_id, email, language, first, last, local, member_language, postal, attrs or {}
-    )
+    row = ClaimedRow._make(values)
+    return row if row.attributes is not None else row._replace(attributes={})
 
 
 def _set_rows(

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from app.emails.content import Recipient
 from app.emails.headers import list_unsubscribe_headers, message_id
@@ -27,9 +26,11 @@ def skeleton(session: DbSession, campaign: Campaign, language: str) -> Skeleton:
     return peers.skeleton_for(session, campaign, language)
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedRow:
-    """A delivery claimed for sending, with what its message needs from the member."""
+class ClaimedRow(NamedTuple):
+    """A delivery claimed for sending, with what its message needs from the member.
+
+    A named tuple, immutable like a frozen dataclass but built in C: a claim makes 1,000.
+    """
 
     delivery_id: int
     email: str
