@@ -139,16 +139,14 @@ class TokenSigner:
     def __init__(self, secrets: Sequence[str]) -> None:
         if not secrets:
             raise ValueError("at least one secret is needed")
-        self.keys = {scope: [derive_key(s, scope) for s in secrets] for scope in Scope}
-        self.legacy_keys = [derive_key(s) for s in secrets]
-        self._macs = {scope: [Mac(key) for key in keys] for scope, keys in self.keys.items()}
-        self._legacy_macs = [Mac(key) for key in self.legacy_keys]
+        self._macs = {scope: [Mac(derive_key(s, scope)) for s in secrets] for scope in Scope}
+        self._legacy_macs = [Mac(derive_key(s)) for s in secrets]
         # What sign_all walks per recipient: iterating the enum itself cost more than a MAC.
         self._signing = tuple((scope, scope.value, self._macs[scope][0]) for scope in Scope)
 
     def sign(self, campaign_id: int, delivery_id: int, scope: Scope) -> str:
         """The token for one use of one delivery's links."""
-        body = f"{_base36(campaign_id)}.{_base36(delivery_id)}"
+        body = _campaign_part(campaign_id) + _base36(delivery_id)
         return f"{body}.{scope.value}{self._macs[scope][0](body)}"
 
     def sign_all(self, campaign_id: int, delivery_id: int) -> dict[Scope, str]:
@@ -212,10 +210,9 @@ class ActionRefSigner:
     def __init__(self, secrets: Sequence[str]) -> None:
         if not secrets:
             raise ValueError("at least one secret is needed")
-        self.keys = [
-            hmac.new(s.encode(), _ACTION_REF_PURPOSE, hashlib.sha256).digest() for s in secrets
+        self._macs = [
+            Mac(hmac.new(s.encode(), _ACTION_REF_PURPOSE, hashlib.sha256).digest()) for s in secrets
         ]
-        self._macs = [Mac(key) for key in self.keys]
 
     def sign(self, slug: str, campaign_id: int, delivery_id: int, link_id: int, now: float) -> str:
         """A reference to one delivery for the action `slug`, good for ACTION_REF_SECONDS."""
