@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
+from typing import Any
 
 import pytest
 import redis
@@ -59,36 +61,55 @@ def context(fake, redis_url):
     return sending_context(transport, redis_url)
 
 
-def _sending_campaign(session, members=12, *, batch_size=1000, **fields):
+def _campaign_to_freeze(session, members: int, **fields) -> tuple[Campaign, list[str]]:
+    """A sending campaign to one new list of `members`, not frozen yet."""
     setup_org(session, **({"rate_per_minute": fields.pop("rate")} if "rate" in fields else {}))
     lst = make_list(session)
     emails = add_members(session, members, lst.id)
     campaign = make_campaign(session, [lst], **fields)
     campaign.status = CampaignStatus.SENDING.value
     session.flush()
+    return campaign, emails
+
+
+def _sending_campaign(session, members=12, *, batch_size=1000, **fields):
+    campaign, emails = _campaign_to_freeze(session, members, **fields)
     result = sending.freeze_audience(session, campaign.id, batch_size=batch_size)
     session.commit()
     return campaign, emails, result.batches
 
 
-def _claim_and_plan(session, campaign_id: int, batch_no: int):
-    """Claim a batch, and EXPLAIN the claim's read of its rows in the same transaction."""
-    statements: list[tuple[str, object]] = []
+@contextmanager
+def _captured(session, match: Callable[[str], bool]) -> Iterator[list[tuple[str, Any, str]]]:
+    """The statements the block sends that `match`: each with its parameters and the
+    session_replication_role in force as it ran ('replica': foreign-key triggers off)."""
+    seen: list[tuple[str, Any, str]] = []
     connection = session.connection()
 
     def capture(conn, cursor, statement, parameters, context, executemany):
-        if "FROM deliveries LEFT OUTER JOIN members" in statement:
-            statements.append((statement, parameters))
+        if match(statement):
+            role = cursor.connection.execute("SHOW session_replication_role").fetchone()[0]
+            seen.append((statement, parameters, role))
 
     sa.event.listen(connection, "before_cursor_execute", capture)
     try:
-        claim = ledger.claim(session, ledger.BatchKey(campaign_id, batch_no), 1000, utcnow(), "t")
+        yield seen
     finally:
         sa.event.remove(connection, "before_cursor_execute", capture)
-    statement, parameters = statements[0]
-    cursor = connection.connection.driver_connection.cursor()
+
+
+def _explain(session, statement: str, parameters: Any) -> list[str]:
+    cursor = session.connection().connection.driver_connection.cursor()
     cursor.execute("EXPLAIN " + statement, parameters)
-    return claim, "\n".join(row[0] for row in cursor.fetchall())
+    return [row[0] for row in cursor.fetchall()]
+
+
+def _claim_and_plan(session, campaign_id: int, batch_no: int):
+    """Claim a batch, and EXPLAIN the claim's read of its rows in the same transaction."""
+    with _captured(session, lambda s: "FROM deliveries LEFT OUTER JOIN members" in s) as seen:
+        claim = ledger.claim(session, ledger.BatchKey(campaign_id, batch_no), 1000, utcnow(), "t")
+    statement, parameters, _ = seen[0]
+    return claim, "\n".join(_explain(session, statement, parameters))
 
 
 def _statuses(session, campaign_id) -> dict[str, str]:
@@ -529,29 +550,9 @@ def test_the_claim_is_never_compiled_or_run_in_parallel(db_session):
 def _freeze_checks(session, campaign_id: int) -> tuple[list[str], sending.FreezeResult]:
     """Freeze, and what session_replication_role was while the INSERT into deliveries ran
     ('replica': its foreign-key triggers did not fire)."""
-    seen: list[str] = []
-    connection = session.connection()
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("INSERT INTO deliveries"):
-            seen.append(cursor.connection.execute("SHOW session_replication_role").fetchone()[0])
-
-    sa.event.listen(connection, "after_cursor_execute", capture)
-    try:
+    with _captured(session, lambda s: s.startswith("INSERT INTO deliveries")) as seen:
         result = sending.freeze_audience(session, campaign_id)
-    finally:
-        sa.event.remove(connection, "after_cursor_execute", capture)
-    return seen, result
-
-
-def _campaign_to_freeze(session, members: int) -> tuple[Campaign, list[str]]:
-    setup_org(session)
-    lst = make_list(session)
-    emails = add_members(session, members, lst.id)
-    campaign = make_campaign(session, [lst])
-    campaign.status = CampaignStatus.SENDING.value
-    session.flush()
-    return campaign, emails
+    return [role for *_, role in seen], result
 
 
 def test_the_freeze_skips_the_foreign_key_checks_its_rows_cannot_fail(db_session):
@@ -645,23 +646,11 @@ def test_the_freeze_reads_the_ledger_once_per_step_whatever_the_statistics(db_se
     # Statistics of the ledger as an earlier freeze left them (they know no rows of the next
     # campaign); the members' were never taken.
     db_session.execute(sa.text("ANALYZE deliveries"))
-    statements: list[tuple[str, object]] = []
-    connection = db_session.connection()
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("INSERT INTO deliveries"):
-            statements.append((statement, parameters))
-
-    sa.event.listen(connection, "before_cursor_execute", capture)
-    try:
+    with _captured(db_session, lambda s: s.startswith("INSERT INTO deliveries")) as steps:
         sending.freeze_in_steps(db_session, campaign_sending().id, first=300)
-    finally:
-        sa.event.remove(connection, "before_cursor_execute", capture)
-    assert len(statements) > 1
-    cursor = connection.connection.driver_connection.cursor()
-    for statement, parameters in statements:
-        cursor.execute("EXPLAIN " + statement, parameters)
-        plan = [row[0] for row in cursor.fetchall()]
+    assert len(steps) > 1
+    for statement, parameters, _ in steps:
+        plan = _explain(db_session, statement, parameters)
         reads = [line for line in plan if " on deliveries" in line and "Insert on" not in line]
         assert len(reads) == 1, "\n".join(plan)
         # max(member_id) of the campaign: the last entry of the unique index, read once.
@@ -673,19 +662,11 @@ def test_the_freeze_leaves_statistics_of_the_columns_the_claim_is_planned_on(db_
     analyzes the four columns those plans read (a third of a whole-table ANALYZE: 68
     against 172-205 ms at 100,000 rows), not the other sixteen."""
     campaign, _ = _campaign_to_freeze(db_session, 1_500)
-    issued: list[str] = []
-    connection = db_session.connection()
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("ANALYZE"):
-            issued.append(statement)
-
-    sa.event.listen(connection, "before_cursor_execute", capture)
-    try:
+    with _captured(db_session, lambda s: s.startswith("ANALYZE")) as issued:
         sending.freeze_audience(db_session, campaign.id)
-    finally:
-        sa.event.remove(connection, "before_cursor_execute", capture)
-    assert issued == ["ANALYZE deliveries (campaign_id, batch_no, status, member_id)"]
+    assert [statement for statement, *_ in issued] == [
+        "ANALYZE deliveries (campaign_id, batch_no, status, member_id)"
+    ]
     stats = set(
         db_session.scalars(sa.text("SELECT attname FROM pg_stats WHERE tablename = 'deliveries'"))
     )
