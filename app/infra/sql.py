@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator, Sequence
+import functools
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import scoped_session
 
 if TYPE_CHECKING:  # the session type only: infra sits below the services
     from app.services import DbSession
@@ -16,6 +18,36 @@ if TYPE_CHECKING:  # the session type only: infra sits below the services
 
 def is_postgresql(session: DbSession) -> bool:
     return session.get_bind().dialect.name == "postgresql"
+
+
+S = TypeVar("S", bound=sa.Executable)
+P = ParamSpec("P")
+
+
+def built_once(
+    build: Callable[Concatenate[DbSession, P], S],
+) -> Callable[Concatenate[DbSession, P], S]:
+    """A statement built once per dialect and arguments, its values bound at execution.
+
+    For the statements a send runs per batch: building a SQLAlchemy statement and its cache
+    key walks every clause on every call (about 1 ms of a worker's CPU for the batch's
+    closing UPDATE with its four EXISTS, against 0.3 ms to execute it once built); a
+    statement object keeps its cache key, so a built one goes straight to the compiled
+    cache. `build` gets the session only to see the dialect (`insert`, `one_of_param`);
+    its other arguments (hashable: flags, names) pick a variant. Values come in as
+    `sa.bindparam`s named unlike any column the statement sets (SQLAlchemy reserves those).
+    """
+    built: dict[tuple[Any, ...], S] = {}
+
+    @functools.wraps(build)
+    def statement(session: DbSession, *args: P.args, **kwargs: P.kwargs) -> S:
+        key = (session.get_bind().dialect.name, args, tuple(sorted(kwargs.items())))
+        found = built.get(key)
+        if found is None:
+            found = built[key] = build(session, *args, **kwargs)
+        return found
+
+    return statement
 
 
 def insert(session: DbSession, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
@@ -40,6 +72,37 @@ def one_of(
     if is_postgresql(session):
         return column == sa.any_(sa.bindparam(name, list(values), type_=ARRAY(type_)))
     return column.in_(list(values))
+
+
+def commit_keeping_loaded(session: DbSession) -> None:
+    """Commit without expiring the objects the session loaded (`expire_on_commit`, once).
+
+    After a commit SQLAlchemy reads every loaded object again on its next use. A send's
+    claim commits between reading the campaign (with its variants) and the organization's
+    settings and rendering from them: kept, they cost no more statements (three a batch).
+    Only for objects whose committed state cannot have changed in a way that matters.
+    """
+    target = session.registry() if isinstance(session, scoped_session) else session
+    expire = target.expire_on_commit
+    target.expire_on_commit = False
+    try:
+        target.commit()
+    finally:
+        target.expire_on_commit = expire
+
+
+def one_of_param(
+    session: DbSession,
+    column: Any,
+    *,
+    name: str = "ids",
+    type_: type[sa.types.TypeEngine[Any]] | sa.types.TypeEngine[Any] = sa.BigInteger,
+) -> Any:
+    """`one_of` with the values bound at execution as parameter `name` (a `built_once`
+    statement): ``= ANY(:name)`` on PostgreSQL, an expanding IN on SQLite."""
+    if is_postgresql(session):
+        return column == sa.any_(sa.bindparam(name, type_=ARRAY(type_)))
+    return column.in_(sa.bindparam(name, expanding=True))
 
 
 def plan_as_short_query(session: DbSession, *, random_page_cost: float | None = None) -> None:

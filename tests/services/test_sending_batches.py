@@ -120,6 +120,45 @@ def _statuses(session, campaign_id) -> dict[str, str]:
     )
 
 
+# The campaign read whole by the ORM, its variants, the organization's settings.
+_RENDERING_READS = re.compile(
+    r"campaigns\.id AS campaigns_id|FROM campaign_variants|FROM org_settings"
+)
+
+
+def test_a_batch_runs_the_same_few_statements_whatever_its_size(db_session, fake, context):
+    """The campaign, its variants and the settings are read before the claim and kept over
+    its commit (not read again to render); each statement is built once (`built_once`), so
+    every batch sends the same texts."""
+    campaign, _, _ = _sending_campaign(db_session, members=60, batch_size=10)
+    campaign_id = campaign.id
+    # Three English batches of six: the last batch's end is the campaign's, the French ones
+    # render another skeleton.
+    warm, one, two = db_session.scalars(
+        sa.select(SendBatch.batch_no)
+        .where(SendBatch.campaign_id == campaign_id, SendBatch.language == "en")
+        .order_by(SendBatch.batch_no)
+        .limit(3)
+    )
+    db_session.remove()  # each task starts with a new session
+
+    def statements_of(batch_no: int) -> list[str]:
+        skip = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
+        with _captured(db_session, lambda s: not s.startswith(skip)) as seen:
+            outcome = sending.send_batch(db_session, campaign_id, batch_no, context=context)
+        db_session.remove()
+        assert outcome.sent
+        return [statement for statement, _, _ in seen]
+
+    statements_of(warm)  # the process renders the campaign's skeleton once
+    first, second = statements_of(one), statements_of(two)
+    assert first == second
+    claim = next(i for i, s in enumerate(first) if s.startswith("UPDATE send_batches SET status"))
+    assert [s for s in first[:claim] if _RENDERING_READS.search(s)]
+    assert not [s for s in first[claim + 1 :] if _RENDERING_READS.search(s)]
+    assert len(first) <= 13, "\n".join(first)
+
+
 def test_a_batch_is_one_request_with_one_personalization_each(db_session, fake, context):
     campaign, emails, batches = _sending_campaign(db_session, members=12)
     english = [e for i, e in enumerate(emails, 1) if i % 3]

@@ -22,9 +22,10 @@ from datetime import datetime
 import redis
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.orm import selectinload
 
 from app.infra import redis_client
-from app.infra.sql import is_postgresql
+from app.infra.sql import commit_keeping_loaded, is_postgresql
 from app.infra.tokens import TokenSigner, signer_from_config
 from app.models import Campaign, CampaignStatus, OrgSettings
 from app.models.base import utcnow
@@ -148,7 +149,8 @@ def send_batch(
     ctx = context or SendContext.from_app()
     key = BatchKey(campaign_id, batch_no)
     outcome = BatchOutcome(campaign_id, batch_no)
-    campaign = session.get(Campaign, campaign_id)
+    # With its variants: the claim's commit keeps them loaded for rendering (see below).
+    campaign = session.get(Campaign, campaign_id, options=[selectinload(Campaign.variants)])
     if campaign is None or campaign.status != CampaignStatus.SENDING.value:
         outcome.notes.append(f"campaign is {campaign.status if campaign else 'gone'}")
         session.rollback()
@@ -169,7 +171,10 @@ def send_batch(
     started = time.perf_counter()
     token = secrets.token_hex(8)
     claim = ledger.claim(session, key, limit, now(), token)
-    session.commit()
+    # The campaign, its variants and the settings read above are rendered from as read: the
+    # claim's statement itself checked that the campaign is still sending, and a sending
+    # campaign's content does not change.
+    commit_keeping_loaded(session)
     outcome.time("claim", started)
     if claim is None:
         bucket.refund(limit)

@@ -28,7 +28,7 @@ from typing import Any, cast
 import sqlalchemy as sa
 from flask import current_app
 
-from app.infra.sql import insert, one_of, plan_as_short_query
+from app.infra.sql import built_once, insert, one_of, one_of_param, plan_as_short_query
 from app.models import (
     BatchStatus,
     Campaign,
@@ -125,6 +125,11 @@ class BatchKey:
     campaign_id: int
     batch_no: int
 
+    @property
+    def params(self) -> dict[str, int]:
+        """The values of `_batch_param` and `_rows_param` in a built statement."""
+        return {"p_campaign": self.campaign_id, "p_batch": self.batch_no}
+
 
 @dataclass
 class Claim:
@@ -144,6 +149,22 @@ def _batch(key: BatchKey) -> sa.ColumnElement[bool]:
 def _rows(key: BatchKey) -> sa.ColumnElement[bool]:
     return sa.and_(
         DELIVERIES.c.campaign_id == key.campaign_id, DELIVERIES.c.batch_no == key.batch_no
+    )
+
+
+# The same, with the batch's key bound at execution (`BatchKey.params`), for the
+# statements a send runs per batch, built once (`built_once`).
+def _batch_param() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        BATCHES.c.campaign_id == sa.bindparam("p_campaign"),
+        BATCHES.c.batch_no == sa.bindparam("p_batch"),
+    )
+
+
+def _rows_param() -> sa.ColumnElement[bool]:
+    return sa.and_(
+        DELIVERIES.c.campaign_id == sa.bindparam("p_campaign"),
+        DELIVERIES.c.batch_no == sa.bindparam("p_batch"),
     )
 
 
@@ -267,16 +288,7 @@ def claim(session: DbSession, key: BatchKey, limit: int, now: datetime, lease: s
     The read is planned as the short query it is (`plan_as_short_query`: no JIT, no parallel
     worker, index probes priced for a hot cache), set for this transaction only.
     """
-    b = BATCHES
-    still_sending = sa.exists().where(
-        Campaign.id == key.campaign_id, Campaign.status == CampaignStatus.SENDING.value
-    )
-    locked = (
-        sa.select(b.c.language)
-        .where(_batch(key), b.c.status == BatchStatus.QUEUED.value, still_sending)
-        .with_for_update(skip_locked=True)
-    )
-    language = session.scalar(locked)
+    language = session.scalar(_lock_statement(session), key.params)
     if language is None:
         return None
 
@@ -288,36 +300,72 @@ def claim(session: DbSession, key: BatchKey, limit: int, now: datetime, lease: s
         return Claim(key, language, [], len(bad), now)
     upto = max(max(row.delivery_id for row in rows), max(bad, default=0))
     claimed = session.execute(
-        sa.update(b)
-        .where(_batch(key), b.c.status == BatchStatus.QUEUED.value)
-        .values(
-            status=BatchStatus.SENDING.value,
-            claimed_at=now,
-            claimed_upto=upto,
-            lease=lease,
-            attempts=b.c.attempts + 1,
-            error=None,
-        )
+        _claim_statement(session), {**key.params, "p_now": now, "p_upto": upto, "p_lease": lease}
     )
     if not claimed.rowcount:  # type: ignore[attr-defined]
         return None  # SQLite, which has no FOR UPDATE: another run got there first
     return Claim(key, language, rows, len(bad), now)
 
 
+@built_once
+def _lock_statement(session: DbSession) -> sa.Select[tuple[str]]:
+    b = BATCHES
+    still_sending = sa.exists().where(
+        Campaign.id == sa.bindparam("p_campaign"),
+        Campaign.status == CampaignStatus.SENDING.value,
+    )
+    return (
+        sa.select(b.c.language)
+        .where(_batch_param(), b.c.status == BatchStatus.QUEUED.value, still_sending)
+        .with_for_update(skip_locked=True)
+    )
+
+
+@built_once
+def _claim_statement(session: DbSession) -> sa.Update:
+    b = BATCHES
+    return (
+        sa.update(b)
+        .where(_batch_param(), b.c.status == BatchStatus.QUEUED.value)
+        .values(
+            status=BatchStatus.SENDING.value,
+            claimed_at=sa.bindparam("p_now"),
+            claimed_upto=sa.bindparam("p_upto"),
+            lease=sa.bindparam("p_lease"),
+            attempts=b.c.attempts + 1,
+            error=None,
+        )
+    )
+
+
 def _read_rows(session: DbSession, key: BatchKey, limit: int) -> tuple[list[ClaimedRow], list[int]]:
     """The batch's queued rows, in id order, split into still-eligible and not."""
-    d, m = DELIVERIES, MEMBERS
     # The rows of a running campaign and these indexes are hot in memory; at the default
     # random_page_cost (4, for spinning disks) the planner prices 1,000 index probes above a
     # scan of every subscription, and hashes them all, per batch. No JIT, no parallel worker.
     plan_as_short_query(session, random_page_cost=1.1)
-    list_ids = list(
-        session.scalars(
-            sa.select(campaign_lists.c.list_id).where(
-                campaign_lists.c.campaign_id == key.campaign_id
-            )
-        )
+    list_ids = list(session.scalars(_lists_statement(session), {"p_campaign": key.campaign_id}))
+    rows: list[ClaimedRow] = []
+    bad: list[int] = []
+    params = {**key.params, "list_ids": list_ids, "p_limit": limit}
+    for is_ok, *values in session.execute(_rows_statement(session), params).all():
+        if is_ok:
+            rows.append(_claimed_row(values))
+        else:
+            bad.append(int(values[0]))
+    return rows, bad
+
+
+@built_once
+def _lists_statement(session: DbSession) -> sa.Select[tuple[int]]:
+    return sa.select(campaign_lists.c.list_id).where(
+        campaign_lists.c.campaign_id == sa.bindparam("p_campaign")
     )
+
+
+@built_once
+def _rows_statement(session: DbSession) -> sa.Select[Any]:
+    d, m = DELIVERIES, MEMBERS
     # One probe of pk_subscriptions (member_id, list_id) per recipient, planned so
     # whatever the statistics say: `list_id + 0` cannot use ix_subscriptions_list_status,
     # and OFFSET 0 keeps the planner from turning the EXISTS into one hash of every
@@ -328,33 +376,25 @@ def _read_rows(session: DbSession, key: BatchKey, limit: int) -> tuple[list[Clai
         sa.select(sa.literal(1))
         .where(
             Subscription.member_id == d.c.member_id,
-            one_of(session, Subscription.list_id + 0, list_ids, name="list_ids", type_=sa.Integer),
+            one_of_param(session, Subscription.list_id + 0, name="list_ids", type_=sa.Integer),
             Subscription.status == SubscriptionStatus.SUBSCRIBED.value,
         )
         .offset(0)
     )
     ok = sa.and_(~sa.exists().where(Suppression.email == d.c.email), sa.exists(subscribed))
-    statement = (
+    return (
         sa.select(ok.label("ok"), *_CLAIMED_COLUMNS)
         # An outer join: a delivery whose member row has gone (deleted by hand; Rallypoint
         # never deletes members) has no subscription, so it is skipped instead of staying
         # queued under a closed batch.
         .select_from(d.outerjoin(m, m.c.id == d.c.member_id))
-        .where(_rows(key), d.c.status == DeliveryStatus.QUEUED.value)
+        .where(_rows_param(), d.c.status == DeliveryStatus.QUEUED.value)
         # `id + 0`: the batch's rows are found by (campaign, batch, status) and sorted (at
         # most a batch). Ordered by the bare id, a campaign holding most of the table let the
         # planner walk pk_deliveries from the oldest row, filtering for this batch.
         .order_by(d.c.id + 0)
-        .limit(limit)
+        .limit(sa.bindparam("p_limit", type_=sa.Integer))
     )
-    rows: list[ClaimedRow] = []
-    bad: list[int] = []
-    for is_ok, *values in session.execute(statement).all():
-        if is_ok:
-            rows.append(_claimed_row(values))
-        else:
-            bad.append(int(values[0]))
-    return rows, bad
 
 
 def _claimed_row(values: Sequence[Any]) -> ClaimedRow:
@@ -397,14 +437,31 @@ def record_sent(
     the request is sent whatever a racing unsubscribe or cancel wrote meanwhile ('skipped'
     after the claim read it); one a `processed` event already settled is not counted twice.
     """
-    return _set_rows(
-        session,
-        ids,
-        DeliveryStatus.SENT,
-        now=now,
-        sent_at=now,
-        provider_message_id=provider_message_id,
-        error=None,
+    if not ids:
+        return 0
+    result = session.execute(
+        _sent_statement(session),
+        {"ids": list(ids), "p_now": now, "p_message_id": provider_message_id},
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+@built_once
+def _sent_statement(session: DbSession) -> sa.Update:
+    d = DELIVERIES
+    return (
+        sa.update(d)
+        .where(
+            one_of_param(session, d.c.id),
+            d.c.status.not_in([DeliveryStatus.SENT.value, DeliveryStatus.FAILED.value]),
+        )
+        .values(
+            status=DeliveryStatus.SENT.value,
+            updated_at=sa.bindparam("p_now"),
+            sent_at=sa.bindparam("p_now"),
+            provider_message_id=sa.bindparam("p_message_id"),
+            error=None,
+        )
     )
 
 
@@ -430,10 +487,19 @@ def close(session: DbSession, key: BatchKey, now: datetime, error: str | None = 
     Each EXISTS is one probe of ix_deliveries_campaign_batch (campaign, batch, status).
     Returns the batch's new status.
     """
+    params: dict[str, Any] = {**key.params, "p_now": now}
+    if error is not None:
+        params["p_error"] = error[:2000]
+    new = session.scalar(_close_statement(session, error is not None), params)
+    return str(new or "")
+
+
+@built_once
+def _close_statement(session: DbSession, with_error: bool) -> sa.Update:
     d = DELIVERIES
 
     def has(status: DeliveryStatus) -> sa.Exists:
-        return sa.exists().where(_rows(key), d.c.status == status.value)
+        return sa.exists().where(_rows_param(), d.c.status == status.value)
 
     status = sa.case(
         (has(DeliveryStatus.QUEUED), BatchStatus.QUEUED.value),
@@ -442,13 +508,10 @@ def close(session: DbSession, key: BatchKey, now: datetime, error: str | None = 
         (has(DeliveryStatus.FAILED), BatchStatus.FAILED.value),
         else_=BatchStatus.SKIPPED.value,
     )
-    values: dict[str, Any] = {"status": status, "lease": None, "finished_at": now}
-    if error is not None:
-        values["error"] = error[:2000]
-    new = session.scalar(
-        sa.update(BATCHES).where(_batch(key)).values(**values).returning(BATCHES.c.status)
-    )
-    return str(new or "")
+    values: dict[str, Any] = {"status": status, "lease": None, "finished_at": sa.bindparam("p_now")}
+    if with_error:
+        values["error"] = sa.bindparam("p_error")
+    return sa.update(BATCHES).where(_batch_param()).values(**values).returning(BATCHES.c.status)
 
 
 def release(
@@ -615,18 +678,23 @@ def awaiting_judgement(
     campaign_id: int, now: datetime, settlement: Settlement
 ) -> sa.ColumnElement[bool]:
     """A batch of the campaign in doubt that SendGrid's events may still settle."""
-    b = BATCHES
     if not settlement.webhook:
         return sa.false()
+    return awaiting_since(campaign_id, now - timedelta(seconds=settlement.give_up))
+
+
+def awaiting_since(campaign_id: Any, since: Any) -> sa.ColumnElement[bool]:
+    """`awaiting_judgement` with the webhook on and `since` = now - give_up (values or binds)."""
+    b = BATCHES
     return sa.exists().where(
         b.c.campaign_id == campaign_id,
         b.c.status == BatchStatus.UNKNOWN.value,
         b.c.resends == 0,
-        b.c.claimed_at > now - timedelta(seconds=settlement.give_up),
+        b.c.claimed_at > since,
     )
 
 
-def open_batches(campaign_id: int) -> sa.ColumnElement[bool]:
+def open_batches(campaign_id: Any) -> sa.ColumnElement[bool]:
     """A batch of the campaign still queued or in flight."""
     return sa.exists().where(
         BATCHES.c.campaign_id == campaign_id,

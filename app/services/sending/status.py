@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 
 from app.emails.content import Problem
+from app.infra.sql import built_once
 from app.models import TRANSITIONS, Campaign, CampaignStatus, Delivery, DeliveryStatus
 from app.models.base import utcnow
 from app.services import DbSession
@@ -137,7 +138,7 @@ def finish_if_done(
     audience, a resume with nothing left) comes through here, and it decides under the
     campaign's row lock on committed data:
 
-    0. Plain reads first: not frozen, or work left, as last committed — return at once, so
+    0. A plain read first: not frozen, or work left, as last committed — return at once, so
        the batches ending while others still run never queue for the lock.
     1. ``SELECT … FROM campaigns WHERE id = :id FOR UPDATE``: waits for a freeze in progress
        (the freeze holds this lock until it commits), and serialises the last batches.
@@ -157,28 +158,18 @@ def finish_if_done(
     """
     now = now or utcnow()
     settlement = settlement or Settlement()
-    frozen = session.scalar(sa.select(Campaign.frozen_at).where(Campaign.id == campaign_id))
-    if frozen is None:
-        # Not frozen as of the last commit: nothing to decide, and no need to wait for the
-        # lock a freeze step holds. Whoever completes the freeze checks again after its
-        # commit (freeze_in_steps; a one-step freeze's batches after theirs), and sees
-        # every outcome committed before this read.
-        return False
-    queued_rows = sa.exists().where(
-        Delivery.campaign_id == campaign_id, Delivery.status == DeliveryStatus.QUEUED.value
-    )
-    busy = sa.select(
-        sa.or_(
-            ledger.open_batches(campaign_id),
-            queued_rows,
-            ledger.awaiting_judgement(campaign_id, now, settlement),
-        )
-    )
+    params = {
+        "p_campaign": campaign_id,
+        "p_since": now - timedelta(seconds=settlement.give_up),
+    }
+    # Step 0, one plain read. Not frozen as of the last commit: nothing to decide, and no
+    # need to wait for the lock a freeze step holds (whoever completes the freeze checks
+    # again after its commit: freeze_in_steps, or a one-step freeze's batches after theirs).
     # Work left as last committed: not the end, and no need to queue for the lock behind
     # the other batches ending now. Every batch commits its outcome before this check, so
     # of two batches ending together the later check sees both outcomes: the last one
     # always goes on to the locked decision below (and the sweep checks again anyway).
-    if session.scalar(busy):
+    if not session.scalar(_maybe_done(session, settlement.webhook), params):
         return False
     state = session.execute(
         sa.select(Campaign.status, Campaign.frozen_at)
@@ -187,7 +178,8 @@ def finish_if_done(
     ).first()
     if state is None or state.status != CampaignStatus.SENDING.value or state.frozen_at is None:
         return False
-    if session.scalar(busy):  # again, on what committed before the lock was ours
+    # Again, in a new statement: on what committed before the lock was ours.
+    if session.scalar(_busy(session, settlement.webhook), params):
         return False
     done = conditional_status(
         session,
@@ -200,6 +192,34 @@ def finish_if_done(
     if done:
         log.info("campaign %s: sent", campaign_id)
     return done
+
+
+def _work_left(webhook: bool) -> sa.ColumnElement[bool]:
+    """A batch queued or in flight, a row queued, or (with the webhook) a batch in doubt that
+    SendGrid's events may still settle; the campaign and `since` (now - give_up) bound."""
+    campaign = sa.bindparam("p_campaign", type_=sa.Integer)
+    queued_rows = sa.exists().where(
+        Delivery.campaign_id == campaign, Delivery.status == DeliveryStatus.QUEUED.value
+    )
+    in_doubt = (
+        ledger.awaiting_since(campaign, sa.bindparam("p_since", type_=sa.DateTime(timezone=True)))
+        if webhook
+        else sa.false()
+    )
+    return sa.or_(ledger.open_batches(campaign), queued_rows, in_doubt)
+
+
+@built_once
+def _maybe_done(session: DbSession, webhook: bool) -> sa.Select[tuple[bool]]:
+    """Frozen, and no work left: one plain read (each batch's end runs it)."""
+    return sa.select(sa.and_(Campaign.frozen_at.is_not(None), ~_work_left(webhook))).where(
+        Campaign.id == sa.bindparam("p_campaign")
+    )
+
+
+@built_once
+def _busy(session: DbSession, webhook: bool) -> sa.Select[tuple[bool]]:
+    return sa.select(_work_left(webhook))
 
 
 def pause_itself(session: DbSession, campaign_id: int, reason: str, *, now: datetime) -> bool:

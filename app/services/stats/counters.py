@@ -129,7 +129,27 @@ def bump_campaign_stats(session: DbSession, campaign_id: int, **deltas: int) -> 
         raise StatsError(f"unknown campaign counters: {', '.join(unknown)}")
     if any(not isinstance(v, int) or isinstance(v, bool) for v in deltas.values()):
         raise StatsError("counter deltas must be whole numbers")
-    add_counters(session, CampaignStats, ("campaign_id",), {(campaign_id,): deltas})
+    if not any(deltas.values()):
+        return
+    # One campaign's row: the statement is built once per set of counters (a send runs it
+    # for every batch), the same upsert add_counters builds.
+    params: dict[str, Any] = {f"p_{name}": delta for name, delta in deltas.items()}
+    session.execute(
+        _campaign_bump(session, tuple(sorted(deltas))),
+        {**params, "p_campaign": campaign_id, "p_now": utcnow()},
+    )
+
+
+@sql.built_once
+def _campaign_bump(session: DbSession, counters: tuple[str, ...]) -> sa.Insert:
+    table: sa.Table = CampaignStats.__table__  # type: ignore[assignment]
+    row: dict[str, Any] = {name: sa.bindparam(f"p_{name}") for name in counters}
+    stmt = sql.insert(session, table).values(
+        campaign_id=sa.bindparam("p_campaign"), updated_at=sa.bindparam("p_now"), **row
+    )
+    updates: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in counters}
+    updates["updated_at"] = stmt.excluded.updated_at
+    return stmt.on_conflict_do_update(index_elements=["campaign_id"], set_=updates)
 
 
 @dataclass
