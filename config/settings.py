@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR_DIR = ROOT / "var"
@@ -66,6 +70,26 @@ def _host_ports(environ: Mapping[str, str], name: str) -> list[tuple[str, int]]:
             raise ConfigError(f"{name} must list host:port pairs separated by commas; got {item!r}")
         pairs.append((host, int(port)))
     return pairs
+
+
+# A run of this many digits may be an integer beyond 64 bits, which orjson reads as a float.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
+def read_json(data: bytes | str) -> Any:
+    """A jsonb value as `json.loads` reads it, by orjson when that is the same thing.
+
+    A send reads every recipient's `attributes` (~1.9 µs a row with json.loads, ~0.3 µs
+    this way). orjson reads integers beyond 64 bits as floats where json.loads keeps them
+    whole, and refuses what json.loads may take (1e400); those go to json.loads.
+    """
+    raw = data.encode() if isinstance(data, str) else data
+    if _LONG_NUMBER.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
 
 
 def url_host(host: str) -> str:
@@ -299,7 +323,12 @@ class BaseConfig:
         if self.SQLALCHEMY_DATABASE_URI.startswith("sqlite"):
             # Web, worker and beat share the file: wait for locks instead of failing at once.
             return {"connect_args": {"timeout": 30}}
-        options: dict[str, Any] = {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
+        options: dict[str, Any] = {
+            "pool_pre_ping": True,
+            "pool_size": 5,
+            "max_overflow": 10,
+            "json_deserializer": read_json,
+        }
         if self.DATABASE_TRANSACTION_POOLING:
             # psycopg prepares a statement run five times on its connection; behind PgBouncer
             # in transaction mode the next transaction may reach another server connection,

@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from app import create_app
+from app.models import Member
 from config.settings import (
     ConfigError,
     DevelopmentConfig,
     ProductionConfig,
     TestingConfig,
     config_from_env,
+    read_json,
 )
+from tests import factories
 
 ROOT = Path(__file__).resolve().parent.parent
 PROD_ENV = {
@@ -139,3 +146,44 @@ def test_worker_and_beat_refuse_to_start_with_a_bad_retention_period():
     result = _python("import workers.celery_app", env)
     assert result.returncode != 0
     assert "TRACKING_DETAIL_DAYS must be a number of days from 1 to 3650; got 0" in result.stderr
+
+
+# -- jsonb values read by orjson where it reads them as json.loads does (config.read_json) --
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(_json_values)
+@example({"shift": "nights"})
+@example(2**64)  # orjson alone reads this as a float
+@example(-(2**63) - 1)
+@example({"ids": [18446744073709551615, -9223372036854775808]})
+def test_read_json_reads_what_json_loads_reads(value):
+    text = json.dumps(value)
+    read = read_json(text.encode())
+    assert read == json.loads(text)
+    assert repr(read) == repr(json.loads(text))  # 2**64 stays an int, 1.0 stays a float
+    assert read_json(text) == read
+
+
+def test_read_json_takes_what_orjson_refuses():
+    assert read_json(b"1e400") == json.loads("1e400")
+    assert read_json(b'"\\ud800"') == json.loads('"\\ud800"')
+
+
+def test_jsonb_comes_back_from_postgresql_as_written(db_session):
+    attributes = {"badge": 2**70, "dues": 12.5, "shift": "nights", "tags": ["steward", None]}
+    added = factories.member(db_session, attributes=attributes)
+    db_session.commit()
+    db_session.expire_all()
+    read = db_session.scalar(sa.select(Member.attributes).where(Member.id == added.id))
+    assert read == attributes
+    assert isinstance(read["badge"], int)
