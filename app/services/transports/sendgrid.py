@@ -12,7 +12,8 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Mapping
-from typing import Any
+from email.message import Message
+from typing import Any, cast
 from urllib.error import URLError
 
 import orjson
@@ -39,16 +40,14 @@ TRACKING_OFF: Mapping[str, Any] = {
 _NAME_UNSAFE = re.compile(r'[;,"\x00-\x1f\x7f]+')
 
 
-def encode_body(body: Mapping[str, Any]) -> str:
-    """A mail-send body as compact JSON (UTF-8 text, not ASCII escapes: about 15% fewer bytes
+def encode_body(body: Mapping[str, Any]) -> bytes:
+    """A mail-send body as compact JSON in UTF-8 (not ASCII escapes: about 15% fewer bytes
     than json.dumps' defaults).
 
     orjson: a 1,000-recipient body takes ~1.4 ms against ~6.5 ms with the standard
     library's encoder (5 µs a recipient of the send's CPU); the output is the same JSON.
-    python_http_client sends a str body as it is when the Content-Type is not exactly
-    "application/json" (see __init__), so it is handed text.
     """
-    return orjson.dumps(body).decode()
+    return orjson.dumps(body)
 
 
 class _ConnectTimeoutMixin:
@@ -134,6 +133,22 @@ class _TimedClient(python_http_client.Client):
             exc.__cause__ = None
             raise exc from None
 
+    def post_body(self, body: bytes) -> Message:
+        """POST an encoded JSON body to this client's URL; returns the answer's headers.
+
+        python_http_client's own call (`client.mail.send.post`) formats the whole body into
+        a debug message whether anything logs it or not (~3 ms of CPU for a 1,000-recipient
+        body, 3 µs a recipient of the send's) and builds an opener it does not use. This is
+        the same request, through our opener, without them; a refusal raises the same
+        python_http_client HTTPError.
+        """
+        request = urllib.request.Request(  # noqa: S310 - http(s) only: SendGridTransport checks
+            self._build_url(None), data=body, headers=self.request_headers, method="POST"
+        )
+        with self._make_request(None, request) as response:
+            response.read()
+            return cast(Message, response.headers)
+
 
 class SendGridTransport:
     """POST /v3/mail/send with the official `sendgrid` client.
@@ -157,10 +172,10 @@ class SendGridTransport:
     ) -> None:
         if not api_key:
             raise ValueError("SendGrid needs an API key (SENDGRID_API_KEY).")
+        if not host.startswith(("https://", "http://")):
+            raise ValueError(f"SENDGRID_API_HOST must be an http(s) URL; got {host!r}.")
         api = SendGridAPIClient(api_key=api_key, host=host.rstrip("/"))
         headers = dict(api._default_headers)
-        # A Content-Type other than exactly "application/json" makes python_http_client send
-        # our string as is instead of json.dumps-ing it a second time.
         headers["Content-Type"] = "application/json; charset=utf-8"
         client = _TimedClient(host=api.host, request_headers=headers, version=3)
         client.timeout = read_timeout
@@ -169,6 +184,7 @@ class SendGridTransport:
         )
         api.client = client
         self.api = api
+        self._mail_send = client.mail.send
         self.host = api.host
         self.read_timeout = read_timeout
 
@@ -248,7 +264,7 @@ class SendGridTransport:
         payload = encode_body(self.build_body(batch))
         emails = [to.email for to in batch.recipients]
         try:
-            response = self.api.client.mail.send.post(request_body=payload)
+            headers = self.post(payload)
         except HTTPError as exc:
             raise _http_error(exc) from None
         except URLError as exc:
@@ -266,8 +282,16 @@ class SendGridTransport:
                 retryable=True,
                 uncertain=emails,
             ) from exc
-        message_id = response.headers.get("X-Message-Id") if response.headers else None
-        return BatchResult(provider_message_id=message_id or None)
+        return BatchResult(provider_message_id=headers.get("X-Message-Id") or None)
+
+    def post(self, payload: bytes) -> Message:
+        """POST an encoded body (`encode_body`) to /v3/mail/send; the answer's headers.
+
+        Raises:
+            python_http_client's HTTPError for a refusal, urllib's URLError when SendGrid
+            cannot be reached, OSError or http.client's errors when the answer is lost.
+        """
+        return self._mail_send.post_body(payload)
 
 
 def _http_error(exc: HTTPError) -> TransportError:
