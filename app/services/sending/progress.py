@@ -70,7 +70,7 @@ def progress(
     *,
     settlement: Settlement | None = None,
 ) -> Progress:
-    """Count the campaign's ledger by status (ix_deliveries_campaign_status).
+    """Count the campaign's ledger by status (ix_deliveries_campaign_batch).
 
     Before dispatch the total is what `audience_count` says now; afterwards the ledger is
     the truth, with the queued rows of batches in flight counted as sending. The rate is
@@ -190,8 +190,8 @@ def _unknown_state(
 def unknown_counts(session: DbSession, campaign_ids: list[int]) -> dict[int, int]:
     """How many members of each campaign may have missed it (rows left 'unknown').
 
-    For the campaign list and the report: one grouped count on
-    ix_deliveries_campaign_status, which reads only the unknown rows (a crash leaves a
+    For the campaign list and the report: one grouped count on the partial
+    ix_deliveries_campaign_unknown, which holds only the unknown rows (a crash leaves a
     batch or two), so it costs the same for 1k and 1M recipients.
     """
     if not campaign_ids:
