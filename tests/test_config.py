@@ -148,6 +148,16 @@ def test_worker_and_beat_refuse_to_start_with_a_bad_retention_period():
     assert "TRACKING_DETAIL_DAYS must be a number of days from 1 to 3650; got 0" in result.stderr
 
 
+def test_the_worker_parent_freezes_what_it_built_before_it_forks():
+    """Pool processes never walk the app, the tasks and the compiled layouts in a full
+    collection, whatever the settings (create_app itself freezes only outside TESTING)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RALLYPOINT_")}
+    env["RALLYPOINT_ENV"] = "testing"
+    result = _python("import gc, workers.celery_app; print(gc.get_freeze_count())", env)
+    assert result.returncode == 0, result.stderr
+    assert int(result.stdout.split()[-1]) > 50_000
+
+
 # -- jsonb values read by orjson where it reads them as json.loads does (config.read_json) --
 
 _json_values = st.recursive(
