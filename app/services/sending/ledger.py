@@ -142,30 +142,30 @@ class Claim:
     claimed_at: datetime
 
 
-def _batch(key: BatchKey) -> sa.ColumnElement[bool]:
-    return sa.and_(BATCHES.c.campaign_id == key.campaign_id, BATCHES.c.batch_no == key.batch_no)
-
-
-def _rows(key: BatchKey) -> sa.ColumnElement[bool]:
+def _of_batch(table: sa.Table) -> sa.ColumnElement[bool]:
+    """`table`'s rows of one batch, its key bound at execution (`BatchKey.params`): the
+    form of the statements a send runs per batch, built once (`built_once`)."""
     return sa.and_(
-        DELIVERIES.c.campaign_id == key.campaign_id, DELIVERIES.c.batch_no == key.batch_no
+        table.c.campaign_id == sa.bindparam("p_campaign"),
+        table.c.batch_no == sa.bindparam("p_batch"),
     )
 
 
-# The same, with the batch's key bound at execution (`BatchKey.params`), for the
-# statements a send runs per batch, built once (`built_once`).
 def _batch_param() -> sa.ColumnElement[bool]:
-    return sa.and_(
-        BATCHES.c.campaign_id == sa.bindparam("p_campaign"),
-        BATCHES.c.batch_no == sa.bindparam("p_batch"),
-    )
+    return _of_batch(BATCHES)
 
 
 def _rows_param() -> sa.ColumnElement[bool]:
-    return sa.and_(
-        DELIVERIES.c.campaign_id == sa.bindparam("p_campaign"),
-        DELIVERIES.c.batch_no == sa.bindparam("p_batch"),
-    )
+    return _of_batch(DELIVERIES)
+
+
+# The same with the key's values in place, for the statements of the rarer paths.
+def _batch(key: BatchKey) -> sa.ColumnElement[bool]:
+    return _batch_param().params(key.params)
+
+
+def _rows(key: BatchKey) -> sa.ColumnElement[bool]:
+    return _rows_param().params(key.params)
 
 
 def _in_request(key: BatchKey) -> sa.ColumnElement[bool]:

@@ -9,7 +9,7 @@ the same figures from events and deliveries; tests (and `flask tracking verify-s
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -108,11 +108,22 @@ def add_counters(
         rows.append(row)
     if not rows:
         return
-    stmt = sql.insert(session, table).values(rows)
+    session.execute(_upsert(session, table, key_names, counters, rows))
+
+
+def _upsert(
+    session: DbSession,
+    table: sa.Table,
+    key_names: Sequence[str],
+    counters: Iterable[str],
+    values: Any,
+) -> sa.Insert:
+    """``INSERT … VALUES … ON CONFLICT (keys) DO UPDATE SET counter = counter + excluded.…``."""
+    stmt = sql.insert(session, table).values(values)
     updates: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in counters}
     if "updated_at" in table.c:
         updates["updated_at"] = stmt.excluded.updated_at
-    session.execute(stmt.on_conflict_do_update(index_elements=list(key_names), set_=updates))
+    return stmt.on_conflict_do_update(index_elements=list(key_names), set_=updates)
 
 
 def bump_campaign_stats(session: DbSession, campaign_id: int, **deltas: int) -> None:
@@ -131,8 +142,8 @@ def bump_campaign_stats(session: DbSession, campaign_id: int, **deltas: int) -> 
         raise StatsError("counter deltas must be whole numbers")
     if not any(deltas.values()):
         return
-    # One campaign's row: the statement is built once per set of counters (a send runs it
-    # for every batch), the same upsert add_counters builds.
+    # One campaign's row: add_counters' upsert, built once per set of counters (a send runs
+    # it for every batch).
     params: dict[str, Any] = {f"p_{name}": delta for name, delta in deltas.items()}
     session.execute(
         _campaign_bump(session, tuple(sorted(deltas))),
@@ -144,12 +155,8 @@ def bump_campaign_stats(session: DbSession, campaign_id: int, **deltas: int) -> 
 def _campaign_bump(session: DbSession, counters: tuple[str, ...]) -> sa.Insert:
     table: sa.Table = CampaignStats.__table__  # type: ignore[assignment]
     row: dict[str, Any] = {name: sa.bindparam(f"p_{name}") for name in counters}
-    stmt = sql.insert(session, table).values(
-        campaign_id=sa.bindparam("p_campaign"), updated_at=sa.bindparam("p_now"), **row
-    )
-    updates: dict[str, Any] = {name: table.c[name] + stmt.excluded[name] for name in counters}
-    updates["updated_at"] = stmt.excluded.updated_at
-    return stmt.on_conflict_do_update(index_elements=["campaign_id"], set_=updates)
+    row.update(campaign_id=sa.bindparam("p_campaign"), updated_at=sa.bindparam("p_now"))
+    return _upsert(session, table, ("campaign_id",), counters, row)
 
 
 @dataclass
