@@ -734,3 +734,20 @@ def test_rows_in_doubt_are_counted_from_an_index_of_those_rows_only(db_session):
     assert "ix_deliveries_campaign_unknown" in plan, plan
     entries = db_session.scalar(sa.text("SELECT count(*) FROM deliveries WHERE status = 'unknown'"))
     assert entries == 10
+
+
+def test_the_finish_check_looks_for_a_queued_row_batch_by_batch(db_session):
+    """At the end of a send no row is queued: the check probes ix_deliveries_campaign_batch
+    once per batch instead of walking every row of the campaign in it."""
+    campaign, _, _ = _sending_campaign(db_session, members=3_000, batch_size=100, languages=("en",))
+    ids = db_session.scalars(sa.select(Delivery.id).where(Delivery.campaign_id == campaign.id))
+    ledger.record_sent(db_session, list(ids), now=utcnow())
+    db_session.execute(sa.update(SendBatch).values(status="sent"))
+    db_session.execute(sa.text("ANALYZE deliveries"))
+    db_session.execute(sa.text("ANALYZE send_batches"))
+    with _captured(db_session, lambda s: "frozen_at IS NOT NULL" in s) as seen:
+        assert sending.finish_if_done(db_session, campaign.id)
+    statement, parameters, _ = seen[0]
+    plan = "\n".join(_explain(db_session, statement, parameters))
+    probe = re.search(r"ix_deliveries_campaign_batch.*\n.*Index Cond: .*batch_no = ", plan)
+    assert probe, plan
