@@ -751,3 +751,31 @@ def test_the_finish_check_looks_for_a_queued_row_batch_by_batch(db_session):
     plan = "\n".join(_explain(db_session, statement, parameters))
     probe = re.search(r"ix_deliveries_campaign_batch.*\n.*Index Cond: .*batch_no = ", plan)
     assert probe, plan
+
+
+def test_a_batch_closed_with_a_row_still_queued_is_queued_again(db_session):
+    """The sweep's safety net: a closed batch holding a queued row would keep its campaign
+    from finishing forever; only that batch goes back to queued."""
+    campaign, _, batches = _sending_campaign(
+        db_session, members=30, batch_size=10, languages=("en",)
+    )
+    stranded, *others = batches
+    ids = db_session.scalars(
+        sa.select(Delivery.id).where(
+            Delivery.campaign_id == campaign.id, Delivery.batch_no != stranded
+        )
+    ).all()
+    ledger.record_sent(db_session, list(ids), now=utcnow())
+    db_session.execute(sa.update(SendBatch).values(status="sent"))
+    assert not sending.finish_if_done(db_session, campaign.id)  # a row is still queued
+
+    assert ledger.reopen_stranded(db_session, campaign.id, utcnow()) == [stranded]
+    statuses = dict(
+        db_session.execute(
+            sa.select(SendBatch.batch_no, SendBatch.status).where(
+                SendBatch.campaign_id == campaign.id
+            )
+        ).all()
+    )
+    assert statuses == {stranded: "queued", **dict.fromkeys(others, "sent")}
+    assert ledger.reopen_stranded(db_session, campaign.id, utcnow()) == []

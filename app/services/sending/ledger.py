@@ -229,12 +229,7 @@ def reopen_stranded(session: DbSession, campaign_id: int, now: datetime) -> list
     A safety net for the sweep: a row left queued under a closed batch would otherwise keep
     its campaign from finishing forever.
     """
-    d, b = DELIVERIES, BATCHES
-    has_queued = sa.exists().where(
-        d.c.campaign_id == b.c.campaign_id,
-        d.c.batch_no == b.c.batch_no,
-        d.c.status == DeliveryStatus.QUEUED.value,
-    )
+    b = BATCHES
     reopened = list(
         session.scalars(
             sa.update(b)
@@ -243,7 +238,7 @@ def reopen_stranded(session: DbSession, campaign_id: int, now: datetime) -> list
                 b.c.status.in_(
                     [BatchStatus.SENT.value, BatchStatus.FAILED.value, BatchStatus.SKIPPED.value]
                 ),
-                has_queued,
+                _has_queued_row(),
             )
             .values(status=BatchStatus.QUEUED.value, lease=None, finished_at=None)
             .returning(b.c.batch_no)
@@ -692,6 +687,29 @@ def awaiting_since(campaign_id: Any, since: Any) -> sa.ColumnElement[bool]:
         b.c.resends == 0,
         b.c.claimed_at > since,
     )
+
+
+def _has_queued_row() -> sa.Exists:
+    """The send_batches row in hand has a queued row: one probe of
+    ix_deliveries_campaign_batch (campaign, batch, status). OFFSET 0 keeps it a sub-plan run
+    per batch: flattened into a join, the planner starts from deliveries and walks every row
+    of the campaign in that index when none is queued."""
+    d, b = DELIVERIES, BATCHES
+    probe = (
+        sa.select(sa.literal(1))
+        .where(
+            d.c.campaign_id == b.c.campaign_id,
+            d.c.batch_no == b.c.batch_no,
+            d.c.status == DeliveryStatus.QUEUED.value,
+        )
+        .offset(0)
+    )
+    return sa.exists(probe)
+
+
+def queued_rows(campaign_id: Any) -> sa.ColumnElement[bool]:
+    """A row of the campaign still queued, looked for batch by batch (`_has_queued_row`)."""
+    return sa.exists().where(BATCHES.c.campaign_id == campaign_id, _has_queued_row())
 
 
 def open_batches(campaign_id: Any) -> sa.ColumnElement[bool]:

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from app.emails.content import Problem
 from app.infra.sql import built_once
-from app.models import TRANSITIONS, Campaign, CampaignStatus, Delivery, DeliveryStatus
+from app.models import TRANSITIONS, Campaign, CampaignStatus
 from app.models.base import utcnow
 from app.services import DbSession
 from app.services.campaigns.authoring import TransitionRefused
@@ -198,29 +198,13 @@ def _work_left(webhook: bool) -> sa.ColumnElement[bool]:
     """A batch queued or in flight, a row queued, or (with the webhook) a batch in doubt that
     SendGrid's events may still settle; the campaign and `since` (now - give_up) bound."""
     campaign = sa.bindparam("p_campaign", type_=sa.Integer)
-    # A queued row is looked for batch by batch: one probe of ix_deliveries_campaign_batch
-    # (campaign, batch, status) per batch, where (campaign, status) alone would walk every
-    # row of the campaign in that index (a million at 1M recipients) when none is queued.
-    # OFFSET 0 keeps the inner EXISTS a sub-plan run per batch: flattened into a join, the
-    # planner starts from deliveries and walks the campaign's rows after all.
-    batches = ledger.BATCHES
-    queued_in_batch = (
-        sa.select(sa.literal(1))
-        .where(
-            Delivery.campaign_id == batches.c.campaign_id,
-            Delivery.batch_no == batches.c.batch_no,
-            Delivery.status == DeliveryStatus.QUEUED.value,
-        )
-        .offset(0)
-    )
-    queued_rows = sa.exists().where(batches.c.campaign_id == campaign, sa.exists(queued_in_batch))
     in_doubt = (
         ledger.awaiting_since(campaign, sa.bindparam("p_since", type_=sa.DateTime(timezone=True)))
         if webhook
         else sa.false()
     )
     # The cheap reads first: OR stops at the first that finds something.
-    return sa.or_(ledger.open_batches(campaign), in_doubt, queued_rows)
+    return sa.or_(ledger.open_batches(campaign), in_doubt, ledger.queued_rows(campaign))
 
 
 @built_once
