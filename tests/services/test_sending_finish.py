@@ -176,7 +176,7 @@ def test_a_batch_in_doubt_keeps_its_campaign_open_while_sendgrid_may_settle_it(d
     db_session.execute(
         sa.update(Delivery)
         .where(Delivery.campaign_id == campaign.id, Delivery.batch_no == 1)
-        .values(status="unknown")
+        .values(status="unknown", error="no answer")
     )
     db_session.execute(
         sa.update(SendBatch)

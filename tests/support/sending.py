@@ -199,7 +199,9 @@ def finished_with_unknown(session, campaign, *, unknown_batches: int = 1) -> int
         .values(status="sent", claimed_at=utcnow())
     )
     doubt = sa.and_(Delivery.campaign_id == campaign.id, Delivery.batch_no < unknown_batches)
-    count = session.execute(sa.update(Delivery).where(doubt).values(status="unknown")).rowcount
+    count = session.execute(
+        sa.update(Delivery).where(doubt).values(status="unknown", error="no answer")
+    ).rowcount
     session.execute(
         sa.update(SendBatch)
         .where(SendBatch.campaign_id == campaign.id, SendBatch.batch_no < unknown_batches)

@@ -205,7 +205,8 @@ def data(db_session, app):
 
 
 def test_events_update_outcomes_counters_and_suppressions(db_session, data):
-    db_session.get(Delivery, data.deliveries[4].id).status = DeliveryStatus.UNKNOWN.value
+    in_doubt = db_session.get(Delivery, data.deliveries[4].id)
+    in_doubt.status, in_doubt.error = DeliveryStatus.UNKNOWN.value, "no answer"
     events = [
         _event(data, 0, "processed", "e1"),
         _event(data, 0, "deferred", "e2", response="400 try again later", attempt="1"),

@@ -20,6 +20,7 @@ from app.models import (
     User,
 )
 from app.models.base import utcnow
+from app.models.deliveries import with_error
 from app.services import DbSession
 from app.services.sending import coordination, ledger, peers
 from app.services.sending.ledger import BatchKey, Settlement
@@ -125,7 +126,7 @@ def resend_unknown(
             sa.select(Delivery.batch_no)
             .where(
                 Delivery.campaign_id == campaign_id,
-                Delivery.status == DeliveryStatus.UNKNOWN.value,
+                with_error(DeliveryStatus.UNKNOWN),
             )
             .distinct()
             .order_by(Delivery.batch_no)

@@ -384,7 +384,7 @@ def _rows_statement(session: DbSession) -> sa.Select[Any]:
         # queued under a closed batch.
         .select_from(d.outerjoin(m, m.c.id == d.c.member_id))
         .where(_rows_param(), d.c.status == DeliveryStatus.QUEUED.value)
-        # `id + 0`: the batch's rows are found by (campaign, batch, status) and sorted (at
+        # `id + 0`: the batch's rows are found by (campaign, batch) and sorted (at
         # most a batch). Ordered by the bare id, a campaign holding most of the table let the
         # planner walk pk_deliveries from the oldest row, filtering for this batch.
         .order_by(d.c.id + 0)
@@ -479,7 +479,8 @@ def record_unknown(session: DbSession, ids: Collection[int], message: str, *, no
 def close(session: DbSession, key: BatchKey, now: datetime, error: str | None = None) -> str:
     """End the batch's request: queued again if rows remain, else sent, failed or skipped.
 
-    Each EXISTS is one probe of ix_deliveries_campaign_batch (campaign, batch, status).
+    Each EXISTS reads the batch's rows in ix_deliveries_campaign_batch (campaign, batch), at
+    most a batch, until one has that status.
     Returns the batch's new status.
     """
     params: dict[str, Any] = {**key.params, "p_now": now}
@@ -690,10 +691,12 @@ def awaiting_since(campaign_id: Any, since: Any) -> sa.ColumnElement[bool]:
 
 
 def _has_queued_row() -> sa.Exists:
-    """The send_batches row in hand has a queued row: one probe of
-    ix_deliveries_campaign_batch (campaign, batch, status). OFFSET 0 keeps it a sub-plan run
-    per batch: flattened into a join, the planner starts from deliveries and walks every row
-    of the campaign in that index when none is queued."""
+    """The send_batches row in hand has a queued row: a read of its rows in
+    ix_deliveries_campaign_batch (campaign, batch) that stops at the first queued one.
+    OFFSET 0 keeps it a sub-plan run per batch, as the queries using it expect (they look
+    at batch rows first). No index tells a queued row from a sent one (a batch's outcome is
+    a heap-only update), so with none queued this reads each row of the campaign once: a
+    safety net run when a campaign has no batch open, at its end."""
     d, b = DELIVERIES, BATCHES
     probe = (
         sa.select(sa.literal(1))

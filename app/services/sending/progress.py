@@ -10,6 +10,7 @@ import sqlalchemy as sa
 
 from app.models import BatchStatus, Campaign, CampaignStatus, Delivery, DeliveryStatus, SendBatch
 from app.models.base import utcnow
+from app.models.deliveries import with_error
 from app.services import DbSession
 from app.services.sending.audience import SegmentUnavailable, audience_count
 from app.services.sending.ledger import Settlement, awaiting_judgement
@@ -150,7 +151,7 @@ def progress(
                 sa.select(Delivery.error, sa.func.count())
                 .where(
                     Delivery.campaign_id == campaign.id,
-                    Delivery.status == DeliveryStatus.FAILED.value,
+                    with_error(DeliveryStatus.FAILED),
                 )
                 .group_by(Delivery.error)
                 .order_by(sa.func.count().desc())
@@ -191,7 +192,7 @@ def unknown_counts(session: DbSession, campaign_ids: list[int]) -> dict[int, int
     """How many members of each campaign may have missed it (rows left 'unknown').
 
     For the campaign list and the report: one grouped count on the partial
-    ix_deliveries_campaign_unknown, which holds only the unknown rows (a crash leaves a
+    ix_deliveries_campaign_errors, which holds only the unknown and failed rows (a crash leaves a
     batch or two), so it costs the same for 1k and 1M recipients.
     """
     if not campaign_ids:
@@ -202,7 +203,7 @@ def unknown_counts(session: DbSession, campaign_ids: list[int]) -> dict[int, int
             sa.select(Delivery.campaign_id, sa.func.count())
             .where(
                 Delivery.campaign_id.in_(campaign_ids),
-                Delivery.status == DeliveryStatus.UNKNOWN.value,
+                with_error(DeliveryStatus.UNKNOWN),
             )
             .group_by(Delivery.campaign_id)
         )

@@ -38,7 +38,7 @@ from app.models import (
     TallyDimension,
 )
 from app.models.base import utcnow
-from app.models.deliveries import PROBLEM_SQL
+from app.models.deliveries import PROBLEM_SQL, with_error
 from app.services import DbSession
 from app.services.organization.settings import org_timezone
 from app.services.stats.breakdown import BREAKDOWN_COUNTERS
@@ -505,7 +505,7 @@ def campaign_problems(
         sa.text(f"({PROBLEM_SQL})"),  # type: ignore[list-item]
     ]
     if kind == "failed":
-        where.append(Delivery.status == DeliveryStatus.FAILED.value)
+        where.append(with_error(DeliveryStatus.FAILED))
     elif kind:
         where.append(Delivery.outcome == kind)
     total = int(session.scalar(sa.select(sa.func.count()).select_from(Delivery).where(*where)) or 0)
