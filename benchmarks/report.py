@@ -36,7 +36,7 @@ from sqlalchemy.engine import make_url
 from app import create_app
 from app.extensions import db
 from app.models import Campaign, CampaignHourly, CampaignStats, Link, LinkStats, Role, User
-from app.models.deliveries import PROBLEM_SQL
+from app.models.deliveries import BOUNCED_SQL, UNKNOWN_SQL
 from app.services.organization import users
 from app.services.stats import breakdown
 from app.services.stats import counters as stats
@@ -115,10 +115,16 @@ FROM generate_series(CAST(1 AS bigint), :n) AS i
 WHERE i % 500 <> 0 AND (i * 37) % 100 >= 3
   AND (((i * 53) % 100 < 48 AND (i * 31) % 1000 < 5) OR (i * 41) % 10000 < 3)
 """
-# The count behind the problem list: it should walk the partial index, not the campaign.
-PROBLEM_PLAN_SQL = (
-    f"EXPLAIN SELECT count(*) FROM deliveries WHERE campaign_id = :c AND ({PROBLEM_SQL})"  # noqa: S608 - a constant
-)
+# The counts behind the problem list (bounced or dropped, then refused) and the rows in doubt:
+# each should walk a partial index, not the campaign.
+PLANS_SQL = {
+    name: f"EXPLAIN SELECT count(*) FROM deliveries WHERE campaign_id = :c AND ({where})"  # noqa: S608 - constants
+    for name, where in (
+        ("bounced", BOUNCED_SQL),
+        ("refused", "error IS NOT NULL AND status = 'failed'"),
+        ("unknown", UNKNOWN_SQL),
+    )
+}
 
 
 def _server_url() -> str:
@@ -288,8 +294,9 @@ def _run(url: str, args: argparse.Namespace) -> dict[str, object]:
             for cid in (big, small)
         }
         counts = stats.stored_stats(session, big).campaign
-        plan = session.execute(sa.text(PROBLEM_PLAN_SQL), {"c": big}).scalars()
-        print("problem count plan: " + " | ".join(line.strip() for line in plan))
+        for name, sql in PLANS_SQL.items():
+            plan = session.execute(sa.text(sql), {"c": big}).scalars()
+            print(f"{name} count plan: " + " | ".join(line.strip() for line in plan))
         session.remove()
     for cid, (deliveries, events) in sizes.items():
         print(f"campaign {cid}: {deliveries:,} deliveries, {events:,} events")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import sqlalchemy as sa
 
 from app.models import CampaignStats, Delivery, Subscription
 from app.services.stats import breakdown, reports
@@ -212,6 +214,37 @@ def test_problem_addresses_with_reasons_paginated(db_session, scenario):
     assert reports.campaign_problems(db_session, cid, kind="bounced").total == 1
     with pytest.raises(reports.ReportError):
         reports.campaign_problems(db_session, cid, kind="exploded")
+
+
+def test_the_problem_list_reads_two_small_indexes_and_no_status(db_session, scenario):
+    """No index of deliveries names `status` (a send's outcome is a heap-only update), so a
+    problem list asking for "refused or bounced" in one predicate read every bounced row's
+    heap to check its status: 30,000 rows, 24 -> 122 ms at 1M deliveries. The bounced and
+    dropped rows are counted from their partial index alone, the refused from theirs."""
+    cid = scenario.campaign.id
+    statements: list[tuple[str, Any]] = []
+    connection = db_session.connection()
+
+    def capture(conn, cursor, statement, parameters, context, executemany):
+        if "count(*)" in statement:
+            statements.append((statement, parameters))
+
+    db_session.execute(sa.text("SET LOCAL enable_seqscan = off"))
+    sa.event.listen(connection, "before_cursor_execute", capture)
+    try:
+        assert reports.campaign_problems(db_session, cid).total == 4
+    finally:
+        sa.event.remove(connection, "before_cursor_execute", capture)
+    plans = []
+    for statement, parameters in statements:
+        cursor = connection.connection.driver_connection.cursor()
+        cursor.execute("EXPLAIN " + statement, parameters)
+        plans.append("\n".join(row[0] for row in cursor.fetchall()))
+    bounced, refused = plans
+    assert "ix_deliveries_campaign_problems" in bounced, bounced
+    assert "status" not in bounced, bounced
+    assert "Filter" not in bounced, bounced
+    assert "ix_deliveries_campaign_errors" in refused, refused
 
 
 def test_csv_export_neutralises_formulas(db_session):
