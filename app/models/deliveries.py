@@ -51,7 +51,8 @@ UNKNOWN_SQL = f"{ERRORED_SQL} AND status = 'unknown'"
 
 # The report's problems are the rows refused by the transport (with_error('failed')) and
 # these, bounced or dropped by the receiving side (ix_deliveries_campaign_problems).
-BOUNCED_SQL = "outcome IN ('bounced', 'dropped')"
+BOUNCED_OUTCOMES = ("bounced", "dropped")
+BOUNCED_SQL = "outcome IN ({})".format(", ".join(f"'{o}'" for o in BOUNCED_OUTCOMES))
 
 
 class Delivery(Base):

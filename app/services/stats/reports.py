@@ -40,7 +40,7 @@ from app.models import (
     TallyDimension,
 )
 from app.models.base import utcnow
-from app.models.deliveries import BOUNCED_SQL, with_error
+from app.models.deliveries import BOUNCED_OUTCOMES, BOUNCED_SQL, with_error
 from app.services import DbSession
 from app.services.organization.settings import org_timezone
 from app.services.stats.breakdown import BREAKDOWN_COUNTERS
@@ -508,13 +508,13 @@ def campaign_problems(
         Delivery.campaign_id == campaign_id,
         sa.text(BOUNCED_SQL),  # type: ignore[list-item]
     ]
-    if kind in ("bounced", "dropped"):
+    if kind in BOUNCED_OUTCOMES:
         bounced.append(Delivery.outcome == kind)
     refused = [
         Delivery.campaign_id == campaign_id,
         with_error(DeliveryStatus.FAILED),
         # Listed once: SendGrid reports nothing on an address it refused, but should it.
-        sa.or_(Delivery.outcome.is_(None), Delivery.outcome.not_in(("bounced", "dropped"))),
+        sa.or_(Delivery.outcome.is_(None), Delivery.outcome.not_in(BOUNCED_OUTCOMES)),
     ]
     parts = [refused] if kind == "failed" else [bounced] if kind else [bounced, refused]
     total = sum(
@@ -540,7 +540,7 @@ def campaign_problems(
         key=lambda row: row.id,
     )
     rows = list(itertools.islice(merged, upto - per_page, upto))
-    ids = [r.id for r in rows if r.outcome in ("bounced", "dropped")]
+    ids = [r.id for r in rows if r.outcome in BOUNCED_OUTCOMES]
     reasons: dict[int, tuple[str, datetime]] = {}
     if ids:
         events = session.execute(
