@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,6 +15,7 @@ from app.services.stats import breakdown, reports
 from app.services.stats import counters as stats
 from tests import factories
 from tests.support import stats_scenario
+from tests.support.statements import captured, explain
 
 T0 = datetime(2026, 11, 2, 14, 30, tzinfo=UTC)
 
@@ -222,25 +222,10 @@ def test_the_problem_list_reads_two_small_indexes_and_no_status(db_session, scen
     heap to check its status: 30,000 rows, 24 -> 122 ms at 1M deliveries. The bounced and
     dropped rows are counted from their partial index alone, the refused from theirs."""
     cid = scenario.campaign.id
-    statements: list[tuple[str, Any]] = []
-    connection = db_session.connection()
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if "count(*)" in statement:
-            statements.append((statement, parameters))
-
     db_session.execute(sa.text("SET LOCAL enable_seqscan = off"))
-    sa.event.listen(connection, "before_cursor_execute", capture)
-    try:
+    with captured(db_session, lambda s: "count(*)" in s) as counts:
         assert reports.campaign_problems(db_session, cid).total == 4
-    finally:
-        sa.event.remove(connection, "before_cursor_execute", capture)
-    plans = []
-    for statement, parameters in statements:
-        cursor = connection.connection.driver_connection.cursor()
-        cursor.execute("EXPLAIN " + statement, parameters)
-        plans.append("\n".join(row[0] for row in cursor.fetchall()))
-    bounced, refused = plans
+    bounced, refused = ("\n".join(explain(db_session, sql, params)) for sql, params, _ in counts)
     assert "ix_deliveries_campaign_problems" in bounced, bounced
     assert "status" not in bounced, bounced
     assert "Filter" not in bounced, bounced

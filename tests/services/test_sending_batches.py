@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from datetime import timedelta
-from typing import Any
 
 import pytest
 import redis
@@ -41,6 +39,7 @@ from tests.support.sending import (
     sending_context,
     setup_org,
 )
+from tests.support.statements import captured, explain
 
 
 @pytest.fixture
@@ -81,37 +80,12 @@ def _sending_campaign(session, members=12, *, batch_size=1000, **fields):
     return campaign, emails, result.batches
 
 
-@contextmanager
-def _captured(session, match: Callable[[str], bool]) -> Iterator[list[tuple[str, Any, str]]]:
-    """The statements the block sends that `match`: each with its parameters and the
-    session_replication_role in force as it ran ('replica': foreign-key triggers off)."""
-    seen: list[tuple[str, Any, str]] = []
-    connection = session.connection()
-
-    def capture(conn, cursor, statement, parameters, context, executemany):
-        if match(statement):
-            role = cursor.connection.execute("SHOW session_replication_role").fetchone()[0]
-            seen.append((statement, parameters, role))
-
-    sa.event.listen(connection, "before_cursor_execute", capture)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(connection, "before_cursor_execute", capture)
-
-
-def _explain(session, statement: str, parameters: Any) -> list[str]:
-    cursor = session.connection().connection.driver_connection.cursor()
-    cursor.execute("EXPLAIN " + statement, parameters)
-    return [row[0] for row in cursor.fetchall()]
-
-
 def _claim_and_plan(session, campaign_id: int, batch_no: int):
     """Claim a batch, and EXPLAIN the claim's read of its rows in the same transaction."""
-    with _captured(session, lambda s: "FROM deliveries LEFT OUTER JOIN members" in s) as seen:
+    with captured(session, lambda s: "FROM deliveries LEFT OUTER JOIN members" in s) as seen:
         claim = ledger.claim(session, ledger.BatchKey(campaign_id, batch_no), 1000, utcnow(), "t")
     statement, parameters, _ = seen[0]
-    return claim, "\n".join(_explain(session, statement, parameters))
+    return claim, "\n".join(explain(session, statement, parameters))
 
 
 def _statuses(session, campaign_id) -> dict[str, str]:
@@ -146,7 +120,7 @@ def test_a_batch_runs_the_same_few_statements_whatever_its_size(db_session, fake
 
     def statements_of(batch_no: int) -> list[str]:
         skip = ("SAVEPOINT", "RELEASE SAVEPOINT", "ROLLBACK TO SAVEPOINT")
-        with _captured(db_session, lambda s: not s.startswith(skip)) as seen:
+        with captured(db_session, lambda s: not s.startswith(skip)) as seen:
             outcome = sending.send_batch(db_session, campaign_id, batch_no, context=context)
         db_session.remove()
         assert outcome.sent
@@ -452,7 +426,7 @@ def test_progress_counts_the_ledger(db_session, fake, context):
     # The send page asks every second: the counts and the rate are one read of the campaign's
     # rows (besides the rows of batches in flight, a handful).
     whole = lambda s: "FROM deliveries" in s and "send_batches" not in s  # noqa: E731
-    with _captured(db_session, whole) as reads:
+    with captured(db_session, whole) as reads:
         during = sending.progress(db_session, campaign)
     assert len(reads) == 1, reads
     assert (during.sent, during.queued, during.percent) == (2, 2, 50.0)
@@ -596,7 +570,7 @@ def test_the_claim_is_never_compiled_or_run_in_parallel(db_session):
 def _freeze_checks(session, campaign_id: int) -> tuple[list[str], sending.FreezeResult]:
     """Freeze, and what session_replication_role was while the INSERT into deliveries ran
     ('replica': its foreign-key triggers did not fire)."""
-    with _captured(session, lambda s: s.startswith("INSERT INTO deliveries")) as seen:
+    with captured(session, lambda s: s.startswith("INSERT INTO deliveries")) as seen:
         result = sending.freeze_audience(session, campaign_id)
     return [role for *_, role in seen], result
 
@@ -692,11 +666,11 @@ def test_the_freeze_reads_the_ledger_once_per_step_whatever_the_statistics(db_se
     # Statistics of the ledger as an earlier freeze left them (they know no rows of the next
     # campaign); the members' were never taken.
     db_session.execute(sa.text("ANALYZE deliveries"))
-    with _captured(db_session, lambda s: s.startswith("INSERT INTO deliveries")) as steps:
+    with captured(db_session, lambda s: s.startswith("INSERT INTO deliveries")) as steps:
         sending.freeze_in_steps(db_session, campaign_sending().id, first=300)
     assert len(steps) > 1
     for statement, parameters, _ in steps:
-        plan = _explain(db_session, statement, parameters)
+        plan = explain(db_session, statement, parameters)
         reads = [line for line in plan if " on deliveries" in line and "Insert on" not in line]
         assert len(reads) == 1, "\n".join(plan)
         # max(member_id) of the campaign: the last entry of the unique index, read once.
@@ -708,7 +682,7 @@ def test_the_freeze_leaves_statistics_of_the_columns_the_claim_is_planned_on(db_
     analyzes the four columns those plans read (a third of a whole-table ANALYZE: 68
     against 172-205 ms at 100,000 rows), not the other sixteen."""
     campaign, _ = _campaign_to_freeze(db_session, 1_500)
-    with _captured(db_session, lambda s: s.startswith("ANALYZE")) as issued:
+    with captured(db_session, lambda s: s.startswith("ANALYZE")) as issued:
         sending.freeze_audience(db_session, campaign.id)
     assert [statement for statement, *_ in issued] == [
         "ANALYZE deliveries (campaign_id, batch_no, status, member_id)"
@@ -755,10 +729,10 @@ def test_rows_in_doubt_are_counted_from_an_index_of_those_rows_only(db_session):
     ledger.record_unknown(db_session, ids[:10], "no answer", now=utcnow())
     db_session.execute(sa.text("ANALYZE deliveries"))
     db_session.execute(sa.text("SET LOCAL enable_seqscan = off"))
-    with _captured(db_session, lambda s: "count(*)" in s) as seen:
+    with captured(db_session, lambda s: "count(*)" in s) as seen:
         assert unknown_counts(db_session, [campaign.id]) == {campaign.id: 10}
     statement, parameters, _ = seen[0]
-    plan = "\n".join(_explain(db_session, statement, parameters))
+    plan = "\n".join(explain(db_session, statement, parameters))
     assert "ix_deliveries_campaign_errors" in plan, plan
 
 
@@ -771,10 +745,10 @@ def test_the_finish_check_looks_for_a_queued_row_batch_by_batch(db_session):
     db_session.execute(sa.update(SendBatch).values(status="sent"))
     db_session.execute(sa.text("ANALYZE deliveries"))
     db_session.execute(sa.text("ANALYZE send_batches"))
-    with _captured(db_session, lambda s: "frozen_at IS NOT NULL" in s) as seen:
+    with captured(db_session, lambda s: "frozen_at IS NOT NULL" in s) as seen:
         assert sending.finish_if_done(db_session, campaign.id)
     statement, parameters, _ = seen[0]
-    plan = "\n".join(_explain(db_session, statement, parameters))
+    plan = "\n".join(explain(db_session, statement, parameters))
     probe = re.search(r"ix_deliveries_campaign_batch.*\n.*Index Cond: .*batch_no = ", plan)
     assert probe, plan
 
