@@ -46,9 +46,6 @@ FILLFACTOR = 45
 # needs its message (ck_deliveries_error). ix_deliveries_campaign_errors holds these few.
 ERRORED_SQL = "error IS NOT NULL"
 
-# A delivery in doubt: it is unknown whether it left (ix_deliveries_campaign_errors).
-UNKNOWN_SQL = f"{ERRORED_SQL} AND status = 'unknown'"
-
 # The report's problems are the rows refused by the transport (with_error('failed')) and
 # these, bounced or dropped by the receiving side (ix_deliveries_campaign_problems).
 BOUNCED_OUTCOMES = ("bounced", "dropped")
