@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +18,7 @@ from app.models import (
     UnsubscribeSource,
 )
 from app.services.audience import consent, imports, lists, subscriptions
+from app.services.audience import members as members_service
 from app.services.audience.imports import postgres
 from tests import factories as f
 from tests.support.member_files import (
@@ -585,3 +587,180 @@ def test_a_big_import_leaves_the_planner_statistics_of_what_it_wrote(db_session,
         sa.text("SELECT count(*) FROM pg_stats WHERE tablename = 'subscriptions'")
     )
     assert with_stats > 0
+
+
+# --- new members COPYed straight into the tables (imports/new_members.py) --------------------
+
+# Chunks of four rows, handed over two at a time, new members formatted one then two at a time:
+# every kind of row below meets the others within a chunk and across chunks.
+NEW_MEMBERS_CSV = csv_bytes(
+    "ana@example.org,Ana,Roy,fr,h2x1y4,Local 1,Dock,nights",  # 2
+    "bob@example.org,,,,,,,",  # 3 nothing but the address
+    "cy@example.org,Cy,Lee,xx,,Local 2,,days",  # 4 a value left out (unknown language)
+    "blocked@example.org,Bo,,,,,,",  # 5 suppressed, first chunk
+    'dee@example.org,Dée,Ñoño,en,K1A 0B1,,"Warehouse ""4""\nDock 2",',  # 6 quoted newline
+    "ANA@example.org,Ana2,,,,,,",  # 8 a duplicate of an earlier chunk
+    "not an address,,,,,,,",  # 9 skipped
+    "eve@example.org,Eve,,,,,,",  # 10
+    "eve@example.org,Eve2,,,,,,",  # 11 a duplicate of the row before, in the next chunk
+    "blocked2@example.org,Bea,,,,,,",  # 12 suppressed, later chunk
+    f"fay@example.org,Fay,,,{'p' * 21},,,",  # 13 postal code too long: left out
+    "bob@example.org,Bob,,,,,,",  # 14 a duplicate two chunks on
+    "gus@example.org,Gus,,,,,,x",  # 15
+    "GUS@example.org,Gus2,,,,,,",  # 16 a duplicate within the chunk
+    "blocked@example.org,Bo2,,,,,,",  # 17 suppressed and a duplicate
+    "hal@example.org,Hal,Ng,en,,Local 3,,",  # 18
+    header="email,first_name,last_name,language,postal_code,local,Workplace,Shift",
+)
+
+
+def _import_new(db_session, tmp_path, list_id, consent_choice, *, by_copy, monkeypatch):
+    monkeypatch.setattr(postgres, "_CHUNK_ROWS", 4)
+    monkeypatch.setattr(postgres, "_BATCH_ROWS", 2)
+    monkeypatch.setattr(postgres, "_NEW_PIECE_ROWS", (1, 2))
+    monkeypatch.setattr(postgres.CopyImport, "new_members_by_copy", by_copy)
+    copied = []
+    fmt = postgres.NewMemberRows.format
+    monkeypatch.setattr(
+        postgres.NewMemberRows,
+        "format",
+        lambda self, rows: (copied.append(len(rows)), fmt(self, rows))[1],
+    )
+    path = tmp_path / "members.csv"
+    path.write_bytes(NEW_MEMBERS_CSV)
+    job = imports.create_import(
+        db_session,
+        list_id=list_id,
+        path=path,
+        filename="members.csv",
+        origin="cli",
+        consent=consent_choice,
+    )
+    imports.start_import(db_session, job.id)
+    report = imports.run_import(db_session, job.id, strategy="copy", now=NOW)
+    outcome = report.to_dict()
+    del outcome["seconds"]
+    return job, outcome, sum(copied)
+
+
+def _written(db_session, import_id: int) -> dict[str, list]:
+    """Every column of what an import wrote, ids and the import's own id left out."""
+
+    def rows(sql: str) -> list:
+        return [tuple(r) for r in db_session.execute(sa.text(sql), {"i": import_id})]
+
+    member_columns = [
+        c.name for c in Member.__table__.columns if c.name not in ("id", "consent_detail")
+    ]
+    subscription_columns = [c.name for c in Subscription.__table__.columns if c.name != "member_id"]
+    members_ = rows(
+        f"SELECT {', '.join(member_columns)}, consent_detail - 'import_id', "  # noqa: S608
+        "consent_detail->>'import_id' = CAST(:i AS text) FROM members ORDER BY email"
+    )
+    subscriptions_ = rows(
+        f"SELECT m.email, {', '.join('s.' + c for c in subscription_columns)} "  # noqa: S608
+        "FROM subscriptions s JOIN members m ON m.id = s.member_id ORDER BY m.email"
+    )
+    issues = rows(
+        "SELECT line, kind, email, reason FROM member_import_issues WHERE import_id = :i "
+        "ORDER BY line, id"
+    )
+    return {"members": members_, "subscriptions": subscriptions_, "issues": issues}
+
+
+@pytest.mark.parametrize("consent_choice", ["none", "implied_membership", "implied_inquiry"])
+def test_new_members_copied_straight_in_are_exactly_what_the_staging_way_writes(
+    db_session, tmp_path, target, monkeypatch, consent_choice
+):
+    """Into an empty members table the surely new rows skip the staging table; every column
+    of every member, subscription and issue, and the report, are what the other way gives."""
+    subscriptions.suppress(db_session, "blocked@example.org", SuppressionReason.MANUAL)
+    subscriptions.suppress(db_session, "blocked2@example.org", SuppressionReason.HARD_BOUNCE)
+    results = []
+    for by_copy in (False, True):
+        job, report, copied = _import_new(
+            db_session,
+            tmp_path,
+            target.id,
+            consent_choice,
+            by_copy=by_copy,
+            monkeypatch=monkeypatch,
+        )
+        results.append((report, _written(db_session, job.id)))
+        # ana, bob, dee, eve, gus, hal; not cy and fay (a value left out), nor the suppressed
+        assert copied == (6 if by_copy else 0)
+        db_session.execute(sa.delete(Subscription))
+        db_session.execute(sa.delete(Member))
+    (staged_report, staged), (copied_report, copied_rows) = results
+    assert copied_report == staged_report
+    assert copied_rows == staged
+    # And what that is, once.
+    assert (staged_report["added"], staged_report["subscribed"]) == (10, 8)
+    assert staged_report["skip_reasons"] == {"duplicate in the file": 5, "invalid email address": 1}
+    assert [line for line, kind, _, _ in staged["issues"] if kind == "skipped"] == [
+        8,
+        9,
+        11,
+        14,
+        16,
+        17,
+    ]
+    by_email = {row[0]: row for row in staged["members"]}
+    columns = [c.name for c in Member.__table__.columns if c.name not in ("id", "consent_detail")]
+    dee = dict(zip(columns, by_email["dee@example.org"], strict=False))
+    assert (dee["first_name"], dee["last_name"], dee["postal_code"]) == ("Dée", "Ñoño", "K1A 0B1")
+    assert dee["attributes"] == {"Workplace": 'Warehouse "4"\nDock 2'}
+    assert by_email["bob@example.org"][1:7] == ("", "", "en", "", "", {})
+    assert dict(zip(columns, by_email["ana@example.org"], strict=False))["first_name"] == "Ana"
+
+
+def test_an_import_that_fails_after_copying_new_members_leaves_nothing(
+    db_session, tmp_path, target, monkeypatch
+):
+    """Bad input changes nothing, even after pieces of new members went straight into the
+    tables; the ids they took are never handed out again."""
+    monkeypatch.setattr(postgres, "_CHUNK_ROWS", 4)
+    monkeypatch.setattr(postgres, "_BATCH_ROWS", 2)
+    monkeypatch.setattr(postgres, "_NEW_PIECE_ROWS", (1,))
+    calls = []
+    fmt = postgres.NewMemberRows.format
+
+    def fail_on_the_fourth(self, rows):
+        calls.append(1)
+        if len(calls) == 4:
+            raise RuntimeError("the disk is full")
+        return fmt(self, rows)
+
+    monkeypatch.setattr(postgres.NewMemberRows, "format", fail_on_the_fourth)
+    content = csv_bytes(*(f"p{n}@example.org,P{n},,," for n in range(12)))
+    before = sys.getswitchinterval()
+    with pytest.raises(RuntimeError, match="the disk is full"), db_session.begin_nested():
+        run(db_session, tmp_path, content, target.id, "copy")
+    assert sys.getswitchinterval() == before
+    assert len(calls) == 4
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(Member)) == 0
+    assert db_session.scalar(sa.select(sa.func.count()).select_from(Subscription)) == 0
+
+    monkeypatch.setattr(postgres.NewMemberRows, "format", fmt)
+    _, report = run(db_session, tmp_path, content, target.id, "copy")
+    assert (report.added, report.subscribed) == (12, 12)
+    imported = set(db_session.scalars(sa.select(Member.id)))
+    # A member added one at a time afterwards takes the next id of the same sequence.
+    single = members_service.create_member(db_session, email="single@example.org")
+    assert single.id > max(imported)
+
+
+def test_the_parser_gives_way_promptly_only_while_importing(
+    db_session, tmp_path, target, monkeypatch
+):
+    during = []
+    fmt = postgres.NewMemberRows.format
+    monkeypatch.setattr(
+        postgres.NewMemberRows,
+        "format",
+        lambda self, rows: (during.append(sys.getswitchinterval()), fmt(self, rows))[1],
+    )
+    before = sys.getswitchinterval()
+    run(db_session, tmp_path, csv_bytes("a@example.org,A,,,"), target.id, "copy")
+    assert during == [postgres._SWITCH_INTERVAL_S]
+    assert sys.getswitchinterval() == before != postgres._SWITCH_INTERVAL_S

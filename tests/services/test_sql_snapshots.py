@@ -35,13 +35,16 @@ NOW = datetime(2026, 12, 17, 15, 0, tzinfo=UTC)
 
 
 @contextmanager
-def recorded_sql(session) -> Iterator[list[str]]:
-    """Every statement the session's engine sends while the block runs, in order."""
+def recorded_sql(session, *, own_connection_only: bool = False) -> Iterator[list[str]]:
+    """Every statement the session's engine sends while the block runs, in order; only those
+    of the session's connection with `own_connection_only` (another thread's may interleave)."""
     engine = session.get_bind().engine
+    own = session.connection()
     statements: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):
-        statements.append(statement)
+        if conn is own or not own_connection_only:
+            statements.append(statement)
 
     sa.event.listen(engine, "before_cursor_execute", record)
     try:
@@ -147,3 +150,29 @@ def test_the_import_steps(db_session, tmp_path):
     noise = ("SAVEPOINT", "RELEASE", "ROLLBACK TO SAVEPOINT", "SET temp_buffers", "SHOW ")
     steps = [s for s in statements if not s.lstrip().startswith(noise)]
     assert_snapshot("import_steps", steps, "app.services.audience.imports")
+
+
+def test_the_import_steps_into_an_empty_members_table(db_session, tmp_path):
+    """Into an empty members table, the new members go straight into the tables by COPY (not
+    recorded here: psycopg's COPY, not SQLAlchemy) and only the other rows are staged."""
+    target = lists.create_list(db_session, name="All members")
+    subscriptions.suppress(db_session, "blocked@example.org", SuppressionReason.MANUAL)
+    path = tmp_path / "members.csv"
+    path.write_bytes(
+        csv_bytes(
+            "new@example.org,Nadia,,fr,Local 1,days",
+            "blocked@example.org,Bo,,,,",
+            "not an address,,,,,",
+            "NEW@example.org,Twice,,,,",
+            "odd@example.org,Odd,,klingon,,",
+            header="email,first_name,last_name,language,local,shift",
+        )
+    )
+    with recorded_sql(db_session, own_connection_only=True) as statements:
+        _, report = imports.import_members(
+            db_session, path=path, list_id=target.id, strategy="copy", consent="implied_membership"
+        )
+    assert (report.added, report.skipped, report.not_subscribed, report.warnings) == (3, 2, 1, 1)
+    noise = ("SAVEPOINT", "RELEASE", "ROLLBACK TO SAVEPOINT", "SET temp_buffers", "SHOW ")
+    steps = [s for s in statements if not s.lstrip().startswith(noise)]
+    assert_snapshot("import_steps_new_members", steps, "app.services.audience.imports")

@@ -3,8 +3,10 @@
 The file is streamed (app.services.audience.member_csv), never held in memory. On PostgreSQL
 a parser thread turns rows into COPY data while the session's connection streams it into a
 temporary staging table; set-based SQL then finds duplicates, updates and inserts members, and
-subscribes them, all in the caller's transaction, so a failed import changes nothing. SQLite
-(`make run`) takes a batched path through the same API and gives the same report.
+subscribes them, all in the caller's transaction, so a failed import changes nothing. Into an
+empty members table (a first import), the rows that are surely new members are COPYed straight
+into members and subscriptions instead (new_members.py). SQLite (`make run`) takes a batched
+path through the same API and gives the same report.
 
 Rules every path keeps:
 
@@ -25,7 +27,8 @@ Rules every path keeps:
   and the report says so (member_csv.choose_encoding decides, from the whole file).
 
 The package (listmonk's internal/subimporter, in Python): this module is the service API;
-postgres.py is the COPY path and statements.py its named SQL; portable.py the batched path
+postgres.py is the COPY path, statements.py its named SQL and new_members.py its straight
+COPY of new members; portable.py the batched path
 for any database; run.py what both share (the report, the rules for a row); progress.py the
 progress bar's figures in Redis. Callers import from here only.
 """

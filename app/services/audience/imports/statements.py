@@ -5,7 +5,9 @@ Every step runs over one chunk of the file staged in the temporary table ``impor
 ``import_seen`` (each address the import has taken, with its line). postgres.CopyImport
 runs them in this order per chunk: COUNT_CHUNK, RECORD_SKIPPED, RECORD_WARNINGS,
 REMEMBER_SEEN, then update_members, NOT_SUBSCRIBED_ISSUES and SUBSCRIBE_EXISTING for rows of
-existing members, insert_members for new ones and SUPPRESSED_NEW_ISSUES.
+existing members, insert_members for new ones and SUPPRESSED_NEW_ISSUES. Into an empty members
+table, the surely new members of the chunk are COPYed first (COPY_NEW_MEMBERS,
+COPY_NEW_SUBSCRIPTIONS, COPY_SEEN; new_members.py formats them).
 tests/services/test_sql_snapshots.py keeps a snapshot of what runs.
 
 Only generated column names and constants are ever interpolated into these strings; every
@@ -258,3 +260,60 @@ REASON_COUNTS = r"""
         ELSE substring(reason from '^(.*?)(?::| \(| ''|$)') END AS grp, count(*)
     FROM member_import_issues WHERE import_id = :import_id GROUP BY 1, 2
     """
+
+# --- new members by COPY (new_members.py) -----------------------------------------------------
+
+MEMBER_ID_SEQUENCE = "SELECT pg_get_serial_sequence('members', 'id')"
+# One array: a row per id costs the client more than PostgreSQL's nextval. The sequence is
+# named (MEMBER_ID_SEQUENCE): looked up for each id, it would cost five times as much.
+RESERVE_MEMBER_IDS = (
+    "SELECT array_agg(nextval(CAST(:sequence AS regclass))) FROM generate_series(1, :count)"
+)
+SUPPRESSED_ADDRESSES = "SELECT email FROM suppressions"
+NEW_MEMBER_COLUMNS = (
+    "id",
+    "email",
+    "first_name",
+    "last_name",
+    "language",
+    "postal_code",
+    "local",
+    "attributes",
+    "consent_basis",
+    "consent_source",
+    "consent_at",
+    "consent_expires_at",
+    "consent_detail",
+    "created_at",
+    "updated_at",
+)
+# Binary COPY takes each value in its column's binary form, with no cast: text for varchar;
+# jsonb values are passed as bytes already in jsonb's binary form (new_members._jsonb).
+NEW_MEMBER_TYPES = (
+    "int8",
+    *("text",) * 6,
+    "bytea",
+    "text",
+    "text",
+    "timestamptz",
+    "timestamptz",
+    "bytea",
+    "timestamptz",
+    "timestamptz",
+)
+NEW_SUBSCRIPTION_COLUMNS = (
+    "member_id",
+    "list_id",
+    "status",
+    "source",
+    "subscribed_at",
+    "created_at",
+    "updated_at",
+)
+NEW_SUBSCRIPTION_TYPES = ("int8", "int4", "text", "text", *("timestamptz",) * 3)
+COPY_NEW_MEMBERS = f"COPY members ({', '.join(NEW_MEMBER_COLUMNS)}) FROM STDIN (FORMAT binary)"
+COPY_NEW_SUBSCRIPTIONS = (
+    f"COPY subscriptions ({', '.join(NEW_SUBSCRIPTION_COLUMNS)}) FROM STDIN (FORMAT binary)"
+)
+SEEN_TYPES = ("text", "int4")
+COPY_SEEN = "COPY import_seen (email, line) FROM STDIN (FORMAT binary)"
