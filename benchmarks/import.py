@@ -2,7 +2,8 @@
 
 Run from the repository root::
 
-    python -m benchmarks.import [--rows N] [--seed S] [--database-url URL] [--keep]
+    python -m benchmarks.import [--rows N] [--seed S] [--database-url URL] [--keep] [--steps]
+                                [--again] [--members N]
 
 The CSV (realistic Canadian names, locals and postal codes, about 1% invalid rows and 0.5%
 duplicates) is generated once by benchmarks.data in a child process and cached under
@@ -38,6 +39,7 @@ import uuid
 from pathlib import Path
 
 import psycopg
+import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from benchmarks.harness import CpuMeter, cpu_line, load_average
@@ -97,29 +99,40 @@ def _columns(conn: psycopg.Connection, table: str) -> str:
     return ", ".join(f'"{name}"' for (name,) in rows)
 
 
-def _indexed_copy(database: str, workdir: Path) -> tuple[float, dict[str, int], float]:
+def _indexed_copy(
+    database: str, workdir: Path, members_before: int = 0
+) -> tuple[float, dict[str, int], float]:
     """COPY the rows the import wrote into empty tables indexed like members and subscriptions.
 
     The rows are the import's own (read back with COPY TO into files, untimed), so the
     reference writes exactly what the import wrote, with the same primary keys, unique and
     secondary indexes (`CREATE TABLE … (LIKE … INCLUDING ALL)`; no foreign keys, which the
     import skips for its new members too), in one transaction, after a CHECKPOINT, with no
-    parsing, validation or upsert: what PostgreSQL needs to store these rows at all.
+    parsing, validation or upsert: what PostgreSQL needs to store these rows at all. The
+    `members_before` seeded by --members (the first ids, with no subscription) are left out.
     Returns (seconds of the timed COPYs, rows per table, PostgreSQL's CPU seconds for them).
     """
     tables = ("members", "subscriptions")
     counts: dict[str, int] = {}
     with psycopg.connect(_libpq(database)) as conn:
         columns = {table: _columns(conn, table) for table in tables}
+        first_id = conn.execute(
+            "SELECT COALESCE(min(id), 0) FROM (SELECT id FROM members ORDER BY id OFFSET %s) m",
+            (members_before,),
+        ).fetchone()[0]
+        written = {"members": f"id >= {int(first_id)}", "subscriptions": "true"}
         for table in tables:
+            query = f"SELECT {columns[table]} FROM {table} WHERE {written[table]}"  # noqa: S608
             with (
                 conn.cursor() as cursor,
-                cursor.copy(f"COPY {table} ({columns[table]}) TO STDOUT (FORMAT binary)") as copy,
+                cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy,
                 (workdir / f"{table}.copy").open("wb") as out,
             ):
                 for data in copy:
                     out.write(data)
-            counts[table] = int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])  # noqa: S608
+            counts[table] = int(
+                conn.execute(f"SELECT count(*) FROM {table} WHERE {written[table]}").fetchone()[0]  # noqa: S608
+            )
             conn.execute(f"CREATE TABLE scratch_{table} (LIKE {table} INCLUDING ALL)")
         conn.commit()
         try:
@@ -162,6 +175,12 @@ def main() -> None:
         action="store_true",
         help="import the same file a second time (every member exists: the monthly refresh)",
     )
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=0,
+        help="members already in the table before the import (addresses not in the file)",
+    )
     args = parser.parse_args()
     if args.steps:
         logging.basicConfig(format="%(relativeCreated)8.0f ms %(message)s")
@@ -181,11 +200,11 @@ def main() -> None:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
         meter = CpuMeter(_libpq(database), {})
-        figure = _run(database, path, again=args.again, meter=meter)
+        figure = _run(database, path, again=args.again, meter=meter, members=args.members)
         cpu = meter.stop()
         per_row = meter.per_unit(int(figure["rows"]))
         copy_seconds = _plain_copy(database, path)
-        indexed_seconds, written, copy_cpu = _indexed_copy(database, path.parent)
+        indexed_seconds, written, copy_cpu = _indexed_copy(database, path.parent, args.members)
     finally:
         if not args.keep:
             with psycopg.connect(admin, autocommit=True) as conn:
@@ -217,7 +236,12 @@ def main() -> None:
 
 
 def _run(
-    database: str, path: Path, *, again: bool = False, meter: CpuMeter | None = None
+    database: str,
+    path: Path,
+    *,
+    again: bool = False,
+    meter: CpuMeter | None = None,
+    members: int = 0,
 ) -> dict[str, float]:
     from flask_migrate import upgrade
 
@@ -234,6 +258,17 @@ def _run(
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
         mailing_list = lists.create_list(db.session, name="All members")
+        if members:
+            db.session.execute(
+                sa.text(
+                    "INSERT INTO members (email, first_name, last_name, language, postal_code, "
+                    "local, attributes, consent_source, created_at, updated_at) "
+                    "SELECT 'earlier' || n || '@example.net', 'First', 'Last', 'en', '', '', "
+                    "'{}', '', now(), now() FROM generate_series(1, :n) n"
+                ),
+                {"n": members},
+            )
+            db.session.execute(sa.text("ANALYZE members"))
         db.session.commit()
         # Start from a clean slate: dirty pages and WAL that earlier runs (or the migrations)
         # left are written now, not during the timed import (needs superuser or pg_checkpoint;

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from app.models import (
     ImportIssue,
     ImportStatus,
+    MailingList,
     Member,
     MemberImport,
     Subscription,
@@ -668,16 +669,33 @@ def _written(db_session, import_id: int) -> dict[str, list]:
     return {"members": members_, "subscriptions": subscriptions_, "issues": issues}
 
 
+def _members_before(db_session, list_id: int) -> None:
+    """A small members table: one address of the file, one not, one unsubscribed earlier (their
+    times pinned, so that two imports in a row find the same table)."""
+    then = {"created_at": NOW - timedelta(days=30), "updated_at": NOW - timedelta(days=30)}
+    f.member(db_session, email="ana@example.org", first_name="Old", local="Local 9", **then)
+    f.member(db_session, email="zed@example.org", **then)
+    eve = f.member(db_session, email="eve@example.org", **then)
+    gone = f.subscribe(db_session, eve, db_session.get(MailingList, list_id), status="unsubscribed")
+    gone.unsubscribed_at = gone.created_at = gone.updated_at = then["created_at"]
+    gone.unsubscribe_source = UnsubscribeSource.LINK.value
+    db_session.flush()
+
+
+@pytest.mark.parametrize("before", ["empty", "small"])
 @pytest.mark.parametrize("consent_choice", ["none", "implied_membership", "implied_inquiry"])
 def test_new_members_copied_straight_in_are_exactly_what_the_staging_way_writes(
-    db_session, tmp_path, target, monkeypatch, consent_choice
+    db_session, tmp_path, target, monkeypatch, consent_choice, before
 ):
-    """Into an empty members table the surely new rows skip the staging table; every column
-    of every member, subscription and issue, and the report, are what the other way gives."""
+    """Into an empty or small members table the surely new rows skip the staging table; every
+    column of every member, subscription and issue, and the report, are what the other way
+    gives."""
     subscriptions.suppress(db_session, "blocked@example.org", SuppressionReason.MANUAL)
     subscriptions.suppress(db_session, "blocked2@example.org", SuppressionReason.HARD_BOUNCE)
     results = []
     for by_copy in (False, True):
+        if before == "small":
+            _members_before(db_session, target.id)
         job, report, copied = _import_new(
             db_session,
             tmp_path,
@@ -687,13 +705,21 @@ def test_new_members_copied_straight_in_are_exactly_what_the_staging_way_writes(
             monkeypatch=monkeypatch,
         )
         results.append((report, _written(db_session, job.id)))
-        # ana, bob, dee, eve, gus, hal; not cy and fay (a value left out), nor the suppressed
-        assert copied == (6 if by_copy else 0)
+        # ana, bob, dee, eve, gus, hal; not cy and fay (a value left out), nor the suppressed,
+        # nor, into the small table, its members ana and eve
+        assert copied == ((6 if before == "empty" else 4) if by_copy else 0)
         db_session.execute(sa.delete(Subscription))
         db_session.execute(sa.delete(Member))
     (staged_report, staged), (copied_report, copied_rows) = results
     assert copied_report == staged_report
     assert copied_rows == staged
+    if before == "small":
+        assert (staged_report["added"], staged_report["updated"]) == (8, 2)
+        assert staged_report["not_subscribed_reasons"] == {
+            "suppressed address": 2,
+            "unsubscribed from this list earlier": 1,
+        }
+        return
     # And what that is, once.
     assert (staged_report["added"], staged_report["subscribed"]) == (10, 8)
     assert staged_report["skip_reasons"] == {"duplicate in the file": 5, "invalid email address": 1}
@@ -712,6 +738,27 @@ def test_new_members_copied_straight_in_are_exactly_what_the_staging_way_writes(
     assert dee["attributes"] == {"Workplace": 'Warehouse "4"\nDock 2'}
     assert by_email["bob@example.org"][1:7] == ("", "", "en", "", "", {})
     assert dict(zip(columns, by_email["ana@example.org"], strict=False))["first_name"] == "Ana"
+
+
+def test_new_members_go_the_staging_way_into_a_members_table_that_is_not_small(
+    db_session, tmp_path, target, monkeypatch
+):
+    copied = []
+    fmt = postgres.NewMemberRows.format
+    monkeypatch.setattr(
+        postgres.NewMemberRows,
+        "format",
+        lambda self, rows: (copied.append(len(rows)), fmt(self, rows))[1],
+    )
+    f.member(db_session, email="one@example.org")
+    f.member(db_session, email="two@example.org")
+    for few, expected in ((1, 0), (3, 1)):  # two members, then three
+        monkeypatch.setattr(postgres, "_FEW_MEMBERS", few)
+        copied.clear()
+        _, report = run(
+            db_session, tmp_path, csv_bytes(f"new{few}@example.org,N,,,"), target.id, "copy"
+        )
+        assert (report.added, sum(copied)) == (1, expected)
 
 
 def test_an_import_that_fails_after_copying_new_members_leaves_nothing(

@@ -139,7 +139,7 @@ def test_the_import_steps(db_session, tmp_path):
             header="email,first_name,last_name,language,local,shift",
         )
     )
-    with recorded_sql(db_session) as statements:
+    with recorded_sql(db_session, own_connection_only=True) as statements:
         _, report = imports.import_members(
             db_session, path=path, list_id=target.id, strategy="copy", consent="implied_membership"
         )

@@ -4,9 +4,9 @@ The file is streamed (app.services.audience.member_csv), never held in memory. O
 a parser thread turns rows into COPY data while the session's connection streams it into a
 temporary staging table; set-based SQL then finds duplicates, updates and inserts members, and
 subscribes them, all in the caller's transaction, so a failed import changes nothing. Into an
-empty members table (a first import), the rows that are surely new members are COPYed straight
-into members and subscriptions instead (new_members.py). SQLite (`make run`) takes a batched
-path through the same API and gives the same report.
+empty or small members table (a first import), the rows that are surely new members are
+COPYed straight into members and subscriptions instead (new_members.py). SQLite (`make run`)
+takes a batched path through the same API and gives the same report.
 
 Rules every path keeps:
 

@@ -1,8 +1,9 @@
 """New members written straight into members and subscriptions by binary COPY.
 
-Into an empty members table most rows of a file are new people with nothing to decide in
-the database: not a duplicate (the parser's per-chunk dict and Bloom filter say so), not a
-suppressed address (the suppressions are in the Bloom filter too), no value left out. For
+Into an empty or small members table (postgres._FEW_MEMBERS) most rows of a file are new
+people with nothing to decide in the database: not a duplicate (the parser's per-chunk dict
+and Bloom filter say so), not a member already nor a suppressed address (their addresses are
+in a second Bloom filter), no value left out. For
 those, the COPY path's INSERT … SELECT from the staging table (statements.insert_members)
 costs PostgreSQL about 1.7 times what storing the rows needs: the executor inserts them one
 at a time, a WAL record each, where COPY writes a page of rows at once. So the parser thread

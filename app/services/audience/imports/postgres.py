@@ -55,6 +55,10 @@ _SWITCH_INTERVAL_S = 0.0005  # while importing (_prompt_thread_switches)
 # took 25 MB more at the peak).
 _NEW_PIECE_ROWS = (1_000, 2_000, 4_000, 8_000, 16_000)
 _BLOOM_BYTES = 1 << 24  # must be a power of two
+# New members go straight in (new_members.py) when the members table has at most this many
+# rows as the import begins (their addresses are read into a Bloom filter: 0.1 s at this
+# size); a bigger table is mostly updated by an import (the monthly refresh), the staging way.
+_FEW_MEMBERS = 100_000
 # A duplicate of an earlier chunk's row while its first line is not known yet; the import
 # names the line before it ends (CopyImport._name_earlier_lines).
 _EARLIER_LINE = "duplicate of an earlier line"
@@ -83,8 +87,8 @@ class CopyImport(ImportRun):
     while it waits), so parsing chunk k+1 overlaps the database work on chunk k. The queue
     between them is bounded: memory stays flat whatever the size of the file.
 
-    Into an empty members table, the rows that are surely new people (most of a first
-    import) skip all of this: the parser formats them as binary COPY data for members and
+    Into an empty or small members table, the rows that are surely new people (most of a
+    first import) skip all of this: the parser formats them as binary COPY data for members and
     subscriptions (new_members.py) and they are COPYed straight into the tables. Nobody can
     add a member meanwhile (the lock below), so "new" stays true until the import commits.
 
@@ -117,6 +121,9 @@ class CopyImport(ImportRun):
         # in 10,000 rows at a million addresses, 2 in 100 at ten million. A "maybe" is only
         # looked up in import_seen; nothing is skipped without the database saying so.
         self._bloom = bytearray(_BLOOM_BYTES)
+        # The addresses that may not go straight in as new members (copy_new_members): the
+        # suppressed ones, and the members of a small members table (_remember_known).
+        self._known = bytearray()
         self._chunk_first: dict[str, int] = {}
         self._maybe_seen: list[tuple[int, str]] = []
         self.chunk_maybe_seen: list[tuple[int, str]] = []
@@ -156,9 +163,13 @@ class CopyImport(ImportRun):
                 self.job.id,
             )
         self.members_were_empty = not self._exec(sql.ANY_MEMBERS).scalar()
-        self.copy_new_members = self.new_members_by_copy and self.members_were_empty
+        self.copy_new_members = self.new_members_by_copy and (
+            self.members_were_empty
+            or self._exec(sql.COUNT_MEMBERS_UP_TO, limit=_FEW_MEMBERS + 1).scalar_one()
+            <= _FEW_MEMBERS
+        )
         if self.copy_new_members:
-            self._remember_suppressed()
+            self._remember_known()
             # For the parser thread's own connection (the session needs this thread's app
             # context).
             self._engine = self.session.get_bind().engine
@@ -199,15 +210,20 @@ class CopyImport(ImportRun):
         )
         return report
 
-    def _remember_suppressed(self) -> None:
-        """Put the suppressed addresses into the Bloom filter, so that the parser never takes
+    def _remember_known(self) -> None:
+        """Put the suppressed addresses, and the members' when there are any (at most
+        _FEW_MEMBERS), into the Bloom filter of known addresses, so that the parser never takes
         one for a surely new member: a "maybe" goes the staging way, where SQL decides."""
-        bloom = self._bloom
-        mask = len(bloom) * 8 - 1
-        for email in self._exec(sql.SUPPRESSED_ADDRESSES).scalars():
-            i, j = _bloom_positions(email, mask)
-            bloom[i >> 3] |= 1 << (i & 7)
-            bloom[j >> 3] |= 1 << (j & 7)
+        self._known = known = bytearray(_BLOOM_BYTES)  # the size and hash of self._bloom
+        mask = len(known) * 8 - 1
+        statements = [sql.SUPPRESSED_ADDRESSES]
+        if not self.members_were_empty:
+            statements.append(sql.MEMBER_ADDRESSES)
+        for statement in statements:
+            for email in self._exec(statement).scalars():
+                i, j = _bloom_positions(email, mask)
+                known[i >> 3] |= 1 << (i & 7)
+                known[j >> 3] |= 1 << (j & 7)
 
     def _raise_temp_buffers(self) -> None:
         """Keep the staging tables in memory: 8 MB of temporary buffers (the default) would
@@ -379,6 +395,7 @@ class CopyImport(ImportRun):
         parsed = ParsedRow
         chunk_first = self._chunk_first
         bloom = self._bloom
+        known = self._known
         mask = len(bloom) * 8 - 1
         limit_first = FIELD_LIMITS["first_name"]
         limit_last = FIELD_LIMITS["last_name"]
@@ -413,6 +430,8 @@ class CopyImport(ImportRun):
                 bloom[j >> 3] |= 1 << (j & 7)
             if row[8]:
                 self._warnings.extend((line, email, warning) for warning in row[8])
+                surely_new = False
+            if surely_new and known[i >> 3] & (1 << (i & 7)) and known[j >> 3] & (1 << (j & 7)):
                 surely_new = False
             if surely_new:
                 new.append(row)  # type: ignore[union-attr]  # surely_new implies a list

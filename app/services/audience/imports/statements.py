@@ -5,8 +5,8 @@ Every step runs over one chunk of the file staged in the temporary table ``impor
 ``import_seen`` (each address the import has taken, with its line). postgres.CopyImport
 runs them in this order per chunk: COUNT_CHUNK, RECORD_SKIPPED, RECORD_WARNINGS,
 REMEMBER_SEEN, then update_members, NOT_SUBSCRIBED_ISSUES and SUBSCRIBE_EXISTING for rows of
-existing members, insert_members for new ones and SUPPRESSED_NEW_ISSUES. Into an empty members
-table, the surely new members of the chunk are COPYed first (COPY_NEW_MEMBERS,
+existing members, insert_members for new ones and SUPPRESSED_NEW_ISSUES. Into an empty or small
+members table, the surely new members of the chunk are COPYed first (COPY_NEW_MEMBERS,
 COPY_NEW_SUBSCRIPTIONS, COPY_SEEN; new_members.py formats them).
 tests/services/test_sql_snapshots.py keeps a snapshot of what runs.
 
@@ -270,6 +270,8 @@ RESERVE_MEMBER_IDS = (
     "SELECT array_agg(nextval(CAST(:sequence AS regclass))) FROM generate_series(1, :count)"
 )
 SUPPRESSED_ADDRESSES = "SELECT email FROM suppressions"
+MEMBER_ADDRESSES = "SELECT email FROM members"
+COUNT_MEMBERS_UP_TO = "SELECT count(*) FROM (SELECT 1 FROM members LIMIT :limit) m"
 NEW_MEMBER_COLUMNS = (
     "id",
     "email",

@@ -16,6 +16,12 @@ SET LOCAL session_replication_role = origin;
 
 SELECT EXISTS (SELECT 1 FROM members);
 
+SELECT count(*) FROM (SELECT 1 FROM members LIMIT %(limit)s) m;
+
+SELECT email FROM suppressions;
+
+SELECT email FROM members;
+
 DROP TABLE IF EXISTS import_chunk;
 
 DROP TABLE IF EXISTS import_seen;
@@ -25,6 +31,10 @@ CREATE TEMPORARY TABLE import_chunk (line integer NOT NULL, email text, first_na
 CREATE TEMPORARY TABLE import_seen (email text NOT NULL, line integer NOT NULL) ON COMMIT DROP;
 
 TRUNCATE import_chunk;
+
+SET LOCAL session_replication_role = replica;
+
+SET LOCAL session_replication_role = origin;
 
 UPDATE import_chunk c SET member_id = m.id FROM members m
 WHERE c.skip IS NULL AND m.email = c.email;
