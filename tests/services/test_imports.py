@@ -615,18 +615,24 @@ NEW_MEMBERS_CSV = csv_bytes(
 )
 
 
+def _before_each_piece(monkeypatch, hook) -> None:
+    """Call hook(rows) as each piece of new members is about to be formatted (new_members.py)."""
+    fmt = postgres.NewMemberRows.format
+
+    def spied(self, rows):
+        hook(rows)
+        return fmt(self, rows)
+
+    monkeypatch.setattr(postgres.NewMemberRows, "format", spied)
+
+
 def _import_new(db_session, tmp_path, list_id, consent_choice, *, by_copy, monkeypatch):
     monkeypatch.setattr(postgres, "_CHUNK_ROWS", 4)
     monkeypatch.setattr(postgres, "_BATCH_ROWS", 2)
     monkeypatch.setattr(postgres, "_NEW_PIECE_ROWS", (1, 2))
     monkeypatch.setattr(postgres.CopyImport, "new_members_by_copy", by_copy)
     copied = []
-    fmt = postgres.NewMemberRows.format
-    monkeypatch.setattr(
-        postgres.NewMemberRows,
-        "format",
-        lambda self, rows: (copied.append(len(rows)), fmt(self, rows))[1],
-    )
+    _before_each_piece(monkeypatch, lambda rows: copied.append(len(rows)))
     path = tmp_path / "members.csv"
     path.write_bytes(NEW_MEMBERS_CSV)
     job = imports.create_import(
@@ -744,12 +750,7 @@ def test_new_members_go_the_staging_way_into_a_members_table_that_is_not_small(
     db_session, tmp_path, target, monkeypatch
 ):
     copied = []
-    fmt = postgres.NewMemberRows.format
-    monkeypatch.setattr(
-        postgres.NewMemberRows,
-        "format",
-        lambda self, rows: (copied.append(len(rows)), fmt(self, rows))[1],
-    )
+    _before_each_piece(monkeypatch, lambda rows: copied.append(len(rows)))
     f.member(db_session, email="one@example.org")
     f.member(db_session, email="two@example.org")
     for few, expected in ((1, 0), (3, 1)):  # two members, then three
@@ -770,15 +771,13 @@ def test_an_import_that_fails_after_copying_new_members_leaves_nothing(
     monkeypatch.setattr(postgres, "_BATCH_ROWS", 2)
     monkeypatch.setattr(postgres, "_NEW_PIECE_ROWS", (1,))
     calls = []
-    fmt = postgres.NewMemberRows.format
 
-    def fail_on_the_fourth(self, rows):
+    def fail_on_the_fourth(rows):
         calls.append(1)
         if len(calls) == 4:
             raise RuntimeError("the disk is full")
-        return fmt(self, rows)
 
-    monkeypatch.setattr(postgres.NewMemberRows, "format", fail_on_the_fourth)
+    _before_each_piece(monkeypatch, fail_on_the_fourth)
     content = csv_bytes(*(f"p{n}@example.org,P{n},,," for n in range(12)))
     before = sys.getswitchinterval()
     with pytest.raises(RuntimeError, match="the disk is full"), db_session.begin_nested():
@@ -788,7 +787,7 @@ def test_an_import_that_fails_after_copying_new_members_leaves_nothing(
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Member)) == 0
     assert db_session.scalar(sa.select(sa.func.count()).select_from(Subscription)) == 0
 
-    monkeypatch.setattr(postgres.NewMemberRows, "format", fmt)
+    # The same file again: the pieces are counted on from the fifth, nothing fails.
     _, report = run(db_session, tmp_path, content, target.id, "copy")
     assert (report.added, report.subscribed) == (12, 12)
     imported = set(db_session.scalars(sa.select(Member.id)))
@@ -801,12 +800,7 @@ def test_the_parser_gives_way_promptly_only_while_importing(
     db_session, tmp_path, target, monkeypatch
 ):
     during = []
-    fmt = postgres.NewMemberRows.format
-    monkeypatch.setattr(
-        postgres.NewMemberRows,
-        "format",
-        lambda self, rows: (during.append(sys.getswitchinterval()), fmt(self, rows))[1],
-    )
+    _before_each_piece(monkeypatch, lambda rows: during.append(sys.getswitchinterval()))
     before = sys.getswitchinterval()
     run(db_session, tmp_path, csv_bytes("a@example.org,A,,,"), target.id, "copy")
     assert during == [postgres._SWITCH_INTERVAL_S]

@@ -123,56 +123,51 @@ def test_the_flushers_first_engagement_update(db_session, app):
     assert_snapshot("first_engagement_update", update, "tracking.hits._update_firsts")
 
 
-def test_the_import_steps(db_session, tmp_path):
-    """Every statement of a PostgreSQL import that updates, adds, skips and leaves out rows."""
+def _import_steps(db_session, tmp_path, *rows: str):
+    """The statements of a PostgreSQL import of `rows`, on the session's own connection (the
+    parser's connection takes member ids meanwhile), and its report. Savepoints, and the
+    temp_buffers setting (refused, rolled back to its savepoint and shown, on a connection that
+    has used temporary tables before: it depends on the tests that ran earlier), are left out.
+    """
     target = lists.create_list(db_session, name="All members")
-    f.member(db_session, email="existing@example.org", first_name="Old")
     subscriptions.suppress(db_session, "blocked@example.org", SuppressionReason.MANUAL)
     path = tmp_path / "members.csv"
-    path.write_bytes(
-        csv_bytes(
-            "existing@example.org,New,,,,nights",
-            "new@example.org,Nadia,,fr,Local 1,days",
-            "blocked@example.org,Bo,,,,",
-            "not an address,,,,,",
-            "NEW@example.org,Twice,,,,",
-            header="email,first_name,last_name,language,local,shift",
-        )
-    )
+    path.write_bytes(csv_bytes(*rows, header="email,first_name,last_name,language,local,shift"))
     with recorded_sql(db_session, own_connection_only=True) as statements:
         _, report = imports.import_members(
             db_session, path=path, list_id=target.id, strategy="copy", consent="implied_membership"
         )
-    assert (report.added, report.updated, report.skipped, report.not_subscribed) == (2, 1, 2, 1)
-    # Savepoints, and the temp_buffers setting (refused, rolled back to its savepoint and shown,
-    # on a connection that has used temporary tables before: it depends on the tests that ran
-    # earlier), are left out.
     noise = ("SAVEPOINT", "RELEASE", "ROLLBACK TO SAVEPOINT", "SET temp_buffers", "SHOW ")
-    steps = [s for s in statements if not s.lstrip().startswith(noise)]
+    return [s for s in statements if not s.lstrip().startswith(noise)], report
+
+
+def test_the_import_steps(db_session, tmp_path):
+    """Every statement of a PostgreSQL import that updates, adds, skips and leaves out rows."""
+    f.member(db_session, email="existing@example.org", first_name="Old")
+    steps, report = _import_steps(
+        db_session,
+        tmp_path,
+        "existing@example.org,New,,,,nights",
+        "new@example.org,Nadia,,fr,Local 1,days",
+        "blocked@example.org,Bo,,,,",
+        "not an address,,,,,",
+        "NEW@example.org,Twice,,,,",
+    )
+    assert (report.added, report.updated, report.skipped, report.not_subscribed) == (2, 1, 2, 1)
     assert_snapshot("import_steps", steps, "app.services.audience.imports")
 
 
 def test_the_import_steps_into_an_empty_members_table(db_session, tmp_path):
     """Into an empty members table, the new members go straight into the tables by COPY (not
     recorded here: psycopg's COPY, not SQLAlchemy) and only the other rows are staged."""
-    target = lists.create_list(db_session, name="All members")
-    subscriptions.suppress(db_session, "blocked@example.org", SuppressionReason.MANUAL)
-    path = tmp_path / "members.csv"
-    path.write_bytes(
-        csv_bytes(
-            "new@example.org,Nadia,,fr,Local 1,days",
-            "blocked@example.org,Bo,,,,",
-            "not an address,,,,,",
-            "NEW@example.org,Twice,,,,",
-            "odd@example.org,Odd,,klingon,,",
-            header="email,first_name,last_name,language,local,shift",
-        )
+    steps, report = _import_steps(
+        db_session,
+        tmp_path,
+        "new@example.org,Nadia,,fr,Local 1,days",
+        "blocked@example.org,Bo,,,,",
+        "not an address,,,,,",
+        "NEW@example.org,Twice,,,,",
+        "odd@example.org,Odd,,klingon,,",
     )
-    with recorded_sql(db_session, own_connection_only=True) as statements:
-        _, report = imports.import_members(
-            db_session, path=path, list_id=target.id, strategy="copy", consent="implied_membership"
-        )
     assert (report.added, report.skipped, report.not_subscribed, report.warnings) == (3, 2, 1, 1)
-    noise = ("SAVEPOINT", "RELEASE", "ROLLBACK TO SAVEPOINT", "SET temp_buffers", "SHOW ")
-    steps = [s for s in statements if not s.lstrip().startswith(noise)]
     assert_snapshot("import_steps_new_members", steps, "app.services.audience.imports")

@@ -274,12 +274,7 @@ MEMBER_ADDRESSES = "SELECT email FROM members"
 COUNT_MEMBERS_UP_TO = "SELECT count(*) FROM (SELECT 1 FROM members LIMIT :limit) m"
 NEW_MEMBER_COLUMNS = (
     "id",
-    "email",
-    "first_name",
-    "last_name",
-    "language",
-    "postal_code",
-    "local",
+    *STAGE_FIELDS,
     "attributes",
     "consent_basis",
     "consent_source",
