@@ -3,9 +3,9 @@
 Into an empty or small members table (postgres._FEW_MEMBERS) most rows of a file are new
 people with nothing to decide in the database: not a duplicate (the parser's per-chunk dict
 and Bloom filter say so), not a member already nor a suppressed address (their addresses are
-in a second Bloom filter), no value left out. For
-those, the COPY path's INSERT … SELECT from the staging table (statements.insert_members)
-costs PostgreSQL about 1.7 times what storing the rows needs: the executor inserts them one
+in a second Bloom filter), no value left out. For those, the COPY path's INSERT … SELECT
+from the staging table (statements.insert_members) costs PostgreSQL about 1.7 times what
+storing the rows needs: the executor inserts them one
 at a time, a WAL record each, where COPY writes a page of rows at once. So the parser thread
 formats them as PostgreSQL's binary COPY data (psycopg's own Copy writing to memory: no text
 for the server to parse, no timestamps to read), a piece at a time in address order, the
@@ -25,7 +25,6 @@ and a rolled-back import leaves a gap, as any failed insert does).
 from __future__ import annotations
 
 import io
-import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -44,16 +43,6 @@ from app.services.audience.member_csv import ParsedRow
 # Ids asked of the sequence at a time (one round trip on the parser's connection).
 _ID_BLOCK = 20_000
 _by_email = attrgetter("email")
-# PostgreSQL's binary COPY format (https://www.postgresql.org/docs/current/sql-copy.html):
-# the signature, flags and header extension length; each row a 16-bit field count, then each
-# field's 32-bit length and its bytes; the trailer. psycopg formats the members' rows; the
-# subscriptions' and import_seen's, two or three fixed fields, are framed here, each in well
-# under a microsecond, against about two for psycopg's write_row.
-_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + bytes(8)
-_TRAILER = b"\xff\xff"
-_ROW_HEAD = struct.Struct(">hiq")  # field count, 8, an int8
-_SEEN_HEAD = struct.Struct(">hi")  # field count, the address's length (its bytes follow)
-_SEEN_LINE = struct.Struct(">ii")  # 4, an int4
 
 
 @dataclass(frozen=True)
@@ -104,17 +93,7 @@ class NewMemberRows:
             now,
             now,
         )
-        # A subscription row differs from the next by its member id only: psycopg formats one,
-        # and each row is that row with its id put in (_ROW_HEAD: the field count, then the
-        # id's length and value, as PostgreSQL's binary COPY format frames a row).
-        sample = self._formatted(
-            sql.NEW_SUBSCRIPTION_TYPES,
-            [(0, list_id, subscription_status, subscription_source, now, now, now)],
-        )
-        head = _ROW_HEAD.pack(len(sql.NEW_SUBSCRIPTION_TYPES), 8, 0)
-        assert sample.startswith(_SIGNATURE + head)
-        assert sample.endswith(_TRAILER)
-        self._subscription_tail = sample[len(_SIGNATURE) + len(head) : -len(_TRAILER)]
+        self._subscription_tail = (list_id, subscription_status, subscription_source, now, now, now)
 
     def take_ids(self, count: int) -> list[int]:
         """`count` member ids never handed out before."""
@@ -134,20 +113,18 @@ class NewMemberRows:
         rows.sort(key=_by_email)
         ids = self.take_ids(len(rows))
         member_tail = self._member_tail
-        subscription_fields = len(sql.NEW_SUBSCRIPTION_TYPES)
         subscription_tail = self._subscription_tail
-        subscriptions = [_SIGNATURE]
-        add_subscription = subscriptions.append
-        seen = [_SIGNATURE]
-        add_seen = seen.append
-        row_head = _ROW_HEAD.pack
-        seen_head = _SEEN_HEAD.pack
-        seen_line = _SEEN_LINE.pack
         jsonb = _jsonb
         no_attributes = _jsonb({})
-        members = io.BytesIO()
-        with self._copy(members, sql.NEW_MEMBER_TYPES) as member_copy:
+        members, subscriptions, seen = io.BytesIO(), io.BytesIO(), io.BytesIO()
+        with (
+            self._copy(members, sql.NEW_MEMBER_TYPES) as member_copy,
+            self._copy(subscriptions, sql.NEW_SUBSCRIPTION_TYPES) as subscription_copy,
+            self._copy(seen, sql.SEEN_TYPES) as seen_copy,
+        ):
             write_member = member_copy.write_row
+            write_subscription = subscription_copy.write_row
+            write_seen = seen_copy.write_row
             for member_id, row in zip(ids, rows, strict=True):
                 line, email, first_name, last_name, language, postal_code, local, given, _ = row
                 # The parser's dict holds the file's custom columns with a value: what
@@ -167,24 +144,14 @@ class NewMemberRows:
                         *member_tail,
                     )
                 )
-                add_subscription(row_head(subscription_fields, 8, member_id) + subscription_tail)
-                address = email.encode()
-                add_seen(seen_head(2, len(address)) + address + seen_line(4, line))
-        subscriptions.append(_TRAILER)
-        seen.append(_TRAILER)
-        return NewRows(len(rows), members.getvalue(), b"".join(subscriptions), b"".join(seen))
+                write_subscription((member_id, *subscription_tail))
+                write_seen((email, line))
+        return NewRows(len(rows), members.getvalue(), subscriptions.getvalue(), seen.getvalue())
 
     def _copy(self, out: io.BytesIO, types: Sequence[str]) -> Copy:
         copy = Copy(self._cursor, binary=True, writer=FileWriter(out))
         copy.set_types(types)
         return copy
-
-    def _formatted(self, types: Sequence[str], rows: list[tuple[Any, ...]]) -> bytes:
-        out = io.BytesIO()
-        with self._copy(out, types) as copy:
-            for row in rows:
-                copy.write_row(row)
-        return out.getvalue()
 
 
 def _jsonb(value: dict[str, Any]) -> bytes:
