@@ -385,8 +385,8 @@ class CopyImport(ImportRun):
         their row is not skipped.
 
         Given `new`, a row that is surely a new member (valid, no value left out, an address
-        neither this file nor the suppressions had: the Bloom filter says "no", which is
-        never wrong) is appended to it instead, for new_members.py.
+        that neither this file, the suppressions nor the members had: both Bloom filters say
+        "no", which is never wrong) is appended to it instead, for new_members.py.
         """
         staged: list[tuple[Any, ...]] = []
         stage = staged.append
