@@ -162,12 +162,9 @@ class CopyImport(ImportRun):
                 "can run: GRANT SET ON PARAMETER session_replication_role TO <role>",
                 self.job.id,
             )
-        self.members_were_empty = not self._exec(sql.ANY_MEMBERS).scalar()
-        self.copy_new_members = self.new_members_by_copy and (
-            self.members_were_empty
-            or self._exec(sql.COUNT_MEMBERS_UP_TO, limit=_FEW_MEMBERS + 1).scalar_one()
-            <= _FEW_MEMBERS
-        )
+        members = self._exec(sql.COUNT_MEMBERS_UP_TO, limit=_FEW_MEMBERS + 1).scalar_one()
+        self.members_were_empty = members == 0
+        self.copy_new_members = self.new_members_by_copy and members <= _FEW_MEMBERS
         if self.copy_new_members:
             self._remember_known()
             # For the parser thread's own connection (the session needs this thread's app

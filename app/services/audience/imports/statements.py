@@ -32,7 +32,8 @@ CHUNK_WORK_MEM = "SET LOCAL work_mem = '128MB'"
 NO_JIT = "SET LOCAL jit = off"
 RAISE_TEMP_BUFFERS = f"SET temp_buffers = '{TEMP_BUFFERS}'"
 LOCK_LIST = "SELECT id FROM mailing_lists WHERE id = :list_id FOR KEY SHARE"
-ANY_MEMBERS = "SELECT EXISTS (SELECT 1 FROM members)"
+# Up to :limit members: is the table empty, small (postgres._FEW_MEMBERS) or neither.
+COUNT_MEMBERS_UP_TO = "SELECT count(*) FROM (SELECT 1 FROM members LIMIT :limit) m"
 CREATE_SEEN_TABLE = (
     "CREATE TEMPORARY TABLE import_seen (email text NOT NULL, line integer NOT NULL) ON COMMIT DROP"
 )
@@ -271,43 +272,34 @@ RESERVE_MEMBER_IDS = (
 )
 SUPPRESSED_ADDRESSES = "SELECT email FROM suppressions"
 MEMBER_ADDRESSES = "SELECT email FROM members"
-COUNT_MEMBERS_UP_TO = "SELECT count(*) FROM (SELECT 1 FROM members LIMIT :limit) m"
-NEW_MEMBER_COLUMNS = (
-    "id",
-    *STAGE_FIELDS,
-    "attributes",
-    "consent_basis",
-    "consent_source",
-    "consent_at",
-    "consent_expires_at",
-    "consent_detail",
-    "created_at",
-    "updated_at",
+# Each column with the type of the value sent for it: binary COPY takes each value in its
+# column's binary form, with no cast (text for varchar; jsonb values are passed as bytes
+# already in jsonb's binary form, new_members._jsonb).
+_NEW_MEMBER_COLUMNS = (
+    ("id", "int8"),
+    *((name, "text") for name in STAGE_FIELDS),
+    ("attributes", "bytea"),
+    ("consent_basis", "text"),
+    ("consent_source", "text"),
+    ("consent_at", "timestamptz"),
+    ("consent_expires_at", "timestamptz"),
+    ("consent_detail", "bytea"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
 )
-# Binary COPY takes each value in its column's binary form, with no cast: text for varchar;
-# jsonb values are passed as bytes already in jsonb's binary form (new_members._jsonb).
-NEW_MEMBER_TYPES = (
-    "int8",
-    *("text",) * 6,
-    "bytea",
-    "text",
-    "text",
-    "timestamptz",
-    "timestamptz",
-    "bytea",
-    "timestamptz",
-    "timestamptz",
+NEW_MEMBER_COLUMNS = tuple(name for name, _ in _NEW_MEMBER_COLUMNS)
+NEW_MEMBER_TYPES = tuple(type_ for _, type_ in _NEW_MEMBER_COLUMNS)
+_NEW_SUBSCRIPTION_COLUMNS = (
+    ("member_id", "int8"),
+    ("list_id", "int4"),
+    ("status", "text"),
+    ("source", "text"),
+    ("subscribed_at", "timestamptz"),
+    ("created_at", "timestamptz"),
+    ("updated_at", "timestamptz"),
 )
-NEW_SUBSCRIPTION_COLUMNS = (
-    "member_id",
-    "list_id",
-    "status",
-    "source",
-    "subscribed_at",
-    "created_at",
-    "updated_at",
-)
-NEW_SUBSCRIPTION_TYPES = ("int8", "int4", "text", "text", *("timestamptz",) * 3)
+NEW_SUBSCRIPTION_COLUMNS = tuple(name for name, _ in _NEW_SUBSCRIPTION_COLUMNS)
+NEW_SUBSCRIPTION_TYPES = tuple(type_ for _, type_ in _NEW_SUBSCRIPTION_COLUMNS)
 COPY_NEW_MEMBERS = f"COPY members ({', '.join(NEW_MEMBER_COLUMNS)}) FROM STDIN (FORMAT binary)"
 COPY_NEW_SUBSCRIPTIONS = (
     f"COPY subscriptions ({', '.join(NEW_SUBSCRIPTION_COLUMNS)}) FROM STDIN (FORMAT binary)"

@@ -14,8 +14,6 @@ SET LOCAL session_replication_role = replica;
 
 SET LOCAL session_replication_role = origin;
 
-SELECT EXISTS (SELECT 1 FROM members);
-
 SELECT count(*) FROM (SELECT 1 FROM members LIMIT %(limit)s) m;
 
 SELECT email FROM suppressions;
